@@ -1,0 +1,16 @@
+//! btcagent: a mining-farm pool agent.
+//!
+//! Miners speak Stratum V1 to the agent; the agent speaks BTCAgent's compact protocol
+//! (Stratum lines plus binary ex-messages) to a btcpool-family pool over a handful of
+//! connections. Layers, bottom up:
+//! - [`protocol`]: pure encoding and decoding, no I/O;
+//! - [`upstream`]: how a TCP stream to the pool is obtained (direct, proxies, TLS);
+//! - [`pool`] and [`miner`]: the sessions on each side, on one smol executor;
+//! - [`agent`]: ties the two sides together; `main.rs` only parses the command line.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod protocol;
+pub mod uci;
+pub mod upstream;

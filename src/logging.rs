@@ -1,0 +1,1 @@
+//! The `log` backend: standard error, a log directory, or syslog.
