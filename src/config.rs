@@ -73,7 +73,12 @@ pub struct Config {
 
 impl Default for MessageQueueSize {
     fn default() -> Self {
-        MessageQueueSize { session_manager: 64, pool_session_manager: 64, pool_session: 512, miner_session: 64 }
+        MessageQueueSize {
+            session_manager: 64,
+            pool_session_manager: 64,
+            pool_session: 512,
+            miner_session: 64,
+        }
     }
 }
 
@@ -117,7 +122,10 @@ impl Default for Config {
             direct_connect_after_proxy: true,
             pool_use_tls: false,
             pools: Vec::new(),
-            http_debug: HttpDebug { enable: false, listen: "127.0.0.1:9999".into() },
+            http_debug: HttpDebug {
+                enable: false,
+                listen: "127.0.0.1:9999".into(),
+            },
             advanced: Advanced::default(),
         }
     }
