@@ -8,9 +8,12 @@
 //! - [`pool`] and [`miner`]: the sessions on each side, on one smol executor;
 //! - [`agent`]: ties the two sides together; `main.rs` only parses the command line.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod miner;
+pub mod pool;
 pub mod protocol;
 pub mod uci;
 pub mod upstream;

@@ -2,6 +2,7 @@
 //! and the rules that turn a miner's login into a worker name.
 
 pub mod exmessage;
+pub mod framing;
 pub mod job;
 pub mod stratum;
 pub mod worker;

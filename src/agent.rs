@@ -1,0 +1,298 @@
+//! The agent: accepts miners, keeps the pool groups, and shuts down cleanly.
+
+use crate::config::Config;
+use crate::miner::session_ids::SessionIds;
+use crate::miner::{MinerSession, MinerState};
+use crate::pool::PoolGroup;
+use crate::protocol::worker::NamingRules;
+use crate::upstream::Connector;
+use async_io::{Async, Timer};
+use smol::LocalExecutor;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A miner must authorize within this long after connecting.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes per `advanced.message_queue_size.miner_session` unit of a miner's unsent
+/// output: about one job each.
+const MINER_QUEUE_UNIT: usize = 2048;
+
+pub struct Agent {
+    cfg: Config,
+    ex: &'static LocalExecutor<'static>,
+    connector: Connector,
+    naming: NamingRules,
+    ids: RefCell<SessionIds>,
+    miners: RefCell<HashMap<u16, Rc<MinerSession>>>,
+    /// Keyed by sub-account; the single-user group under "".
+    groups: RefCell<HashMap<Rc<str>, Rc<PoolGroup>>>,
+    next_pool_id: Cell<u32>,
+    /// The newest version mask a pool gave, offered to miners before they have a pool.
+    version_mask: Cell<u32>,
+    refused: RateLimit,
+    pub started: Instant,
+}
+
+impl Agent {
+    pub fn new(cfg: Config, ex: &'static LocalExecutor<'static>) -> Result<Rc<Agent>, String> {
+        let connector = Connector::from_config(&cfg)?;
+        let naming = NamingRules {
+            multi_user_mode: cfg.multi_user_mode,
+            use_ip_as_worker_name: cfg.use_ip_as_worker_name,
+            ip_worker_name_format: cfg.ip_worker_name_format.clone(),
+            fixed_worker_name: cfg.fixed_worker_name.clone(),
+        };
+        let version_mask = cfg.advanced.bitcoin_default_version_mask;
+        Ok(Rc::new(Agent {
+            cfg,
+            ex,
+            connector,
+            naming,
+            ids: RefCell::new(SessionIds::new()),
+            miners: RefCell::new(HashMap::new()),
+            groups: RefCell::new(HashMap::new()),
+            next_pool_id: Cell::new(1),
+            version_mask: Cell::new(version_mask),
+            refused: RateLimit::new(),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    pub fn naming(&self) -> &NamingRules {
+        &self.naming
+    }
+
+    pub fn user_agent(&self) -> String {
+        format!("btcagent/{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    pub fn spawn(&self, fut: impl Future<Output = ()> + 'static) {
+        self.ex.spawn(fut).detach();
+    }
+
+    pub fn spawn_task<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> smol::Task<T> {
+        self.ex.spawn(fut)
+    }
+
+    pub fn next_pool_id(&self) -> u32 {
+        let id = self.next_pool_id.get();
+        self.next_pool_id.set(id.wrapping_add(1));
+        id
+    }
+
+    pub fn miner_output_limit(&self) -> usize {
+        (self.cfg.advanced.message_queue_size.miner_session as usize).max(16) * MINER_QUEUE_UNIT
+    }
+
+    pub fn version_mask_for_new_miners(&self) -> u32 {
+        self.version_mask.get()
+    }
+
+    pub fn note_version_mask(&self, mask: u32) {
+        self.version_mask.set(mask);
+    }
+
+    pub fn miners(&self) -> Vec<Rc<MinerSession>> {
+        self.miners.borrow().values().cloned().collect()
+    }
+
+    pub fn groups(&self) -> Vec<Rc<PoolGroup>> {
+        self.groups.borrow().values().cloned().collect()
+    }
+
+    /// The group of a sub-account (`None` in single-user mode), started on first use.
+    pub fn group_for(self: &Rc<Self>, subaccount: Option<&str>) -> Rc<PoolGroup> {
+        let key: Rc<str> = subaccount.unwrap_or("").into();
+        if let Some(g) = self.groups.borrow().get(&key) {
+            return g.clone();
+        }
+        log::info!(
+            "sub-account {}: opening {} pool connections",
+            if key.is_empty() {
+                "(single-user)"
+            } else {
+                &key
+            },
+            self.cfg.advanced.pool_connection_number_per_subaccount
+        );
+        let group = PoolGroup::start(self, subaccount.map(|_| key.clone()));
+        self.groups.borrow_mut().insert(key, group.clone());
+        group
+    }
+
+    pub fn forget_group(&self, group: &PoolGroup) {
+        self.groups
+            .borrow_mut()
+            .retain(|_, g| !std::ptr::eq(&**g, group));
+    }
+
+    /// Binds the miner port.
+    pub fn bind(cfg: &Config) -> io::Result<Async<TcpListener>> {
+        Async::<TcpListener>::bind(SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port))
+    }
+
+    /// Accepts miners until the listener fails.
+    pub async fn run(self: Rc<Self>, listener: Async<TcpListener>) {
+        if !self.cfg.multi_user_mode {
+            // One set of connections for everyone, up before the first miner arrives.
+            self.group_for(None);
+        }
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => self.on_accept(stream, peer),
+                Err(e) => {
+                    // Out of descriptors: wait for miners to leave instead of spinning.
+                    if self.refused.allow() {
+                        log::error!("accepting a miner failed: {e}");
+                    }
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn on_accept(self: &Rc<Self>, stream: Async<TcpStream>, peer: SocketAddr) {
+        let Some(sid) = self.ids.borrow_mut().allocate() else {
+            if self.refused.allow() {
+                log::warn!("refusing miner {peer}: all 65,535 session ids are in use");
+            }
+            return; // dropping the stream closes it
+        };
+        let _ = stream.get_ref().set_nodelay(true);
+        let miner = Rc::new(MinerSession::new(
+            sid,
+            stream,
+            peer,
+            Instant::now() + HANDSHAKE_TIMEOUT,
+        ));
+        self.miners.borrow_mut().insert(sid, miner.clone());
+        log::debug!("{}: connected", miner.name());
+        let agent = self.clone();
+        self.spawn(async move {
+            let why = miner.serve(&agent).await;
+            agent.miner_gone(&miner, &why);
+        });
+    }
+
+    fn miner_gone(self: &Rc<Self>, miner: &Rc<MinerSession>, why: &str) {
+        miner.close(why);
+        if miner.state.get() == MinerState::Connected && why.starts_with("not Stratum") {
+            if self.refused.allow() {
+                log::warn!("{}: {why}; closed", miner.name());
+            }
+        } else {
+            log::info!("{}: disconnected: {why}", miner.name());
+        }
+        let group = miner.group.borrow_mut().take();
+        if let Some(group) = group {
+            group.leave(self, miner);
+        }
+        self.miners.borrow_mut().remove(&miner.sid);
+        self.ids.borrow_mut().release(miner.sid);
+    }
+
+    /// A miner's deadline passed: returns why it must go, or `None` if it stays.
+    pub fn miner_deadline_passed(self: &Rc<Self>, miner: &Rc<MinerSession>) -> Option<String> {
+        match miner.state.get() {
+            MinerState::Connected | MinerState::Subscribed => Some(format!(
+                "did not authorize within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )),
+            MinerState::WaitingForPool => {
+                let group = miner.group.borrow().clone();
+                match group {
+                    Some(g) => g.wait_expired(self, miner),
+                    None => Some("no pool group".into()),
+                }
+            }
+            MinerState::Authorized => {
+                miner.set_deadline(None);
+                None
+            }
+        }
+    }
+
+    /// Unregisters every worker at the pool and closes all connections.
+    pub async fn shutdown(&self) {
+        log::info!(
+            "shutting down: unregistering {} miners",
+            self.miners.borrow().len()
+        );
+        let sessions: Vec<_> = self.groups().iter().flat_map(|g| g.sessions()).collect();
+        for s in &sessions {
+            s.farewell(Duration::from_secs(2)).await;
+        }
+        // Let the writers hand the last bytes to the kernel.
+        Timer::after(Duration::from_millis(100)).await;
+        for m in self.miners() {
+            m.close("agent shutting down");
+        }
+        for g in self.groups() {
+            g.close();
+        }
+    }
+}
+
+/// At most a burst of log lines per second for events a stranger can trigger at will
+/// (port scans, floods), so the log of a router cannot be filled by them.
+struct RateLimit {
+    window: Cell<Option<Instant>>,
+    count: Cell<u32>,
+}
+
+impl RateLimit {
+    const BURST: u32 = 10;
+
+    fn new() -> RateLimit {
+        RateLimit {
+            window: Cell::new(None),
+            count: Cell::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let now = Instant::now();
+        match self.window.get() {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {
+                self.count.set(self.count.get() + 1);
+                self.count.get() <= Self::BURST
+            }
+            _ => {
+                self.window.set(Some(now));
+                self.count.set(1);
+                true
+            }
+        }
+    }
+}
+
+/// Runs the agent on the current thread until SIGINT/SIGTERM or `stop` resolves.
+pub fn run_blocking(
+    cfg: Config,
+    listener: Async<TcpListener>,
+    stop: impl Future<Output = ()> + 'static,
+) -> Result<(), String> {
+    let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+    let agent = Agent::new(cfg, ex)?;
+    let serve = ex.spawn(agent.clone().run(listener));
+    smol::block_on(ex.run(async {
+        stop.await;
+        drop(serve);
+        agent.shutdown().await;
+    }));
+    Ok(())
+}

@@ -1,0 +1,606 @@
+//! The miner side: one [`MinerSession`] per Stratum V1 connection.
+//!
+//! A miner costs a few hundred bytes while idle: reads go through one scratch buffer
+//! shared by every miner (only an unfinished line is kept per miner), and writes go
+//! straight to the socket, queueing only what the kernel does not take.
+
+mod output;
+pub mod session_ids;
+
+use crate::agent::Agent;
+use crate::pool::{PoolGroup, PoolSession};
+use crate::protocol::exmessage::Share;
+use crate::protocol::stratum::{self, code, Message};
+use crate::protocol::worker;
+use async_io::{Async, Timer};
+use output::OutQueue;
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// A Stratum line from a miner longer than this closes the connection.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// After this many version-rolling shares, a share without a mask means the miner lost
+/// AsicBoost (`disconnect_when_lost_asicboost`).
+const ASICBOOST_SHARES: u8 = 100;
+
+/// Consecutive unparsable lines tolerated before the miner is dropped.
+const MAX_BAD_LINES: u8 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinerState {
+    Connected,
+    Subscribed,
+    /// Authorized by name, waiting for its sub-account's first pool connection.
+    WaitingForPool,
+    Authorized,
+}
+
+/// Per-miner counters for the status report.
+#[derive(Default)]
+pub struct MinerStats {
+    pub accepted: Cell<u32>,
+    pub rejected: Cell<u32>,
+    pub last_share: Cell<Option<Instant>>,
+    /// Sum of the difficulty of accepted shares, for the hashrate estimate.
+    pub accepted_difficulty: Cell<f64>,
+    pub difficulty: Cell<f64>,
+}
+
+pub struct MinerSession {
+    pub sid: u16,
+    pub peer: SocketAddr,
+    pub connected_at: Instant,
+    stream: Async<TcpStream>,
+    pub state: Cell<MinerState>,
+    pub user_agent: RefCell<Box<str>>,
+    /// Name at the pool, after the naming rules.
+    pub worker: RefCell<Rc<str>>,
+    pub group: RefCell<Option<Rc<PoolGroup>>>,
+    pub pool: RefCell<Option<Rc<PoolSession>>>,
+    /// Jobs of the current pool connection older than this were never sent to this miner.
+    pub first_job_seq: Cell<u32>,
+    pub version_rolling: Cell<bool>,
+    pub requested_mask: Cell<u32>,
+    rolled_shares: Cell<u8>,
+    /// The authorize request waiting for a pool connection.
+    pub pending_auth: RefCell<Option<Box<str>>>,
+    deadline: Cell<Option<Instant>>,
+    out: RefCell<OutQueue>,
+    closed: Cell<bool>,
+    close_reason: RefCell<Option<String>>,
+    pub stats: MinerStats,
+}
+
+thread_local! {
+    /// The read buffer every miner shares: the executor is single-threaded and a read
+    /// is processed before the next await.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_LINE + 1024]);
+}
+
+impl MinerSession {
+    pub fn new(
+        sid: u16,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+        handshake_deadline: Instant,
+    ) -> MinerSession {
+        MinerSession {
+            sid,
+            peer,
+            connected_at: Instant::now(),
+            stream,
+            state: Cell::new(MinerState::Connected),
+            user_agent: RefCell::new("".into()),
+            worker: RefCell::new(Rc::from("")),
+            group: RefCell::new(None),
+            pool: RefCell::new(None),
+            first_job_seq: Cell::new(0),
+            version_rolling: Cell::new(false),
+            requested_mask: Cell::new(0),
+            rolled_shares: Cell::new(0),
+            pending_auth: RefCell::new(None),
+            deadline: Cell::new(Some(handshake_deadline)),
+            out: RefCell::new(OutQueue::new()),
+            closed: Cell::new(false),
+            close_reason: RefCell::new(None),
+            stats: MinerStats::default(),
+        }
+    }
+
+    /// `sid/worker@ip` for logs.
+    pub fn name(&self) -> String {
+        let w = self.worker.borrow();
+        if w.is_empty() {
+            format!("miner#{} {}", self.sid, self.peer)
+        } else {
+            format!("miner#{} {} {}", self.sid, w, self.peer.ip())
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub fn set_deadline(&self, at: Option<Instant>) {
+        self.deadline.set(at);
+    }
+
+    /// Closes the connection from anywhere: the reader sees end-of-stream and cleans up.
+    pub fn close(&self, reason: impl Into<String>) {
+        if !self.closed.replace(true) {
+            *self.close_reason.borrow_mut() = Some(reason.into());
+            let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Sends a shared buffer (a job): written directly, or queued by reference.
+    pub fn send_shared(self: &Rc<Self>, agent: &Rc<Agent>, data: &Rc<[u8]>) {
+        self.send_with(agent, data, || data.clone());
+    }
+
+    pub fn send(self: &Rc<Self>, agent: &Rc<Agent>, data: &[u8]) {
+        self.send_with(agent, data, || Rc::from(data));
+    }
+
+    fn send_with(self: &Rc<Self>, agent: &Rc<Agent>, data: &[u8], keep: impl FnOnce() -> Rc<[u8]>) {
+        if self.closed.get() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        let mut written = 0;
+        if out.is_empty() {
+            match (&*self.stream.get_ref()).write(data) {
+                Ok(n) if n == data.len() => return,
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(out);
+                    self.close(format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        out.push(keep(), written);
+        if out.bytes() > agent.miner_output_limit() {
+            let pending = out.bytes();
+            drop(out);
+            self.close(format!("not reading its socket ({pending} bytes unsent)"));
+            return;
+        }
+        if !out.flushing {
+            out.flushing = true;
+            drop(out);
+            agent.spawn(flush(self.clone()));
+        }
+    }
+
+    /// Reads and handles lines until the connection ends; returns why it ended.
+    pub async fn serve(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
+        let mut partial: Vec<u8> = Vec::new();
+        let mut first_byte_seen = false;
+        let mut bad_lines = 0u8;
+        loop {
+            if self.closed.get() {
+                break;
+            }
+            let timed_out = match self.deadline.get() {
+                Some(at) => {
+                    let readable = async { self.stream.readable().await.map(|_| false) };
+                    let timer = async {
+                        Timer::at(at).await;
+                        Ok(true)
+                    };
+                    smol::future::or(readable, timer).await
+                }
+                None => self.stream.readable().await.map(|_| false),
+            };
+            match timed_out {
+                Err(e) => return format!("socket error: {e}"),
+                Ok(true) => {
+                    if let Some(reason) = agent.miner_deadline_passed(self) {
+                        return reason;
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+            }
+            // Drain what is readable, a bounded number of times so one busy miner
+            // cannot starve the others.
+            for _ in 0..4 {
+                let step = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let n = match (&*self.stream.get_ref()).read(&mut scratch[..]) {
+                        Ok(0) => return Err("closed by the miner".to_string()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                        Err(e) => return Err(format!("read failed: {e}")),
+                    };
+                    let data = &scratch[..n];
+                    if !first_byte_seen {
+                        if let Some(&b) = data.iter().find(|b| !b.is_ascii_whitespace()) {
+                            first_byte_seen = true;
+                            if b != b'{' {
+                                return Err(format!("not Stratum: {}", describe_foreign(data)));
+                            }
+                        }
+                    }
+                    if partial.is_empty() {
+                        let consumed = self.handle_lines(agent, data, &mut bad_lines)?;
+                        partial.extend_from_slice(&data[consumed..]);
+                    } else {
+                        partial.extend_from_slice(data);
+                        let consumed = self.handle_lines(agent, &partial, &mut bad_lines)?;
+                        partial.drain(..consumed);
+                    }
+                    if partial.len() > MAX_LINE {
+                        return Err(format!("sent a line over {MAX_LINE} bytes"));
+                    }
+                    if partial.is_empty() && partial.capacity() > 0 {
+                        partial = Vec::new();
+                    }
+                    Ok(n == scratch.len())
+                });
+                match step {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(reason) => return reason,
+                }
+            }
+            smol::future::yield_now().await;
+        }
+        self.close_reason
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| "closed".into())
+    }
+
+    /// Handles the complete lines of `data`; returns how many bytes they took.
+    fn handle_lines(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        data: &[u8],
+        bad_lines: &mut u8,
+    ) -> Result<usize, String> {
+        let mut consumed = 0;
+        while let Some(end) = data[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &data[consumed..consumed + end];
+            consumed += end + 1;
+            if line.len() > MAX_LINE {
+                return Err(format!("sent a line over {MAX_LINE} bytes"));
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match Message::parse(line) {
+                Ok(msg) => {
+                    *bad_lines = 0;
+                    self.handle_message(agent, &msg)?;
+                }
+                Err(e) => {
+                    *bad_lines += 1;
+                    log::warn!("{}: {e}", self.name());
+                    self.send(
+                        agent,
+                        &stratum::error_line("null", code::OTHER, "Malformed JSON-RPC line"),
+                    );
+                    if *bad_lines >= MAX_BAD_LINES {
+                        return Err(format!("{MAX_BAD_LINES} malformed lines in a row"));
+                    }
+                }
+            }
+            if self.closed.get() {
+                break;
+            }
+        }
+        Ok(consumed)
+    }
+
+    fn handle_message(self: &Rc<Self>, agent: &Rc<Agent>, msg: &Message) -> Result<(), String> {
+        let id = msg.id_text();
+        let Some(method) = msg.method() else {
+            return Ok(()); // a response to nothing the agent asked: ignore
+        };
+        match method {
+            "mining.subscribe" => self.on_subscribe(agent, id, msg),
+            "mining.configure" => self.on_configure(agent, id, msg),
+            "mining.authorize" => self.on_authorize(agent, id, msg),
+            "mining.submit" => self.on_submit(agent, id, msg),
+            "mining.suggest_difficulty" | "mining.suggest_target" | "mining.multi_version" => {
+                self.send(
+                    agent,
+                    &stratum::error_line(
+                        id,
+                        code::ILLEGAL_METHOD,
+                        &format!("{method} is not supported by this agent"),
+                    ),
+                );
+            }
+            _ => {
+                log::debug!("{}: unknown method {method:?}", self.name());
+                self.send(
+                    agent,
+                    &stratum::error_line(
+                        id,
+                        code::ILLEGAL_METHOD,
+                        &format!("unknown method {method}"),
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, msg: &Message) {
+        if let Some(ua) = msg.params_list().first().and_then(Value::as_str) {
+            *self.user_agent.borrow_mut() = ua.chars().take(64).collect::<String>().into();
+        }
+        if self.state.get() == MinerState::Connected {
+            self.state.set(MinerState::Subscribed);
+        }
+        let ex1 = stratum::hex8(self.sid as u32);
+        let result = format!(
+            "[[[\"mining.set_difficulty\",\"{ex1}\"],[\"mining.notify\",\"{ex1}\"]],\"{ex1}\",4]"
+        );
+        self.send(agent, &stratum::result_line(id, &result));
+    }
+
+    fn on_configure(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, msg: &Message) {
+        let params = msg.params_list();
+        let wanted: Vec<&str> = params
+            .first()
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let opts = params.get(1);
+        let mut result = serde_json::Map::new();
+        for ext in wanted {
+            if ext == "version-rolling" {
+                let requested = opts
+                    .and_then(|o| o.get("version-rolling.mask"))
+                    .and_then(stratum::parse_hex_u32)
+                    .unwrap_or(u32::MAX);
+                let mask = requested & agent.version_mask_for_new_miners();
+                self.requested_mask.set(requested);
+                self.version_rolling.set(mask != 0);
+                result.insert("version-rolling".into(), Value::Bool(mask != 0));
+                result.insert(
+                    "version-rolling.mask".into(),
+                    Value::String(stratum::hex8(mask)),
+                );
+            } else {
+                result.insert(ext.into(), Value::Bool(false));
+            }
+        }
+        self.send(
+            agent,
+            &stratum::result_line(id, &Value::Object(result).to_string()),
+        );
+    }
+
+    fn on_authorize(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, msg: &Message) {
+        match self.state.get() {
+            MinerState::Connected => {
+                self.send(
+                    agent,
+                    &stratum::error_line(id, code::NOT_SUBSCRIBED, "Not subscribed"),
+                );
+                return;
+            }
+            MinerState::Authorized => {
+                self.send(agent, &stratum::result_line(id, "true"));
+                return;
+            }
+            MinerState::WaitingForPool => {
+                self.send(
+                    agent,
+                    &stratum::error_line(id, code::OTHER, "Authorization in progress"),
+                );
+                return;
+            }
+            MinerState::Subscribed => {}
+        }
+        let params = msg.params_list();
+        let login = params.first().and_then(Value::as_str).unwrap_or("");
+        let cfg = agent.config();
+        let (sub, login_worker) = match worker::split_login(login, cfg.multi_user_mode) {
+            Ok(v) => v,
+            Err(why) => {
+                log::warn!("{}: refused login {login:?}: {why}", self.name());
+                self.send(agent, &stratum::error_line(id, code::EMPTY_SUBACCOUNT, why));
+                return;
+            }
+        };
+        let name = agent.naming().worker_name(login_worker, self.peer.ip());
+        *self.worker.borrow_mut() = name.into();
+        let group = agent.group_for(sub);
+        group.join(agent, self, id);
+    }
+
+    fn on_submit(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, msg: &Message) {
+        if self.state.get() != MinerState::Authorized {
+            self.send(
+                agent,
+                &stratum::error_line(id, code::UNAUTHORIZED, "Unauthorized worker"),
+            );
+            return;
+        }
+        let params = msg.params_list();
+        if params.len() < 5 {
+            self.send(
+                agent,
+                &stratum::error_line(
+                    id,
+                    code::ILLEGAL_PARAMS,
+                    "mining.submit needs 5 or 6 params",
+                ),
+            );
+            return;
+        }
+        let job_text = params[1].as_str().unwrap_or("");
+        if job_text.starts_with('f') {
+            // A share on a fake job: keeps the miner content, is never worth sending.
+            self.send(agent, &stratum::result_line(id, "true"));
+            return;
+        }
+        let pool = self.pool.borrow().clone();
+        let Some(pool) = pool.filter(|p| p.is_up()) else {
+            self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
+            return;
+        };
+        let job = job_text
+            .parse::<u8>()
+            .ok()
+            .and_then(|j| pool.job_ntime(j, self.first_job_seq.get()).map(|t| (j, t)));
+        let Some((job_id, job_ntime)) = job else {
+            self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
+            return;
+        };
+        let fields = (
+            stratum::parse_hex_u32(&params[2]),
+            stratum::parse_hex_u32(&params[3]),
+            stratum::parse_hex_u32(&params[4]),
+        );
+        let (Some(extranonce2), Some(ntime), Some(nonce)) = fields else {
+            self.reject(agent, id, code::ILLEGAL_PARAMS, "Illegal params");
+            return;
+        };
+        let version_mask = match params.get(5) {
+            None | Some(Value::Null) => None,
+            Some(v) => match stratum::parse_hex_u32(v) {
+                Some(m) => Some(m),
+                None => {
+                    self.reject(agent, id, code::ILLEGAL_PARAMS, "Illegal version mask");
+                    return;
+                }
+            },
+        };
+        let version_mask = version_mask.filter(|&m| m != 0);
+        let share = Share {
+            job_id,
+            session_id: self.sid,
+            extranonce2,
+            nonce,
+            ntime: (ntime != job_ntime).then_some(ntime),
+            version_mask,
+        };
+        pool.submit(agent, self, share, id);
+        self.watch_asicboost(agent, version_mask.is_some());
+    }
+
+    pub fn count_accepted(&self) {
+        let s = &self.stats;
+        s.accepted.set(s.accepted.get() + 1);
+        s.last_share.set(Some(Instant::now()));
+        s.accepted_difficulty
+            .set(s.accepted_difficulty.get() + s.difficulty.get());
+    }
+
+    pub fn reject(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, code: i32, why: &str) {
+        self.stats.rejected.set(self.stats.rejected.get() + 1);
+        self.stats.last_share.set(Some(Instant::now()));
+        self.send(agent, &stratum::error_line(id, code, why));
+    }
+
+    fn watch_asicboost(self: &Rc<Self>, agent: &Rc<Agent>, rolled: bool) {
+        if rolled {
+            self.rolled_shares
+                .set(self.rolled_shares.get().saturating_add(1));
+        } else if self.rolled_shares.get() > ASICBOOST_SHARES
+            && agent.config().disconnect_when_lost_asicboost
+        {
+            log::warn!("{}: stopped rolling versions after {}+ shares (lost AsicBoost): asking it to reconnect", self.name(), ASICBOOST_SHARES);
+            self.rolled_shares.set(0);
+            self.send(agent, &stratum::notification("client.reconnect", "[]"));
+        }
+    }
+}
+
+/// Writes a miner's queued output as the socket drains; ends when the queue is empty.
+async fn flush(miner: Rc<MinerSession>) {
+    loop {
+        if miner.closed.get() {
+            return;
+        }
+        {
+            let mut out = miner.out.borrow_mut();
+            while let Some(front) = out.front() {
+                match (&*miner.stream.get_ref()).write(front) {
+                    Ok(0) => {
+                        drop(out);
+                        miner.close("write returned 0");
+                        return;
+                    }
+                    Ok(n) => out.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        drop(out);
+                        miner.close(format!("write failed: {e}"));
+                        return;
+                    }
+                }
+            }
+            if out.is_empty() {
+                out.flushing = false;
+                return;
+            }
+        }
+        if miner.stream.writable().await.is_err() {
+            miner.close("socket error");
+            return;
+        }
+    }
+}
+
+/// Names what a non-Stratum client looks like, for the one log line it gets.
+fn describe_foreign(data: &[u8]) -> &'static str {
+    let head = &data[..data.len().min(8)];
+    if [
+        &b"GET "[..],
+        b"POST",
+        b"HEAD",
+        b"PUT ",
+        b"OPTI",
+        b"CONN",
+        b"PRI ",
+    ]
+    .iter()
+    .any(|m| head.starts_with(m))
+    {
+        "looks like HTTP"
+    } else if head.first() == Some(&0x16) {
+        "looks like a TLS handshake"
+    } else if head.first() == Some(&0x03) && head.get(1) == Some(&0x00) {
+        "looks like RDP"
+    } else if head.starts_with(b"SSH-") {
+        "looks like SSH"
+    } else {
+        "first byte is not '{'"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_protocols_are_named() {
+        assert_eq!(describe_foreign(b"GET / HTTP/1.1\r\n"), "looks like HTTP");
+        assert_eq!(
+            describe_foreign(&[0x16, 0x03, 0x01, 0x02]),
+            "looks like a TLS handshake"
+        );
+        assert_eq!(
+            describe_foreign(&[0x03, 0x00, 0x00, 0x13, 0x0e]),
+            "looks like RDP"
+        );
+        assert_eq!(describe_foreign(b"SSH-2.0-x"), "looks like SSH");
+        assert_eq!(describe_foreign(b"\x00\x01"), "first byte is not '{'");
+    }
+}

@@ -1,0 +1,419 @@
+//! A sub-account's set of pool connections and the miners that share them.
+//!
+//! Each of the `pool_connection_number_per_subaccount` slots keeps one connection up,
+//! walking the pool list in order. Miners go to the connection with the fewest miners;
+//! when a connection dies its miners move to a sibling without noticing (their
+//! extranonce1 is their session id, not tied to a connection).
+
+use super::session::PoolSession;
+use crate::agent::Agent;
+use crate::config::PoolEntry;
+use crate::miner::{MinerSession, MinerState};
+use crate::protocol::framing::FrameReader;
+use crate::protocol::job::{fake_job, Job};
+use crate::protocol::stratum::{self, code};
+use crate::upstream::Connected;
+use async_io::Timer;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A connection that dies sooner than this after coming up counts as a failed dial,
+/// so a flapping pool is retried with backoff rather than in a tight loop.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct PoolGroup {
+    /// `None` in single-user mode: each pool entry's own sub-account is used.
+    pub subaccount: Option<Rc<str>>,
+    sessions: RefCell<Vec<Rc<PoolSession>>>,
+    waiting: RefCell<Vec<Rc<MinerSession>>>,
+    /// Miners kept on fake jobs while no connection is up (`always_keep_downconn`).
+    orphans: RefCell<Vec<Rc<MinerSession>>>,
+    miners: Cell<usize>,
+    closed: Cell<bool>,
+    last_job: RefCell<Option<Rc<Job>>>,
+    feeding_fakes: Cell<bool>,
+    submit_response_from_server: bool,
+}
+
+impl PoolGroup {
+    /// Creates the group and starts its connection slots.
+    pub fn start(agent: &Rc<Agent>, subaccount: Option<Rc<str>>) -> Rc<PoolGroup> {
+        let group = Rc::new(PoolGroup {
+            subaccount,
+            sessions: RefCell::new(Vec::new()),
+            waiting: RefCell::new(Vec::new()),
+            orphans: RefCell::new(Vec::new()),
+            miners: Cell::new(0),
+            closed: Cell::new(false),
+            last_job: RefCell::new(None),
+            feeding_fakes: Cell::new(false),
+            submit_response_from_server: agent.config().submit_response_from_server,
+        });
+        for slot in 0..agent
+            .config()
+            .advanced
+            .pool_connection_number_per_subaccount
+        {
+            agent.spawn(run_slot(agent.clone(), group.clone(), slot));
+        }
+        group
+    }
+
+    pub fn name(&self) -> &str {
+        self.subaccount.as_deref().unwrap_or("(single-user)")
+    }
+
+    pub fn submit_response_from_server(&self) -> bool {
+        self.submit_response_from_server
+    }
+
+    pub fn sessions(&self) -> Vec<Rc<PoolSession>> {
+        self.sessions.borrow().clone()
+    }
+
+    pub fn miner_count(&self) -> usize {
+        self.miners.get()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn least_loaded(&self) -> Option<Rc<PoolSession>> {
+        self.sessions
+            .borrow()
+            .iter()
+            .filter(|s| s.is_up())
+            .min_by_key(|s| s.miner_count())
+            .cloned()
+    }
+
+    pub fn note_job(&self, job: &Rc<Job>) {
+        *self.last_job.borrow_mut() = Some(job.clone());
+    }
+
+    /// An authorized miner joins: it gets a connection now, or waits for the first one.
+    pub fn join(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+        self.miners.set(self.miners.get() + 1);
+        *miner.group.borrow_mut() = Some(self.clone());
+        match self.least_loaded() {
+            Some(session) => {
+                accept_login(agent, miner, auth_id);
+                session.adopt(agent, miner);
+            }
+            None => {
+                log::info!(
+                    "{}: waiting for a pool connection of {}",
+                    miner.name(),
+                    self.name()
+                );
+                miner.state.set(MinerState::WaitingForPool);
+                *miner.pending_auth.borrow_mut() = Some(auth_id.into());
+                miner.set_deadline(Some(
+                    Instant::now() + agent.config().advanced.pool_connection_dial_timeout,
+                ));
+                self.waiting.borrow_mut().push(miner.clone());
+            }
+        }
+    }
+
+    /// The wait for a first connection ran out. Returns why the miner must go, or `None`
+    /// when it stays on fake jobs.
+    pub fn wait_expired(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        miner: &Rc<MinerSession>,
+    ) -> Option<String> {
+        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        let id = miner
+            .pending_auth
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| "null".into());
+        if agent.config().always_keep_downconn {
+            accept_login(agent, miner, &id);
+            self.orphan(agent, miner.clone());
+            None
+        } else {
+            miner.send(
+                agent,
+                &stratum::error_line(&id, code::INTERNAL_ERROR, "No pool connection available"),
+            );
+            Some(format!(
+                "no pool connection for {} within the dial timeout",
+                self.name()
+            ))
+        }
+    }
+
+    /// A miner left the agent.
+    pub fn leave(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        if let Some(pool) = miner.pool.borrow_mut().take() {
+            pool.release(miner);
+        }
+        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.miners.set(self.miners.get().saturating_sub(1));
+        if self.miners.get() == 0 && self.subaccount.is_some() {
+            log::info!(
+                "sub-account {}: last miner left, closing its pool connections",
+                self.name()
+            );
+            self.close();
+            agent.forget_group(self);
+        }
+    }
+
+    /// Stops the slots and their connections.
+    pub fn close(&self) {
+        self.closed.set(true);
+        for s in self.sessions.borrow().iter() {
+            s.kill("sub-account closed");
+        }
+    }
+
+    fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
+        self.sessions.borrow_mut().push(session.clone());
+        agent.note_version_mask(session.version_mask());
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for miner in waiting {
+            if miner.is_closed() {
+                continue;
+            }
+            let id = miner
+                .pending_auth
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| "null".into());
+            accept_login(agent, &miner, &id);
+            self.least_loaded()
+                .unwrap_or_else(|| session.clone())
+                .adopt(agent, &miner);
+        }
+        let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
+        if !orphans.is_empty() {
+            log::info!(
+                "{}: back on a real pool connection: {} miners leave fake jobs",
+                session.name(),
+                orphans.len()
+            );
+        }
+        for miner in orphans {
+            if !miner.is_closed() {
+                self.least_loaded()
+                    .unwrap_or_else(|| session.clone())
+                    .adopt(agent, &miner);
+            }
+        }
+    }
+
+    fn session_down(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
+        self.sessions
+            .borrow_mut()
+            .retain(|s| !Rc::ptr_eq(s, session));
+        let miners = session.shut(agent);
+        if miners.is_empty() {
+            return;
+        }
+        let target = self.least_loaded();
+        match target {
+            Some(_) => log::info!(
+                "{}: moving {} miners to sibling connections",
+                session.name(),
+                miners.len()
+            ),
+            None if agent.config().always_keep_downconn => {
+                log::warn!(
+                    "{}: no connection of {} is up: {} miners stay on fake jobs",
+                    session.name(),
+                    self.name(),
+                    miners.len()
+                )
+            }
+            None => log::warn!(
+                "{}: no connection of {} is up: disconnecting {} miners",
+                session.name(),
+                self.name(),
+                miners.len()
+            ),
+        }
+        for miner in miners {
+            if miner.is_closed() {
+                continue;
+            }
+            match self.least_loaded() {
+                Some(s) => s.adopt(agent, &miner),
+                None if agent.config().always_keep_downconn => self.orphan(agent, miner),
+                None => miner.close("no pool connection is up"),
+            }
+        }
+    }
+
+    fn orphan(self: &Rc<Self>, agent: &Rc<Agent>, miner: Rc<MinerSession>) {
+        self.orphans.borrow_mut().push(miner.clone());
+        if let Some(job) = self.last_job.borrow().as_ref() {
+            miner.send_shared(agent, &fake_job(job, 0, unix_now()));
+        }
+        if !self.feeding_fakes.replace(true) {
+            agent.spawn(feed_fake_jobs(agent.clone(), self.clone()));
+        }
+    }
+}
+
+fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+    miner.state.set(MinerState::Authorized);
+    miner.set_deadline(None);
+    log::info!("{}: authorized", miner.name());
+    miner.send(agent, &stratum::result_line(auth_id, "true"));
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Sends every orphan a fresh fake job each `fake_job_notify_interval` until none is left.
+async fn feed_fake_jobs(agent: Rc<Agent>, group: Rc<PoolGroup>) {
+    let interval = agent.config().advanced.fake_job_notify_interval;
+    let mut seq = 1u32;
+    loop {
+        Timer::after(interval).await;
+        let orphans = group.orphans.borrow().clone();
+        if orphans.is_empty() || group.is_closed() {
+            group.feeding_fakes.set(false);
+            return;
+        }
+        let Some(job) = group.last_job.borrow().clone() else {
+            continue;
+        };
+        let line = fake_job(&job, seq, unix_now());
+        seq = seq.wrapping_add(1);
+        for miner in orphans {
+            miner.send_shared(&agent, &line);
+        }
+    }
+}
+
+/// One connection slot: dial the pool list in order, run the session, start again.
+async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
+    let mut backoff = Duration::from_secs(1);
+    // Spread the slots' first dials a little so a farm's agents do not hit the pool in step.
+    Timer::after(Duration::from_millis(50 * slot as u64)).await;
+    while !group.is_closed() {
+        let mut stable = false;
+        for entry in agent.config().pools.clone() {
+            if group.is_closed() {
+                return;
+            }
+            let subaccount = group
+                .subaccount
+                .as_deref()
+                .unwrap_or(&entry.subaccount)
+                .to_string();
+            match open(&agent, &group, &entry, subaccount).await {
+                Ok((session, mut reader, mut frames)) => {
+                    if group.is_closed() {
+                        session.kill("sub-account closed");
+                    }
+                    log::info!(
+                        "{}: up via {} (extranonce1 {}, version mask {:08x}, share responses {})",
+                        session.name(),
+                        session.route,
+                        session.extranonce1(),
+                        session.version_mask(),
+                        if session.share_responses() {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    );
+                    group.session_up(&agent, &session);
+                    let started = Instant::now();
+                    let why = session
+                        .read_loop(&agent, &mut reader, &mut frames, None)
+                        .await
+                        .err()
+                        .unwrap_or_default();
+                    log::warn!("{}: down: {why}", session.name());
+                    group.session_down(&agent, &session);
+                    stable = started.elapsed() >= STABLE_AFTER;
+                    break; // start again from the first pool of the list
+                }
+                Err(why) => log::warn!(
+                    "pool {}:{} ({}): {why}",
+                    entry.host,
+                    entry.port,
+                    group.name()
+                ),
+            }
+        }
+        if group.is_closed() {
+            return;
+        }
+        if stable {
+            backoff = Duration::from_secs(1);
+        } else {
+            Timer::after(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+type OpenSession = (
+    Rc<PoolSession>,
+    smol::io::ReadHalf<crate::upstream::PoolStream>,
+    FrameReader,
+);
+
+/// Dials one pool entry and completes the handshake within the dial timeout.
+async fn open(
+    agent: &Rc<Agent>,
+    group: &Rc<PoolGroup>,
+    entry: &PoolEntry,
+    subaccount: String,
+) -> Result<OpenSession, String> {
+    let dial_timeout = agent.config().advanced.pool_connection_dial_timeout;
+    let deadline = Instant::now() + dial_timeout;
+    let connect = agent.connector().connect(&entry.host, entry.port);
+    let timeout = async {
+        Timer::at(deadline).await;
+        Err(format!("no connection within {} s", dial_timeout.as_secs()))
+    };
+    let Connected {
+        stream,
+        leftover,
+        route,
+    } = smol::future::or(async { connect.await.map_err(|e| e.to_string()) }, timeout).await?;
+    let (session, wake_rx) = PoolSession::new(
+        agent.next_pool_id(),
+        entry.clone(),
+        subaccount,
+        route,
+        group,
+    );
+    let (mut reader, writer) = smol::io::split(stream);
+    let writer = agent.spawn_task(session.clone().write_loop(
+        writer,
+        wake_rx,
+        agent.config().advanced.submit_coalesce,
+    ));
+    session.set_writer(writer);
+    session.send_handshake(agent);
+    let mut frames = FrameReader::new(256 * 1024);
+    frames.extend(&leftover);
+    match session
+        .read_loop(agent, &mut reader, &mut frames, Some(deadline))
+        .await
+    {
+        Ok(()) => Ok((session, reader, frames)),
+        Err(why) => {
+            session.kill("handshake failed");
+            session.shut(agent);
+            Err(format!("{} via {}: {why}", session.name(), session.route))
+        }
+    }
+}

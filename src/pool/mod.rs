@@ -1,0 +1,12 @@
+//! The pool side: one [`PoolSession`] per upstream connection, grouped per sub-account
+//! in a [`PoolGroup`].
+//!
+//! A session writes through a buffer that a writer task flushes after a short window,
+//! so the shares of many miners leave in one TCP segment; it reads pool frames, fans
+//! jobs out to its miners (one serialized buffer for all), and answers share results.
+
+mod group;
+mod session;
+
+pub use group::PoolGroup;
+pub use session::{PoolSession, PoolState, PoolStats};
