@@ -193,7 +193,9 @@ impl ConfigError {
         }
     }
 
-    fn in_file(mut self, file: &Path) -> ConfigError {
+    /// Names the file the config came from (for configs parsed from translated text,
+    /// such as a UCI file).
+    pub fn in_file(mut self, file: &Path) -> ConfigError {
         self.file = Some(file.to_path_buf());
         self
     }
@@ -289,6 +291,17 @@ impl Config {
     pub fn from_json_str(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
         // Windows editors save a byte-order mark; it is not JSON but means no harm.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.trim().is_empty() {
+            let message = "the config is empty; start from agent_conf.default.json".to_owned();
+            return Err(ConfigError {
+                file: None,
+                kind: ConfigErrorKind::Syntax {
+                    line: 1,
+                    column: 1,
+                    message,
+                },
+            });
+        }
         let value: Value = serde_json::from_str(text).map_err(syntax_error)?;
         Config::from_json_value(&value)
     }
