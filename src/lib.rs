@@ -15,5 +15,6 @@ pub mod logging;
 pub mod miner;
 pub mod pool;
 pub mod protocol;
+pub mod status;
 pub mod uci;
 pub mod upstream;
