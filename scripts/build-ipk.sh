@@ -96,7 +96,8 @@ build_ipk() {
 		"$stage/control" "$stage/ipk"
 	install -m 0755 "$binary" "$stage/data/usr/bin/btcagent"
 	install -m 0755 "$ROOT/openwrt/files/btcagent.init" "$stage/data/etc/init.d/btcagent"
-	install -m 0644 "$ROOT/openwrt/files/btcagent.config" "$stage/data/etc/config/btcagent"
+	# 0600 like the SDK's INSTALL_CONF: proxy passwords may be in it.
+	install -m 0600 "$ROOT/openwrt/files/btcagent.config" "$stage/data/etc/config/btcagent"
 	find "$stage/data" -type d -exec chmod 0755 {} +
 
 	size=$(find "$stage/data" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs what tests/openwrt/*.sh need: busybox (OpenWrt's shell, to run the init
-# script in) and the shellcheck linter; GNU tar and gzip come with Debian. Idempotent.
+# script in), the shellcheck linter and GNU make (to read openwrt/Makefile); GNU tar
+# and gzip come with Debian. Idempotent.
 set -eu
 
 missing=
 command -v busybox >/dev/null 2>&1 || missing="$missing busybox"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+command -v make >/dev/null 2>&1 || missing="$missing make"
 [ -z "$missing" ] && exit 0
 
 export DEBIAN_FRONTEND=noninteractive

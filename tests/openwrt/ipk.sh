@@ -80,7 +80,7 @@ listing() { tar --numeric-owner -tvzf "$1" | awk '{ print $1, $2, $NF }'; }
 expected_data="drwxr-xr-x 0/0 ./
 drwxr-xr-x 0/0 ./etc/
 drwxr-xr-x 0/0 ./etc/config/
--rw-r--r-- 0/0 ./etc/config/btcagent
+-rw------- 0/0 ./etc/config/btcagent
 drwxr-xr-x 0/0 ./etc/init.d/
 -rwxr-xr-x 0/0 ./etc/init.d/btcagent
 drwxr-xr-x 0/0 ./usr/
