@@ -1,6 +1,809 @@
 //! OpenWrt UCI config (`/etc/config/btcagent`) translated into the agent's JSON config.
+//!
+//! The agent has one config model: the original agent's JSON ([`crate::config`]). On
+//! OpenWrt the operator edits UCI instead (by hand, with `uci`, or through LuCI), so this
+//! module turns a UCI file into that JSON and every check stays in one place. What is
+//! checked here is only what UCI makes ambiguous: its text-only values (numbers and
+//! booleans) and its option names.
+//!
+//! Unknown options and section types are errors, not warnings: UCI files are written by
+//! tools, so a misspelt name is a bug somewhere that must not silently fall back to a
+//! default. An empty value of a boolean or number option means "not set" (the agent's
+//! default applies), as `config_get_bool` treats it in the init script.
 
-/// Placeholder until the UCI translator lands.
-pub fn uci_to_json(_text: &str) -> Result<serde_json::Value, String> {
-    Err("UCI configs are not supported by this build".into())
+use serde_json::{Map, Value};
+
+/// UCI package name, the first part of every name in error messages.
+const PACKAGE: &str = "btcagent";
+
+/// Far above any real config (the shipped one is 2 KB); keeps memory bounded whatever
+/// file the agent is pointed at.
+const MAX_UCI_BYTES: usize = 1 << 20;
+
+/// Translate the text of `/etc/config/btcagent` into the agent's JSON config: top-level
+/// fields, `pools` as `[[host, port, subaccount], ...]` in file order, `http_debug` and
+/// `advanced` objects. Options that are absent are left out so the agent's defaults apply.
+/// The init script's own options (`enabled`, `log_verbosity`, `log_target`) are skipped.
+pub fn uci_to_json(text: &str) -> Result<Value, String> {
+    if text.len() > MAX_UCI_BYTES {
+        return Err(format!(
+            "UCI config is {} bytes, more than the {MAX_UCI_BYTES} accepted",
+            text.len()
+        ));
+    }
+    translate(&parse(text)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// The UCI file format, as libuci reads it.
+
+#[derive(Debug, Clone, PartialEq)]
+enum OptionValue {
+    Single(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug)]
+struct Section {
+    kind: String,
+    /// `main` for `config btcagent 'main'`, `@pool[1]` for the second pool section when
+    /// it has no name: the way `uci show` names them.
+    label: String,
+    /// In file order; a repeated `option` replaces the earlier value, as in libuci.
+    options: Vec<(String, OptionValue)>,
+}
+
+impl Section {
+    fn set(&mut self, key: String, value: String, is_list: bool) {
+        match self.options.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) if is_list => match existing {
+                OptionValue::List(items) => items.push(value),
+                // libuci turns an option into a list when a list item of that name follows.
+                OptionValue::Single(first) => {
+                    *existing = OptionValue::List(vec![std::mem::take(first), value])
+                }
+            },
+            Some((_, existing)) => *existing = OptionValue::Single(value),
+            None if is_list => self.options.push((key, OptionValue::List(vec![value]))),
+            None => self.options.push((key, OptionValue::Single(value))),
+        }
+    }
+}
+
+fn parse(text: &str) -> Result<Vec<Section>, String> {
+    let mut sections: Vec<Section> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let at = |message: String| format!("line {}: {message}", index + 1);
+        let words = split_words(line).map_err(at)?;
+        let Some((keyword, args)) = words.split_first() else {
+            continue;
+        };
+        match (keyword.as_str(), args) {
+            // `uci export` starts with it.
+            ("package", [name]) if name == PACKAGE => {}
+            ("package", [name]) => {
+                return Err(at(format!("package '{name}' is not '{PACKAGE}'")));
+            }
+            ("config", [kind]) | ("config", [kind, _]) => {
+                check_name("section type", kind).map_err(at)?;
+                let label = match args.get(1) {
+                    Some(name) => {
+                        check_name("section name", name).map_err(at)?;
+                        name.clone()
+                    }
+                    None => {
+                        let same_kind = sections.iter().filter(|s| s.kind == *kind).count();
+                        format!("@{kind}[{same_kind}]")
+                    }
+                };
+                sections.push(Section {
+                    kind: kind.clone(),
+                    label,
+                    options: Vec::new(),
+                });
+            }
+            ("option", [key, value]) | ("list", [key, value]) => {
+                check_name("option name", key).map_err(at)?;
+                let Some(section) = sections.last_mut() else {
+                    return Err(at(format!("'{keyword}' before any 'config' line")));
+                };
+                section.set(key.clone(), value.clone(), keyword == "list");
+            }
+            ("package" | "config" | "option" | "list", _) => {
+                let expected = match keyword.as_str() {
+                    "package" => "package NAME",
+                    "config" => "config TYPE ['NAME']",
+                    _ => "option|list NAME 'VALUE'",
+                };
+                return Err(at(format!(
+                    "'{keyword}' line with {} words, expected `{expected}`",
+                    words.len()
+                )));
+            }
+            _ => {
+                return Err(at(format!(
+                    "unknown keyword '{keyword}' (expected config, option or list)"
+                )));
+            }
+        }
+    }
+    Ok(sections)
+}
+
+/// libuci accepts only these characters in types and names.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{name}' may only contain a-z, A-Z, 0-9 and _"
+        ))
+    }
+}
+
+/// Split one line into words the way libuci does: whitespace separates words; '...'
+/// keeps everything literally; "..." keeps everything but lets `\` escape the next
+/// character; a bare `\` escapes the next character; pieces next to each other join
+/// (`'it'\''s'` is `it's`, as `uci export` writes it); `#` at the start of a word
+/// comments out the rest of the line.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.peek() {
+            None | Some('#') => return Ok(words),
+            Some(_) => {}
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            match c {
+                '\'' => loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                },
+                '"' => loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => word.push(c),
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                },
+                '\\' => match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("line ends with a lone backslash".into()),
+                },
+                c => word.push(c),
+            }
+        }
+        words.push(word);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// UCI sections to the agent's JSON.
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    /// 1..=65535.
+    Port,
+    /// A non-negative integer that fits 32 bits (counts, seconds, milliseconds).
+    Number,
+    Text,
+    /// A UCI list; a single `option` counts as a list of one.
+    TextList,
+}
+
+#[derive(Clone, Copy)]
+enum Place {
+    Top,
+    HttpDebug,
+    Advanced,
+    /// Read by the init script, not by the agent.
+    InitScript,
+}
+
+/// UCI option name, JSON field name, where the field goes, what kind of value.
+const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
+    ("enabled", "", Place::InitScript, Kind::Bool),
+    ("log_verbosity", "", Place::InitScript, Kind::Text),
+    ("log_target", "", Place::InitScript, Kind::Text),
+    ("multi_user_mode", "multi_user_mode", Place::Top, Kind::Bool),
+    ("agent_listen_ip", "agent_listen_ip", Place::Top, Kind::Text),
+    (
+        "agent_listen_port",
+        "agent_listen_port",
+        Place::Top,
+        Kind::Port,
+    ),
+    (
+        "always_keep_downconn",
+        "always_keep_downconn",
+        Place::Top,
+        Kind::Bool,
+    ),
+    (
+        "disconnect_when_lost_asicboost",
+        "disconnect_when_lost_asicboost",
+        Place::Top,
+        Kind::Bool,
+    ),
+    (
+        "use_ip_as_worker_name",
+        "use_ip_as_worker_name",
+        Place::Top,
+        Kind::Bool,
+    ),
+    (
+        "ip_worker_name_format",
+        "ip_worker_name_format",
+        Place::Top,
+        Kind::Text,
+    ),
+    (
+        "fixed_worker_name",
+        "fixed_worker_name",
+        Place::Top,
+        Kind::Text,
+    ),
+    (
+        "submit_response_from_server",
+        "submit_response_from_server",
+        Place::Top,
+        Kind::Bool,
+    ),
+    ("pool_use_tls", "pool_use_tls", Place::Top, Kind::Bool),
+    (
+        "tls_skip_certificate_verify",
+        "tls_skip_certificate_verify",
+        Place::Advanced,
+        Kind::Bool,
+    ),
+    ("use_proxy", "use_proxy", Place::Top, Kind::Bool),
+    (
+        "direct_connect_with_proxy",
+        "direct_connect_with_proxy",
+        Place::Top,
+        Kind::Bool,
+    ),
+    (
+        "direct_connect_after_proxy",
+        "direct_connect_after_proxy",
+        Place::Top,
+        Kind::Bool,
+    ),
+    ("proxy", "proxy", Place::Top, Kind::TextList),
+    ("http_debug_enable", "enable", Place::HttpDebug, Kind::Bool),
+    ("http_debug_listen", "listen", Place::HttpDebug, Kind::Text),
+    (
+        "pool_connection_number_per_subaccount",
+        "pool_connection_number_per_subaccount",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "pool_connection_dial_timeout_seconds",
+        "pool_connection_dial_timeout_seconds",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "pool_connection_read_timeout_seconds",
+        "pool_connection_read_timeout_seconds",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "fake_job_notify_interval_seconds",
+        "fake_job_notify_interval_seconds",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "submit_coalesce_ms",
+        "submit_coalesce_ms",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    ("status_file", "status_file", Place::Top, Kind::Text),
+];
+
+const POOL_OPTIONS: &[&str] = &["host", "port", "subaccount"];
+
+fn translate(sections: &[Section]) -> Result<Value, String> {
+    let mut top = Map::new();
+    let mut http_debug = Map::new();
+    let mut advanced = Map::new();
+    let mut pools = Vec::new();
+    let mut main_label: Option<&str> = None;
+
+    for section in sections {
+        match section.kind.as_str() {
+            "btcagent" => {
+                if let Some(first) = main_label {
+                    return Err(format!(
+                        "{PACKAGE}.{}: a second 'btcagent' section (the first is {PACKAGE}.{first}); \
+                         only one is allowed",
+                        section.label
+                    ));
+                }
+                main_label = Some(&section.label);
+                for (key, value) in &section.options {
+                    let name = || format!("{PACKAGE}.{}.{key}", section.label);
+                    let Some(&(_, field, place, kind)) =
+                        MAIN_OPTIONS.iter().find(|(uci, ..)| uci == key)
+                    else {
+                        return Err(format!("{}: unknown option", name()));
+                    };
+                    let target = match place {
+                        Place::Top => &mut top,
+                        Place::HttpDebug => &mut http_debug,
+                        Place::Advanced => &mut advanced,
+                        Place::InitScript => continue,
+                    };
+                    if let Some(json) =
+                        convert(value, kind).map_err(|e| format!("{}: {e}", name()))?
+                    {
+                        target.insert(field.to_string(), json);
+                    }
+                }
+            }
+            "pool" => pools.push(translate_pool(section)?),
+            other => {
+                return Err(format!(
+                    "{PACKAGE}.{}: unknown section type '{other}' (expected 'btcagent' or 'pool')",
+                    section.label
+                ));
+            }
+        }
+    }
+
+    if !http_debug.is_empty() {
+        top.insert("http_debug".into(), Value::Object(http_debug));
+    }
+    if !advanced.is_empty() {
+        top.insert("advanced".into(), Value::Object(advanced));
+    }
+    top.insert("pools".into(), Value::Array(pools));
+    Ok(Value::Object(top))
+}
+
+/// `config pool` -> `["host", port, "subaccount"]`. Host and port are required; the
+/// sub-account may be left out when `multi_user_mode` takes it from the miners' names.
+fn translate_pool(section: &Section) -> Result<Value, String> {
+    let name = |key: &str| format!("{PACKAGE}.{}.{key}", section.label);
+    if let Some((key, _)) = section
+        .options
+        .iter()
+        .find(|(key, _)| !POOL_OPTIONS.contains(&key.as_str()))
+    {
+        return Err(format!(
+            "{}: unknown option (a pool has host, port and subaccount)",
+            name(key)
+        ));
+    }
+    let get = |key: &str, kind: Kind| -> Result<Option<Value>, String> {
+        match section.options.iter().find(|(k, _)| k == key) {
+            Some((_, value)) => convert(value, kind).map_err(|e| format!("{}: {e}", name(key))),
+            None => Ok(None),
+        }
+    };
+    let host = match get("host", Kind::Text)? {
+        Some(Value::String(host)) if !host.is_empty() => host,
+        _ => {
+            return Err(format!(
+                "{}: missing; every pool needs a host",
+                name("host")
+            ))
+        }
+    };
+    let Some(port) = get("port", Kind::Port)? else {
+        return Err(format!(
+            "{}: missing; every pool needs a port",
+            name("port")
+        ));
+    };
+    let subaccount = get("subaccount", Kind::Text)?.unwrap_or_else(|| Value::String(String::new()));
+    Ok(Value::Array(vec![Value::String(host), port, subaccount]))
+}
+
+/// One UCI value as JSON; `None` for an empty boolean or number ("not set").
+fn convert(value: &OptionValue, kind: Kind) -> Result<Option<Value>, String> {
+    let text = match (value, kind) {
+        (OptionValue::List(items), Kind::TextList) => {
+            return Ok(Some(
+                items.iter().map(|s| Value::String(s.clone())).collect(),
+            ));
+        }
+        (OptionValue::Single(item), Kind::TextList) => {
+            return Ok(Some(Value::Array(vec![Value::String(item.clone())])));
+        }
+        (OptionValue::List(_), _) => {
+            return Err("is a list ('list' lines), expected one value ('option' line)".into());
+        }
+        (OptionValue::Single(text), _) => text,
+    };
+    if text.is_empty() && !matches!(kind, Kind::Text) {
+        return Ok(None);
+    }
+    let json = match kind {
+        Kind::Bool => Value::Bool(parse_bool(text)?),
+        Kind::Port => match parse_number(text)? {
+            port @ 1..=65535 => Value::from(port),
+            _ => return Err(format!("'{text}' is not a port number (1-65535)")),
+        },
+        Kind::Number => match parse_number(text)? {
+            n if n <= u64::from(u32::MAX) => Value::from(n),
+            _ => return Err(format!("'{text}' is too large (at most {})", u32::MAX)),
+        },
+        Kind::Text | Kind::TextList => Value::String(text.clone()),
+    };
+    Ok(Some(json))
+}
+
+/// The spellings OpenWrt's `config_get_bool` understands.
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "enabled" => Ok(true),
+        "0" | "false" | "no" | "off" | "disabled" => Ok(false),
+        _ => Err(format!(
+            "'{text}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled)"
+        )),
+    }
+}
+
+fn parse_number(text: &str) -> Result<u64, String> {
+    let not_a_number = || format!("'{text}' is not a number");
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_a_number());
+    }
+    // Only digits: the one possible failure is overflow.
+    text.parse().map_err(|_| not_a_number())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SHIPPED: &str = include_str!("../openwrt/files/btcagent.config");
+
+    fn main_with(options: &str) -> String {
+        format!(
+            "config btcagent 'main'\n{options}\nconfig pool\n\toption host 'h'\n\toption port '1'\n"
+        )
+    }
+
+    fn err(text: &str) -> String {
+        uci_to_json(text).expect_err("expected an error")
+    }
+
+    #[test]
+    fn shipped_defaults_translate_to_the_template_config() {
+        let json = uci_to_json(SHIPPED).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "multi_user_mode": true,
+                "agent_listen_ip": "0.0.0.0",
+                "agent_listen_port": 3333,
+                "always_keep_downconn": false,
+                "disconnect_when_lost_asicboost": true,
+                "use_ip_as_worker_name": false,
+                "ip_worker_name_format": "{1}x{2}x{3}x{4}",
+                "fixed_worker_name": "",
+                "submit_response_from_server": false,
+                "pool_use_tls": false,
+                "use_proxy": true,
+                "direct_connect_with_proxy": false,
+                "direct_connect_after_proxy": true,
+                "http_debug": {"enable": false, "listen": "127.0.0.1:9999"},
+                "advanced": {
+                    "tls_skip_certificate_verify": true,
+                    "pool_connection_number_per_subaccount": 5,
+                    "pool_connection_dial_timeout_seconds": 15,
+                    "pool_connection_read_timeout_seconds": 60,
+                    "fake_job_notify_interval_seconds": 30,
+                    "submit_coalesce_ms": 5
+                },
+                "status_file": "/var/run/btcagent/status.json",
+                "pools": [
+                    ["us.ss.btc.com", 1800, "YourSubAccountName"],
+                    ["us.ss.btc.com", 443, "YourSubAccountName"],
+                    ["us.ss.btc.com", 3333, "YourSubAccountName"]
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn shipped_defaults_set_every_known_option_but_proxy() {
+        let sections = parse(SHIPPED).unwrap();
+        let main = sections.iter().find(|s| s.kind == "btcagent").unwrap();
+        assert_eq!(main.label, "main");
+        for (uci, ..) in MAIN_OPTIONS {
+            let present = main.options.iter().any(|(k, _)| k == uci);
+            assert_eq!(present, *uci != "proxy", "option {uci}");
+        }
+    }
+
+    #[test]
+    fn every_option_lands_in_its_json_field() {
+        let text = "config btcagent 'main'
+            option enabled 'yes'
+            option log_verbosity '3'
+            option log_target 'stderr'
+            option multi_user_mode 'off'
+            option agent_listen_ip '::'
+            option agent_listen_port '4444'
+            option always_keep_downconn 'true'
+            option disconnect_when_lost_asicboost 'no'
+            option use_ip_as_worker_name 'on'
+            option ip_worker_name_format '{3}-{4}'
+            option fixed_worker_name 'rack7'
+            option submit_response_from_server 'enabled'
+            option pool_use_tls 'TRUE'
+            option tls_skip_certificate_verify 'disabled'
+            option use_proxy 'false'
+            option direct_connect_with_proxy '1'
+            option direct_connect_after_proxy '0'
+            list proxy 'socks5://u:p@192.0.2.1:1080'
+            list proxy 'system'
+            option http_debug_enable '1'
+            option http_debug_listen '[::1]:8080'
+            option pool_connection_number_per_subaccount '2'
+            option pool_connection_dial_timeout_seconds '7'
+            option pool_connection_read_timeout_seconds '90'
+            option fake_job_notify_interval_seconds '11'
+            option submit_coalesce_ms '0'
+            option status_file '/tmp/s.json'
+        config pool
+            option host 'a.example'
+            option port '25'
+            option subaccount 'sub'";
+        assert_eq!(
+            uci_to_json(text).unwrap(),
+            json!({
+                "multi_user_mode": false,
+                "agent_listen_ip": "::",
+                "agent_listen_port": 4444,
+                "always_keep_downconn": true,
+                "disconnect_when_lost_asicboost": false,
+                "use_ip_as_worker_name": true,
+                "ip_worker_name_format": "{3}-{4}",
+                "fixed_worker_name": "rack7",
+                "submit_response_from_server": true,
+                "pool_use_tls": true,
+                "use_proxy": false,
+                "direct_connect_with_proxy": true,
+                "direct_connect_after_proxy": false,
+                "proxy": ["socks5://u:p@192.0.2.1:1080", "system"],
+                "http_debug": {"enable": true, "listen": "[::1]:8080"},
+                "advanced": {
+                    "tls_skip_certificate_verify": false,
+                    "pool_connection_number_per_subaccount": 2,
+                    "pool_connection_dial_timeout_seconds": 7,
+                    "pool_connection_read_timeout_seconds": 90,
+                    "fake_job_notify_interval_seconds": 11,
+                    "submit_coalesce_ms": 0
+                },
+                "status_file": "/tmp/s.json",
+                "pools": [["a.example", 25, "sub"]]
+            })
+        );
+    }
+
+    #[test]
+    fn absent_options_are_left_to_the_agent_defaults() {
+        let json = uci_to_json("config pool\n option host h\n option port 1\n").unwrap();
+        assert_eq!(json, json!({"pools": [["h", 1, ""]]}));
+        assert_eq!(uci_to_json("").unwrap(), json!({"pools": []}));
+    }
+
+    #[test]
+    fn empty_boolean_or_number_means_not_set_but_empty_text_is_kept() {
+        let json = uci_to_json(&main_with(
+            "option use_proxy ''\noption agent_listen_port ''\noption fixed_worker_name ''",
+        ))
+        .unwrap();
+        assert_eq!(
+            json,
+            json!({"fixed_worker_name": "", "pools": [["h", 1, ""]]})
+        );
+    }
+
+    #[test]
+    fn quoting_variants() {
+        let text = r#"config btcagent main
+	option fixed_worker_name 'it'\''s'
+	option ip_worker_name_format "say \"{1}\" \\ {2}"
+	option agent_listen_ip 0.0.0.0
+	option status_file /var/run/a\ b.json
+	option http_debug_listen "127.0.0.1":'99'
+config pool
+	option host "h.example"
+	option port 1
+	option subaccount 'two words #not a comment'
+"#;
+        let json = uci_to_json(text).unwrap();
+        assert_eq!(json["fixed_worker_name"], "it's");
+        assert_eq!(json["ip_worker_name_format"], r#"say "{1}" \ {2}"#);
+        assert_eq!(json["agent_listen_ip"], "0.0.0.0");
+        assert_eq!(json["status_file"], "/var/run/a b.json");
+        assert_eq!(json["http_debug"]["listen"], "127.0.0.1:99");
+        assert_eq!(
+            json["pools"],
+            json!([["h.example", 1, "two words #not a comment"]])
+        );
+    }
+
+    #[test]
+    fn comments_blank_lines_tabs_spaces_and_crlf() {
+        let text = "# header\r\n\r\n   \t\r\nconfig\tbtcagent\t'main' # trailing\r\n  \
+                    option  use_proxy   '0'\t# why\r\n#option use_proxy '1'\r\n\
+                    config pool\r\n option host a#b\r\n option port 2\r\n";
+        let json = uci_to_json(text).unwrap();
+        assert_eq!(json, json!({"use_proxy": false, "pools": [["a#b", 2, ""]]}));
+    }
+
+    #[test]
+    fn uci_export_output_with_package_line() {
+        let text = "package btcagent\n\nconfig btcagent 'main'\n\toption enabled '1'\n\n\
+                    config pool\n\toption host 'h'\n\toption port '3'\n";
+        assert_eq!(uci_to_json(text).unwrap(), json!({"pools": [["h", 3, ""]]}));
+        assert!(err("package network\n").contains("package 'network' is not 'btcagent'"));
+    }
+
+    #[test]
+    fn lists_collect_in_order_and_a_single_option_is_a_list_of_one() {
+        let json =
+            uci_to_json(&main_with("list proxy 'a'\nlist proxy 'b'\nlist proxy 'c'")).unwrap();
+        assert_eq!(json["proxy"], json!(["a", "b", "c"]));
+        let json = uci_to_json(&main_with("option proxy 'socks5://x:1'")).unwrap();
+        assert_eq!(json["proxy"], json!(["socks5://x:1"]));
+        // libuci: a list line after an option of the same name extends it into a list.
+        let json = uci_to_json(&main_with("option proxy 'a'\nlist proxy 'b'")).unwrap();
+        assert_eq!(json["proxy"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn a_repeated_option_keeps_the_last_value() {
+        let json = uci_to_json(&main_with(
+            "option agent_listen_port 1\noption agent_listen_port 2",
+        ))
+        .unwrap();
+        assert_eq!(json["agent_listen_port"], 2);
+    }
+
+    #[test]
+    fn anonymous_and_named_pools_keep_file_order() {
+        let text = "config pool 'primary'\n option host a\n option port 1\n option subaccount s\n\
+                    config pool\n option host b\n option port 2\n\
+                    config btcagent 'main'\n\
+                    config pool\n option subaccount t\n option port 3\n option host c\n";
+        assert_eq!(
+            uci_to_json(text).unwrap()["pools"],
+            json!([["a", 1, "s"], ["b", 2, ""], ["c", 3, "t"]])
+        );
+    }
+
+    #[test]
+    fn bad_values_name_section_and_option() {
+        assert_eq!(
+            err(&main_with("option agent_listen_port '33x'")),
+            "btcagent.main.agent_listen_port: '33x' is not a number"
+        );
+        assert_eq!(
+            err(&main_with("option agent_listen_port '70000'")),
+            "btcagent.main.agent_listen_port: '70000' is not a port number (1-65535)"
+        );
+        assert_eq!(
+            err(&main_with("option submit_coalesce_ms '-1'")),
+            "btcagent.main.submit_coalesce_ms: '-1' is not a number"
+        );
+        assert_eq!(
+            err(&main_with(
+                "option pool_connection_dial_timeout_seconds '99999999999999999999999'"
+            )),
+            "btcagent.main.pool_connection_dial_timeout_seconds: \
+             '99999999999999999999999' is not a number"
+        );
+        assert_eq!(
+            err(&main_with("option fake_job_notify_interval_seconds '4294967296'")),
+            "btcagent.main.fake_job_notify_interval_seconds: '4294967296' is too large (at most 4294967295)"
+        );
+        assert!(err(&main_with("option pool_use_tls 'maybe'"))
+            .starts_with("btcagent.main.pool_use_tls: 'maybe' is not a boolean"));
+        assert!(
+            err(&main_with("list use_proxy '1'")).starts_with("btcagent.main.use_proxy: is a list")
+        );
+        let pools = "config pool\n option host a\n option port 1\nconfig pool\n option host b\n option port 18x0\n";
+        assert_eq!(err(pools), "btcagent.@pool[1].port: '18x0' is not a number");
+        let named = "config pool 'backup'\n option host b\n option port 0\n";
+        assert_eq!(
+            err(named),
+            "btcagent.backup.port: '0' is not a port number (1-65535)"
+        );
+    }
+
+    #[test]
+    fn pools_need_host_and_port() {
+        assert_eq!(
+            err("config pool\n option port 1\n"),
+            "btcagent.@pool[0].host: missing; every pool needs a host"
+        );
+        assert_eq!(
+            err("config pool\n option host ''\n option port 1\n"),
+            "btcagent.@pool[0].host: missing; every pool needs a host"
+        );
+        assert_eq!(
+            err("config pool\n option host a\n"),
+            "btcagent.@pool[0].port: missing; every pool needs a port"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert_eq!(
+            err(&main_with("option agent_listn_port '1'")),
+            "btcagent.main.agent_listn_port: unknown option"
+        );
+        assert_eq!(
+            err("config pool\n option host a\n option port 1\n option user x\n"),
+            "btcagent.@pool[0].user: unknown option (a pool has host, port and subaccount)"
+        );
+        assert_eq!(
+            err("config pools\n"),
+            "btcagent.@pools[0]: unknown section type 'pools' (expected 'btcagent' or 'pool')"
+        );
+        assert!(err("config btcagent 'main'\nconfig btcagent\n")
+            .starts_with("btcagent.@btcagent[1]: a second 'btcagent' section"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        assert_eq!(
+            err("config btcagent 'main'\n option use_proxy '1\n"),
+            "line 2: unterminated single quote"
+        );
+        assert_eq!(
+            err("option a b\n"),
+            "line 1: 'option' before any 'config' line"
+        );
+        assert_eq!(
+            err("config pool\n option host\n"),
+            "line 2: 'option' line with 2 words, expected `option|list NAME 'VALUE'`"
+        );
+        assert_eq!(
+            err("config pool\n option host a b\n"),
+            "line 2: 'option' line with 4 words, expected `option|list NAME 'VALUE'`"
+        );
+        assert!(err("config pool\n opton host a\n").starts_with("line 2: unknown keyword 'opton'"));
+        assert!(err("config pool\n option 'ho st' a\n")
+            .starts_with("line 2: option name 'ho st' may only contain"));
+        assert!(err("config pool 'a-b'\n").starts_with("line 1: section name 'a-b'"));
+        assert_eq!(
+            err("config pool \"x\n"),
+            "line 1: unterminated double quote"
+        );
+        assert_eq!(
+            err("config pool x\\"),
+            "line 1: line ends with a lone backslash"
+        );
+    }
+
+    #[test]
+    fn oversized_input_is_refused() {
+        let text = "#".repeat(MAX_UCI_BYTES + 1);
+        assert!(err(&text).contains("more than"));
+    }
 }
