@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what tests/luci/run.sh needs: Debian's chromium, node + npm, and
+# Installs what tests/luci/run.sh needs: Debian's chromium, a CJK font, node + npm, and
 # playwright-core (pinned by tests/luci/package-lock.json). Idempotent.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -7,6 +7,10 @@ missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# A CJK font, so the zh_Hans screenshots show characters rather than boxes.
+if ! command -v fc-list >/dev/null 2>&1 || [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+	missing="$missing fonts-wqy-microhei"
+fi
 if [ -n "$missing" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q

@@ -383,6 +383,13 @@ check('status: a huge farm is capped at 2000 rows with a note', async () => {
 	await page.close();
 });
 
+check('status: warns when status_file points where the page cannot read', async () => {
+	const page = await openView('view=btcagent/status&status=status-sample&running=1&uci=uci-other-status-file');
+	assert.match(await page.textContent('body'),
+		/The status file is set to \/tmp\/btcagent-status.json, but this page can only read \/var\/run\/btcagent\/status.json\./);
+	await page.close();
+});
+
 check('status: zh_Hans translation renders', async () => {
 	const page = await openView('view=btcagent/status&status=status-sample&running=1&lang=zh_Hans');
 	const body = await page.textContent('body');

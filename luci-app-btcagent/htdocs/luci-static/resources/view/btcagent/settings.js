@@ -205,7 +205,7 @@ return view.extend({
 		o.rmempty = false;
 
 		o = s.taboption('basic', form.SectionValue, '_pools', form.GridSection, 'pool', _('Pools'),
-			_('Tried from top to bottom: when the connection to one pool fails, the next one is used. Drag rows to change the order.'));
+			_('Tried from top to bottom: when the connection to one pool fails, the next one is used. Drag rows to change the order. The sub-account is used for every miner when multi-user mode is off.'));
 		pools = o.subsection;
 		pools.anonymous = true;
 		pools.addremove = true;
@@ -222,8 +222,7 @@ return view.extend({
 		o.rmempty = false;
 		o.validate = validatePort;
 
-		o = pools.option(form.Value, 'subaccount', _('Sub-account'),
-			_('Used for all miners when multi-user mode is off.'));
+		o = pools.option(form.Value, 'subaccount', _('Sub-account'));
 		o.placeholder = 'YourSubAccountName';
 		o.validate = validateWorkerName;
 

@@ -54,12 +54,12 @@ function formatDuration(seconds) {
 	var d = Math.floor(seconds / 86400), h = Math.floor(seconds / 3600) % 24,
 	    m = Math.floor(seconds / 60) % 60, s = seconds % 60;
 	if (d > 0)
-		return d + 'd ' + h + 'h';
+		return _('%dd %dh').format(d, h);
 	if (h > 0)
-		return h + 'h ' + m + 'm';
+		return _('%dh %dm').format(h, m);
 	if (m > 0)
-		return m + 'm ' + s + 's';
-	return s + 's';
+		return _('%dm %ds').format(m, s);
+	return _('%ds').format(s);
 }
 
 function formatAge(seconds) {
@@ -199,7 +199,7 @@ return view.extend({
 		else
 			running = E('span', { 'class': 'btcagent-unknown' }, _('Unknown'));
 
-		rows.push([ _('Service'), running ]);
+		rows.push([ _('State'), running ]);
 		if (st) {
 			rows.push([ _('Version'), text(st.version) ]);
 			rows.push([ _('Uptime'), text(formatDuration(st.uptime_seconds)) ]);
