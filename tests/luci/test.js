@@ -191,6 +191,17 @@ check('settings: proxy list rejects bad URLs and accepts socks5/http/https/syste
 	await page.close();
 });
 
+check('settings: a pool needs a sub-account only when multi-user mode is off', async () => {
+	const page = await openView('view=btcagent/settings');
+	const sub = '.cbi-tblsection tr[data-sid="cfg02f1a2"] [id$=".subaccount"]';
+	assert.equal(await typeInto(page, sub, ''), '', 'empty is fine in multi-user mode');
+	assert.notEqual(await typeInto(page, sub, 'farm 1'), '', 'spaces are not allowed');
+	await page.uncheck(id('main', 'multi_user_mode'));
+	assert.match(await typeInto(page, sub, ''), /with multi-user mode off/);
+	assert.equal(await typeInto(page, sub, 'farm1'), '');
+	await page.close();
+});
+
 check('settings: timeouts must be positive integers; share batching allows 0', async () => {
 	const page = await openView('view=btcagent/settings');
 	await showTab(page, 'advanced');

@@ -387,6 +387,21 @@
 				].concat(self.sections.map(function(s) { return s.render(); })));
 			});
 		},
+		/* As LuCI: [ option, section_id ] for an option of this map, or null. */
+		lookupOption: function(name, section_id) {
+			var found = null;
+			function walk(section) {
+				section.children.forEach(function(c) {
+					if (c.subsection)
+						walk(c.subsection);
+					else if (!found && c.option === name &&
+					         (section.cfgsections().indexOf(section_id) >= 0))
+						found = [ c, section_id ];
+				});
+			}
+			this.sections.forEach(walk);
+			return found;
+		},
 		/* Rejects with the list of problems when any value is invalid. */
 		save: function() {
 			var problems = [];

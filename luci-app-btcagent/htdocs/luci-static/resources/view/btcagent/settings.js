@@ -224,7 +224,16 @@ return view.extend({
 
 		o = pools.option(form.Value, 'subaccount', _('Sub-account'));
 		o.placeholder = 'YourSubAccountName';
-		o.validate = validateWorkerName;
+		o.validate = function(section_id, value) {
+			if (value == null || value === '') {
+				/* Without multi-user mode the pool entry names the only sub-account. */
+				var multi = this.map.lookupOption('multi_user_mode', 'main');
+				if (multi && multi[0].formvalue('main') !== '1')
+					return _('Enter the sub-account: with multi-user mode off every miner mines for it');
+				return true;
+			}
+			return validateWorkerName(section_id, value);
+		};
 
 		/* --- Worker names --- */
 		o = s.taboption('workers', form.Flag, 'use_ip_as_worker_name', _('Use IP as worker name'),
