@@ -1,0 +1,351 @@
+'use strict';
+'require view';
+'require form';
+
+/*
+ * Settings page for btcagent: edits /etc/config/btcagent, which the init
+ * script translates into the agent's JSON config. Option names are fixed by
+ * that contract (see uci-options.txt beside the Makefile).
+ *
+ * Validation is written out here rather than left to LuCI datatypes so that
+ * every rule the agent enforces at start-up is caught while typing, with a
+ * message that says what is wrong.
+ */
+
+var PORT_MAX = 65535;
+
+function isPort(value) {
+	if (!/^[0-9]{1,5}$/.test(value))
+		return false;
+	var n = parseInt(value, 10);
+	return n >= 1 && n <= PORT_MAX;
+}
+
+function isIPv4(value) {
+	var parts = value.split('.');
+	if (parts.length !== 4)
+		return false;
+	for (var i = 0; i < 4; i++) {
+		if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i]) || parseInt(parts[i], 10) > 255)
+			return false;
+	}
+	return true;
+}
+
+function isIPv6(value) {
+	/* An IPv6 literal may end in an embedded IPv4 address. */
+	var groups = value;
+	var tailGroups = 0;
+	var lastColon = value.lastIndexOf(':');
+	if (lastColon >= 0 && value.indexOf('.', lastColon) > lastColon) {
+		if (!isIPv4(value.substring(lastColon + 1)))
+			return false;
+		groups = value.substring(0, lastColon + 1) + '0';
+		tailGroups = 1;
+	}
+	if (!/^[0-9a-fA-F:]+$/.test(groups) || groups.length > 39 + tailGroups * 2)
+		return false;
+	var halves = groups.split('::');
+	if (halves.length > 2)
+		return false;
+	var count = 0;
+	for (var h = 0; h < halves.length; h++) {
+		if (halves[h] === '')
+			continue;
+		var parts = halves[h].split(':');
+		for (var i = 0; i < parts.length; i++) {
+			if (!/^[0-9a-fA-F]{1,4}$/.test(parts[i]))
+				return false;
+			count++;
+		}
+	}
+	count += tailGroups;
+	return halves.length === 2 ? count < 8 + tailGroups : count === 8 + tailGroups;
+}
+
+function isHostname(value) {
+	if (value.length < 1 || value.length > 253)
+		return false;
+	var labels = value.replace(/\.$/, '').split('.');
+	for (var i = 0; i < labels.length; i++) {
+		if (!/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(labels[i]))
+			return false;
+	}
+	/* All-numeric dotted names are meant as IPv4 and must be valid as such. */
+	return !/^[0-9.]+$/.test(value) || isIPv4(value);
+}
+
+function isHost(value) {
+	return isIPv4(value) || isIPv6(value) || isHostname(value);
+}
+
+/* host:port or [v6]:port; returns true when well formed. */
+function isHostPort(value) {
+	var m = /^\[([^\]]+)\]:([^:]+)$/.exec(value);
+	if (m)
+		return isIPv6(m[1]) && isPort(m[2]);
+	m = /^([^:]+):([^:]+)$/.exec(value);
+	return m != null && isHost(m[1]) && isPort(m[2]);
+}
+
+function validatePort(section_id, value) {
+	if (value == null || value === '')
+		return _('Enter a port number');
+	return isPort(String(value)) ? true : _('Port must be a whole number from 1 to 65535');
+}
+
+function validateHost(section_id, value) {
+	if (value == null || value === '')
+		return _('Enter a host name or IP address');
+	return isHost(String(value)) ? true : _('Not a valid host name or IP address');
+}
+
+function validateListenIP(section_id, value) {
+	if (value == null || value === '')
+		return _('Enter an IP address, 0.0.0.0 or :: for all');
+	return (isIPv4(value) || isIPv6(value)) ? true : _('Not a valid IPv4 or IPv6 address');
+}
+
+function validateProxy(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	value = String(value);
+	if (value === 'system')
+		return true;
+	var m = /^([A-Za-z0-9]+):\/\/(.*)$/.exec(value);
+	if (!m)
+		return isHostPort(value) ? true
+			: _('Use socks5://[user:pass@]host:port, http://host:port, https://host:port, system, or host:port');
+	var scheme = m[1].toLowerCase();
+	if (scheme !== 'socks5' && scheme !== 'http' && scheme !== 'https')
+		return _('Unknown proxy scheme: use socks5://, http:// or https://');
+	var rest = m[2];
+	var at = rest.lastIndexOf('@');
+	if (at >= 0) {
+		if (rest.substring(0, at).indexOf(':') < 1)
+			return _('Proxy credentials must be written user:pass@');
+		rest = rest.substring(at + 1);
+	}
+	rest = rest.replace(/\/$/, '');
+	return isHostPort(rest) ? true : _('Proxy address must end in host:port with a port from 1 to 65535');
+}
+
+function positiveInteger(section_id, value) {
+	if (value == null || value === '')
+		return true; /* empty: the agent's default applies */
+	return /^[1-9][0-9]{0,8}$/.test(String(value)) ? true : _('Must be a whole number greater than 0');
+}
+
+function nonNegativeInteger(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	return /^(0|[1-9][0-9]{0,8})$/.test(String(value)) ? true : _('Must be a whole number, 0 or more');
+}
+
+function validateWorkerName(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	return /^[A-Za-z0-9,=\/.\-_:|^]+$/.test(String(value)) ? true
+		: _('Worker names may only use letters, digits and , = / . - _ : | ^');
+}
+
+function validateWorkerFormat(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	var literal = String(value).replace(/\{[1-4]\}/g, '');
+	if (/[{}]/.test(literal))
+		return _('Only {1}, {2}, {3} and {4} may appear in braces');
+	return validateWorkerName(section_id, literal.length ? literal : 'x');
+}
+
+function validateListenHostPort(section_id, value) {
+	if (value == null || value === '')
+		return _('Enter an address as ip:port');
+	return isHostPort(String(value)) ? true : _('Use ip:port, e.g. 127.0.0.1:9999');
+}
+
+function validateStatusFile(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	return /^\/[^\0]*[^\/]$/.test(String(value)) ? true : _('Must be an absolute file path');
+}
+
+return view.extend({
+	render: function() {
+		var m, s, o, pools;
+
+		m = new form.Map('btcagent', _('BTCAgent'),
+			_('BTCAgent sits between the miners of this farm and the mining pool: miners connect to this router, and the agent carries their work to the pool over a few shared connections.'));
+
+		s = m.section(form.NamedSection, 'main', 'btcagent');
+		s.addremove = false;
+
+		s.tab('basic', _('Basic'));
+		s.tab('workers', _('Worker names'));
+		s.tab('network', _('Network'));
+		s.tab('advanced', _('Advanced'));
+
+		/* --- Basic --- */
+		o = s.taboption('basic', form.Flag, 'enabled', _('Enable'),
+			_('Start the agent now and at every boot.'));
+		o.rmempty = false;
+
+		o = s.taboption('basic', form.Value, 'agent_listen_ip', _('Listen address'),
+			_('Address the miners connect to. 0.0.0.0 accepts them on every interface; an IPv6 literal such as :: is also allowed.'));
+		o.placeholder = '0.0.0.0';
+		o.validate = validateListenIP;
+
+		o = s.taboption('basic', form.Value, 'agent_listen_port', _('Listen port'),
+			_('Port the miners connect to (point their pool URL at stratum+tcp://this-router:port).'));
+		o.placeholder = '3333';
+		o.validate = validatePort;
+
+		o = s.taboption('basic', form.Flag, 'multi_user_mode', _('Multi-user mode'),
+			_('On: the sub-account is the part of each miner\'s user name before the first ".", and each sub-account gets its own pool connections. Off: every miner mines for the sub-account of the pool entry.'));
+		o.rmempty = false;
+
+		o = s.taboption('basic', form.SectionValue, '_pools', form.GridSection, 'pool', _('Pools'),
+			_('Tried from top to bottom: when the connection to one pool fails, the next one is used. Drag rows to change the order. The sub-account is used for every miner when multi-user mode is off.'));
+		pools = o.subsection;
+		pools.anonymous = true;
+		pools.addremove = true;
+		pools.sortable = true;
+		pools.nodescriptions = true;
+
+		o = pools.option(form.Value, 'host', _('Pool host'));
+		o.placeholder = 'us.ss.btc.com';
+		o.rmempty = false;
+		o.validate = validateHost;
+
+		o = pools.option(form.Value, 'port', _('Pool port'));
+		o.placeholder = '1800';
+		o.rmempty = false;
+		o.validate = validatePort;
+
+		o = pools.option(form.Value, 'subaccount', _('Sub-account'));
+		o.placeholder = 'YourSubAccountName';
+		o.validate = function(section_id, value) {
+			if (value == null || value === '') {
+				/* Without multi-user mode the pool entry names the only sub-account. */
+				var multi = this.map.lookupOption('multi_user_mode', 'main');
+				if (multi && multi[0].formvalue('main') !== '1')
+					return _('Enter the sub-account: with multi-user mode off every miner mines for it');
+				return true;
+			}
+			return validateWorkerName(section_id, value);
+		};
+
+		/* --- Worker names --- */
+		o = s.taboption('workers', form.Flag, 'use_ip_as_worker_name', _('Use IP as worker name'),
+			_('Name each worker after the miner\'s IP address instead of the name it logs in with. Useful when miners all use the same login.'));
+		o.rmempty = false;
+
+		o = s.taboption('workers', form.Value, 'ip_worker_name_format', _('IP worker name format'),
+			_('{1} to {4} stand for the four parts of the IPv4 address: {1}x{2}x{3}x{4} turns 192.168.1.23 into 192x168x1x23.'));
+		o.placeholder = '{1}x{2}x{3}x{4}';
+		o.depends('use_ip_as_worker_name', '1');
+		o.validate = validateWorkerFormat;
+
+		o = s.taboption('workers', form.Value, 'fixed_worker_name', _('Fixed worker name'),
+			_('When set, every miner gets this worker name, so the pool sees the whole farm as one big miner. Leave empty to keep individual workers.'));
+		o.validate = validateWorkerName;
+
+		/* --- Network --- */
+		o = s.taboption('network', form.Flag, 'pool_use_tls', _('TLS to the pool'),
+			_('Encrypt the connection to the pool. Miners still talk plain TCP to this router. The pool must offer TLS on the port given.'));
+		o.rmempty = false;
+
+		o = s.taboption('network', form.Flag, 'tls_skip_certificate_verify', _('Skip certificate check'),
+			_('On: accept any certificate from the pool or an https proxy (encrypted, but not protected against impersonation). Off: verify it, which needs correct time on the router.'));
+		o.rmempty = false;
+
+		o = s.taboption('network', form.Flag, 'use_proxy', _('Use proxies'),
+			_('Off ignores the proxy list below and always connects directly.'));
+		o.rmempty = false;
+
+		o = s.taboption('network', form.DynamicList, 'proxy', _('Proxies'),
+			_('socks5://[user:pass@]host:port, http://host:port, https://host:port (TLS to the proxy), host:port, or system (take ALL_PROXY / HTTPS_PROXY / HTTP_PROXY from the environment). With several, all are tried at once and the first that connects wins.'));
+		o.placeholder = 'socks5://user:pass@192.0.2.1:1080';
+		o.depends('use_proxy', '1');
+		o.validate = validateProxy;
+
+		o = s.taboption('network', form.Flag, 'direct_connect_with_proxy', _('Race a direct connection'),
+			_('Also try a direct connection at the same time as the proxies, and use whichever connects first.'));
+		o.depends('use_proxy', '1');
+		o.rmempty = false;
+
+		o = s.taboption('network', form.Flag, 'direct_connect_after_proxy', _('Direct connection if proxies fail'),
+			_('When every proxy fails, try connecting directly. Turn off where direct traffic to the pool must never leave the farm.'));
+		o.depends('use_proxy', '1');
+		o.rmempty = false;
+
+		/* --- Advanced --- */
+		o = s.taboption('advanced', form.Flag, 'always_keep_downconn', _('Keep miners connected when pools are lost'),
+			_('On: when every pool connection is lost, keep miners connected and give them placeholder work until a pool is back; their shares in that time are not paid. Off: disconnect miners so they fail over to their own backup pools.'));
+		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Value, 'fake_job_notify_interval_seconds', _('Placeholder job interval (s)'),
+			_('How often miners kept connected without a pool get new placeholder work.'));
+		o.placeholder = '30';
+		o.depends('always_keep_downconn', '1');
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Flag, 'disconnect_when_lost_asicboost', _('Reconnect miners that lose AsicBoost'),
+			_('After a miner has sent more than 100 version-rolling shares, a share without version rolling makes the agent ask it to reconnect, which usually restores AsicBoost (lower power per hash).'));
+		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Flag, 'submit_response_from_server', _('Forward pool share results'),
+			_('On: miners see the pool\'s real accept or reject for each share (the pool must support it), so reject counts on the miners are true. Off: shares are acknowledged at once, which is faster.'));
+		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Value, 'pool_connection_number_per_subaccount', _('Pool connections per sub-account'),
+			_('More connections spread miners and limit the damage when one drops; fewer use less bandwidth and memory. New miners join the connection with the fewest miners.'));
+		o.placeholder = '5';
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'pool_connection_dial_timeout_seconds', _('Connect timeout (s)'),
+			_('Time allowed to connect to the pool and finish the handshake before the next pool or proxy is tried.'));
+		o.placeholder = '15';
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'pool_connection_read_timeout_seconds', _('Read timeout (s)'),
+			_('A pool connection silent this long is dropped and dialled again. Too short drops healthy but quiet connections; too long leaves miners on a dead one.'));
+		o.placeholder = '60';
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'submit_coalesce_ms', _('Share batching (ms)'),
+			_('Shares written within this many milliseconds go out in one TCP segment, saving packets on slow links; 0 sends each share at once.'));
+		o.placeholder = '5';
+		o.validate = nonNegativeInteger;
+
+		o = s.taboption('advanced', form.Flag, 'http_debug_enable', _('HTTP debug endpoint'),
+			_('Serve status and metrics over HTTP. Keep it on 127.0.0.1 unless the LAN may read it.'));
+		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Value, 'http_debug_listen', _('HTTP debug address'));
+		o.placeholder = '127.0.0.1:9999';
+		o.depends('http_debug_enable', '1');
+		o.validate = validateListenHostPort;
+
+		o = s.taboption('advanced', form.Value, 'status_file', _('Status file'),
+			_('Where the agent writes its status every few seconds. The status page reads /var/run/btcagent/status.json only.'));
+		o.placeholder = '/var/run/btcagent/status.json';
+		o.validate = validateStatusFile;
+
+		o = s.taboption('advanced', form.ListValue, 'log_verbosity', _('Log detail'),
+			_('Higher levels log more, which helps find problems but wears flash and fills the log on busy farms.'));
+		o.value('0', _('Normal'));
+		o.value('1', _('Verbose'));
+		o.value('2', _('Debug'));
+		o.value('3', _('Trace'));
+		o.default = '0';
+
+		o = s.taboption('advanced', form.ListValue, 'log_target', _('Log to'),
+			_('syslog: read with logread or on the System Log page. stderr: only useful when running the agent by hand.'));
+		o.value('syslog', _('System log (logread)'));
+		o.value('stderr', _('Standard error'));
+		o.default = 'syslog';
+
+		return m.render();
+	}
+});
