@@ -1,0 +1,4 @@
+pub mod bitcoin;
+pub mod exmsg;
+pub mod job;
+pub mod share;
