@@ -1,0 +1,162 @@
+//! Splits a byte stream into frames: newline-terminated JSON lines and, where enabled,
+//! binary ex-messages (first byte 0x7F). Bounded: a line or frame that cannot fit in
+//! `max_frame` bytes is an error, never an unbounded buffer.
+
+use crate::exmsg::{self, ExError};
+use smol::io::{AsyncRead, AsyncReadExt};
+use std::io;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A line without its `\n` (and without a trailing `\r`).
+    Line(String),
+    /// A whole ex-message, header included.
+    Ex(Vec<u8>),
+}
+
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    max_frame: usize,
+    accept_ex: bool,
+    /// Number of read() calls that returned data (to see how writes were coalesced).
+    pub reads: u64,
+    pub bytes: u64,
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+impl FrameReader {
+    /// `accept_ex`: true on the pool side; miners only ever get JSON lines.
+    pub fn new(max_frame: usize, accept_ex: bool) -> FrameReader {
+        FrameReader {
+            buf: Vec::new(),
+            start: 0,
+            max_frame,
+            accept_ex,
+            reads: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The next complete frame already buffered, if any.
+    pub fn next_buffered(&mut self) -> io::Result<Option<Frame>> {
+        let pending = &self.buf[self.start..];
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        if self.accept_ex && pending[0] == exmsg::MAGIC {
+            let len = match exmsg::frame_len(pending) {
+                None => return Ok(None),
+                Some(Err(ExError::BadLength(len))) => {
+                    return Err(invalid(format!("ex-message length {len} below 4")))
+                }
+                Some(Err(e)) => return Err(invalid(e.to_string())),
+                Some(Ok(len)) => len,
+            };
+            if pending.len() < len {
+                return Ok(None);
+            }
+            let frame = pending[..len].to_vec();
+            self.start += len;
+            return Ok(Some(Frame::Ex(frame)));
+        }
+        match pending.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                let mut line = &pending[..end];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                let text = std::str::from_utf8(line)
+                    .map_err(|_| invalid("line is not UTF-8".into()))?
+                    .to_string();
+                self.start += end + 1;
+                Ok(Some(Frame::Line(text)))
+            }
+            None if pending.len() > self.max_frame => Err(invalid(format!(
+                "line longer than {} bytes",
+                self.max_frame
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads until a frame is complete; `Ok(None)` at a clean end of stream.
+    /// Cancel-safe: dropping the future loses no data.
+    pub async fn read_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.next_buffered()? {
+                return Ok(Some(frame));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            // Read into a local chunk so a cancelled read (a timeout) leaves no trace.
+            let mut chunk = [0u8; 4096];
+            let room = (self.max_frame + 1).saturating_sub(self.buf.len());
+            let n = stream.read(&mut chunk[..room.clamp(1, 4096)]).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a frame",
+                    ))
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            self.reads += 1;
+            self.bytes += n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[u8], accept_ex: bool) -> io::Result<Vec<Frame>> {
+        let mut reader = FrameReader::new(64, accept_ex);
+        let mut stream = input;
+        let mut out = Vec::new();
+        smol::block_on(async {
+            while let Some(frame) = reader.read_frame(&mut stream).await? {
+                out.push(frame);
+            }
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn mixes_lines_and_ex_messages() {
+        let input = b"{\"a\":1}\r\n\x7f\x04\x06\x00\x22\x11{\"b\":2}\n";
+        assert_eq!(
+            frames(input, true).unwrap(),
+            vec![
+                Frame::Line("{\"a\":1}".into()),
+                Frame::Ex(vec![0x7f, 4, 6, 0, 0x22, 0x11]),
+                Frame::Line("{\"b\":2}".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bounded_and_strict() {
+        assert!(frames(&[b'x'; 100], true).is_err());
+        assert!(frames(b"\x7f\x01\x02\x00", true).is_err());
+        assert!(frames(b"{\"a\":1}", true).is_err());
+        assert!(frames(b"\xff\xfe\n", true).is_err());
+        // Miners treat 0x7F as part of a line.
+        assert_eq!(
+            frames(b"\x7fabc\n", false).unwrap(),
+            vec![Frame::Line("\x7fabc".into())]
+        );
+    }
+}
