@@ -16,9 +16,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A miner must authorize within this long after connecting.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Bytes per `advanced.message_queue_size.miner_session` unit of a miner's unsent
 /// output: about one job each.
 const MINER_QUEUE_UNIT: usize = 2048;
@@ -92,6 +89,12 @@ impl Agent {
         let id = self.next_pool_id.get();
         self.next_pool_id.set(id.wrapping_add(1));
         id
+    }
+
+    /// A miner must authorize within the time a pool may stay silent: both bound how
+    /// long a connection may hold resources without doing anything useful.
+    fn handshake_timeout(&self) -> Duration {
+        self.cfg.advanced.pool_connection_read_timeout
     }
 
     pub fn miner_output_limit(&self) -> usize {
@@ -177,7 +180,7 @@ impl Agent {
             sid,
             stream,
             peer,
-            Instant::now() + HANDSHAKE_TIMEOUT,
+            Instant::now() + self.handshake_timeout(),
         ));
         self.miners.borrow_mut().insert(sid, miner.clone());
         log::debug!("{}: connected", miner.name());
@@ -210,7 +213,7 @@ impl Agent {
         match miner.state.get() {
             MinerState::Connected | MinerState::Subscribed => Some(format!(
                 "did not authorize within {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
+                self.handshake_timeout().as_secs()
             )),
             MinerState::WaitingForPool => {
                 let group = miner.group.borrow().clone();

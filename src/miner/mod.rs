@@ -10,6 +10,7 @@ pub mod session_ids;
 use crate::agent::Agent;
 use crate::pool::{PoolGroup, PoolSession};
 use crate::protocol::exmessage::Share;
+use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
 use async_io::{Async, Timer};
@@ -62,8 +63,6 @@ pub struct MinerSession {
     pub worker: RefCell<Rc<str>>,
     pub group: RefCell<Option<Rc<PoolGroup>>>,
     pub pool: RefCell<Option<Rc<PoolSession>>>,
-    /// Jobs of the current pool connection older than this were never sent to this miner.
-    pub first_job_seq: Cell<u32>,
     pub version_rolling: Cell<bool>,
     pub requested_mask: Cell<u32>,
     rolled_shares: Cell<u8>,
@@ -99,7 +98,6 @@ impl MinerSession {
             worker: RefCell::new(Rc::from("")),
             group: RefCell::new(None),
             pool: RefCell::new(None),
-            first_job_seq: Cell::new(0),
             version_rolling: Cell::new(false),
             requested_mask: Cell::new(0),
             rolled_shares: Cell::new(0),
@@ -181,6 +179,13 @@ impl MinerSession {
 
     /// Reads and handles lines until the connection ends; returns why it ended.
     pub async fn serve(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
+        let why = self.read_lines(agent).await;
+        // When the agent closed the socket itself, its reason beats the end-of-stream
+        // the reader saw because of it.
+        self.close_reason.borrow_mut().take().unwrap_or(why)
+    }
+
+    async fn read_lines(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
         let mut partial: Vec<u8> = Vec::new();
         let mut first_byte_seen = false;
         let mut bad_lines = 0u8;
@@ -453,10 +458,10 @@ impl MinerSession {
             self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
             return;
         };
-        let job = job_text
-            .parse::<u8>()
-            .ok()
-            .and_then(|j| pool.job_ntime(j, self.first_job_seq.get()).map(|t| (j, t)));
+        // A job of another connection (from before a move) is stale here.
+        let job = parse_miner_job_id(job_text)
+            .filter(|(conn, _)| *conn == pool.id)
+            .and_then(|(_, j)| pool.job_ntime(j).map(|t| (j, t)));
         let Some((job_id, job_ntime)) = job else {
             self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
             return;

@@ -161,7 +161,10 @@ impl PoolGroup {
                 "sub-account {}: last miner left, closing its pool connections",
                 self.name()
             );
-            self.close();
+            self.closed.set(true);
+            for s in self.sessions.borrow().iter() {
+                agent.spawn(s.clone().retire("sub-account has no miners left"));
+            }
             agent.forget_group(self);
         }
     }
@@ -206,6 +209,39 @@ impl PoolGroup {
                     .unwrap_or_else(|| session.clone())
                     .adopt(agent, &miner);
             }
+        }
+        self.rebalance(agent, session);
+    }
+
+    /// A connection that comes up late, or back after a failure, takes miners from the
+    /// busiest siblings until loads differ by at most one: otherwise the survivors of
+    /// every outage would carry the farm for good. A moved miner only gets a clean job.
+    fn rebalance(&self, agent: &Rc<Agent>, fresh: &Rc<PoolSession>) {
+        let mut moved = 0;
+        loop {
+            let busiest = self
+                .sessions
+                .borrow()
+                .iter()
+                .filter(|s| s.is_up() && !Rc::ptr_eq(s, fresh))
+                .max_by_key(|s| s.miner_count())
+                .cloned();
+            let Some(busiest) = busiest else { break };
+            if busiest.miner_count() <= fresh.miner_count() + 1 {
+                break;
+            }
+            let Some(miner) = busiest.any_miner() else {
+                break;
+            };
+            busiest.release(&miner);
+            fresh.adopt(agent, &miner);
+            moved += 1;
+        }
+        if moved > 0 {
+            log::info!(
+                "{}: took over {moved} miners to balance the load",
+                fresh.name()
+            );
         }
     }
 

@@ -91,6 +91,8 @@ pub struct PoolSession {
     difficulty_line: RefCell<Option<Rc<[u8]>>>,
     difficulty: Cell<f64>,
     out: RefCell<Vec<u8>>,
+    /// The writer holds bytes taken from `out` that are not yet with the kernel.
+    writing: Cell<bool>,
     urgent: Cell<bool>,
     wake: Sender<()>,
     kill: Sender<String>,
@@ -132,6 +134,7 @@ impl PoolSession {
             difficulty_line: RefCell::new(None),
             difficulty: Cell::new(0.0),
             out: RefCell::new(Vec::new()),
+            writing: Cell::new(false),
             urgent: Cell::new(false),
             wake,
             kill,
@@ -162,6 +165,10 @@ impl PoolSession {
 
     pub fn miner_count(&self) -> usize {
         self.miners.borrow().len()
+    }
+
+    pub fn any_miner(&self) -> Option<Rc<MinerSession>> {
+        self.miners.borrow().values().next().cloned()
     }
 
     pub fn miners(&self) -> Vec<Rc<MinerSession>> {
@@ -285,11 +292,14 @@ impl PoolSession {
             if spare.is_empty() {
                 continue;
             }
+            self.writing.set(true);
             let sent = async {
                 w.write_all(&spare).await?;
                 w.flush().await
             };
-            if let Err(e) = sent.await {
+            let sent = sent.await;
+            self.writing.set(false);
+            if let Err(e) = sent {
                 self.kill(format!("write failed: {e}"));
                 return;
             }
@@ -456,7 +466,7 @@ impl PoolSession {
         match method {
             "mining.notify" => {
                 let params = msg.params.map(|p| p.get()).unwrap_or("[]");
-                let job = match rewrite_notify(params, &self.extranonce1.borrow()) {
+                let job = match rewrite_notify(params, &self.extranonce1.borrow(), self.id) {
                     Ok(job) => Rc::new(job),
                     Err(e) => {
                         log::warn!("{}: job skipped: {e}", self.name());
@@ -571,11 +581,10 @@ impl PoolSession {
         }
     }
 
-    /// The ntime of job `job_id` if `miner` may submit on it: the job exists and was sent
-    /// on this connection after the miner joined it.
-    pub fn job_ntime(&self, job_id: u8, first_seq: u32) -> Option<u32> {
+    /// The ntime of job `job_id` if this connection has received it.
+    pub fn job_ntime(&self, job_id: u8) -> Option<u32> {
         let slot = self.jobs.borrow()[job_id as usize];
-        (slot.seq != 0 && slot.seq >= first_seq).then_some(slot.ntime)
+        (slot.seq != 0).then_some(slot.ntime)
     }
 
     /// Forwards one share; answers the miner now or when the pool's verdict arrives.
@@ -617,7 +626,6 @@ impl PoolSession {
         );
         self.miners.borrow_mut().insert(miner.sid, miner.clone());
         *miner.pool.borrow_mut() = Some(self.clone());
-        miner.first_job_seq.set(self.job_seq.get());
         if let Some(line) = self.difficulty_line.borrow().as_ref() {
             miner.stats.difficulty.set(self.difficulty.get());
             miner.send_shared(agent, line);
@@ -667,14 +675,34 @@ impl PoolSession {
     /// Unregisters every miner (on shutdown) and returns once the pool has been sent
     /// everything or `within` has passed.
     pub async fn farewell(&self, within: Duration) {
-        let sids: Vec<u16> = self.miners.borrow().keys().copied().collect();
+        // Taken out of the map so that the miners' own departure sends nothing more.
+        let sids: Vec<u16> = self
+            .miners
+            .borrow_mut()
+            .drain()
+            .map(|(sid, _)| sid)
+            .collect();
         for sid in sids {
             self.send_ex(&ExMessage::UnregisterWorker { session_id: sid }, true);
         }
+        self.drain(within).await;
+    }
+
+    /// Waits until every buffered byte (the last shares, unregistrations) is written.
+    pub async fn drain(&self, within: Duration) {
+        self.urgent.set(true);
+        let _ = self.wake.try_send(());
         let end = Instant::now() + within;
-        while !self.out.borrow().is_empty() && Instant::now() < end {
-            Timer::after(Duration::from_millis(10)).await;
+        while (!self.out.borrow().is_empty() || self.writing.get()) && Instant::now() < end {
+            Timer::after(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Closes the connection once what is buffered has been written: the last miner's
+    /// shares and its unregistration must not be lost with the connection.
+    pub async fn retire(self: Rc<Self>, why: &'static str) {
+        self.drain(Duration::from_secs(2)).await;
+        self.kill(why);
     }
 }
 

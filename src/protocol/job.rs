@@ -11,6 +11,11 @@ use serde_json::Value;
 use std::rc::Rc;
 
 /// One pool job, ready for fan-out.
+///
+/// Miners see the job id as `"<connection>-<pool job id>"`: the pool numbers jobs per
+/// connection, so after a miner is moved to a sibling connection a bare "17" could name
+/// either connection's job 17, and a share on the old one would reach the pool as an
+/// invalid share on the new one. With the connection in the id it is answered stale.
 #[derive(Debug)]
 pub struct Job {
     /// The pool's job id: a short decimal string of a u8 on the agent protocol.
@@ -53,8 +58,24 @@ fn hex_u32(params: &[Value], i: usize, what: &str) -> Result<u32, JobError> {
     u32::from_str_radix(s, 16).map_err(|_| JobError(format!("mining.notify: bad {what}")))
 }
 
-/// Builds the miner-facing job from the pool notify's params (JSON text).
-pub fn rewrite_notify(params_json: &str, pool_extranonce1: &str) -> Result<Job, JobError> {
+/// The miner-facing job id of pool job `job` on pool connection `connection`.
+pub fn miner_job_id(connection: u32, job: u8) -> String {
+    format!("{connection}-{job}")
+}
+
+/// Splits a miner-facing job id into (connection, pool job id).
+pub fn parse_miner_job_id(text: &str) -> Option<(u32, u8)> {
+    let (conn, job) = text.split_once('-')?;
+    Some((conn.parse().ok()?, job.parse().ok()?))
+}
+
+/// Builds the miner-facing job from the pool notify's params (JSON text), received on
+/// pool connection `connection`.
+pub fn rewrite_notify(
+    params_json: &str,
+    pool_extranonce1: &str,
+    connection: u32,
+) -> Result<Job, JobError> {
     let mut params: Vec<Value> = serde_json::from_str(params_json)
         .map_err(|e| JobError(format!("mining.notify: params are not a list: {e}")))?;
     if params.len() < 9 {
@@ -88,6 +109,7 @@ pub fn rewrite_notify(params_json: &str, pool_extranonce1: &str) -> Result<Job, 
     let ntime = hex_u32(&params, 7, "ntime")?;
     let clean = params[8].as_bool().unwrap_or(true);
     params[2] = Value::String(format!("{coinb1}{pool_extranonce1}"));
+    params[0] = Value::String(miner_job_id(connection, id));
     params.truncate(9);
     Ok(finish(id, ntime, params, clean))
 }
@@ -133,11 +155,11 @@ mod tests {
 
     #[test]
     fn appends_pool_extranonce1_to_coinb1_byte_exact() {
-        let job = rewrite_notify(NOTIFY, "a1b2c3d4").unwrap();
+        let job = rewrite_notify(NOTIFY, "a1b2c3d4", 3).unwrap();
         assert_eq!(job.id, 17);
         assert_eq!(job.ntime, 0x504e86b9);
         let want = concat!(
-            r#"{"id":null,"method":"mining.notify","params":["17","4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000","#,
+            r#"{"id":null,"method":"mining.notify","params":["3-17","4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000","#,
             r#""01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff20020862062f503253482f04b8864e5008a1b2c3d4","#,
             r#""072f736c7573682f000000000100f2052a010000001976a914d23fcdf86f7e756a64a7a9688ef9903327048ed988ac00000000","#,
             r#"["a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"],"20000000","1d00ffff","504e86b9",false]}"#,
@@ -150,23 +172,33 @@ mod tests {
 
     #[test]
     fn clean_job_shares_one_buffer() {
-        let job = rewrite_notify(&NOTIFY.replace("false]", "true]"), "00000001").unwrap();
+        let job = rewrite_notify(&NOTIFY.replace("false]", "true]"), "00000001", 3).unwrap();
         assert!(Rc::ptr_eq(&job.notify, &job.notify_clean));
     }
 
     #[test]
     fn refuses_what_the_agent_protocol_cannot_carry() {
-        assert!(rewrite_notify(&NOTIFY.replace("\"17\"", "\"abc\""), "00").is_err());
-        assert!(rewrite_notify(&NOTIFY.replace("\"17\"", "\"256\""), "00").is_err());
-        assert!(rewrite_notify(&NOTIFY.replace("\"504e86b9\"", "\"xyz\""), "00").is_err());
-        assert!(rewrite_notify("[\"1\"]", "00").is_err());
-        assert!(rewrite_notify("{}", "00").is_err());
-        assert!(rewrite_notify(&NOTIFY.replace("[\"a1b2", "[1,\"a1b2"), "00").is_err());
+        assert!(rewrite_notify(&NOTIFY.replace("\"17\"", "\"abc\""), "00", 3).is_err());
+        assert!(rewrite_notify(&NOTIFY.replace("\"17\"", "\"256\""), "00", 3).is_err());
+        assert!(rewrite_notify(&NOTIFY.replace("\"504e86b9\"", "\"xyz\""), "00", 3).is_err());
+        assert!(rewrite_notify("[\"1\"]", "00", 3).is_err());
+        assert!(rewrite_notify("{}", "00", 3).is_err());
+        assert!(rewrite_notify(&NOTIFY.replace("[\"a1b2", "[1,\"a1b2"), "00", 3).is_err());
+    }
+
+    #[test]
+    fn miner_job_ids_name_the_connection() {
+        assert_eq!(miner_job_id(3, 17), "3-17");
+        assert_eq!(parse_miner_job_id("3-17"), Some((3, 17)));
+        assert_eq!(parse_miner_job_id("17"), None);
+        assert_eq!(parse_miner_job_id("3-256"), None);
+        assert_eq!(parse_miner_job_id("f1"), None);
+        assert_eq!(parse_miner_job_id("-1"), None);
     }
 
     #[test]
     fn fake_jobs_are_marked_and_distinct() {
-        let job = rewrite_notify(NOTIFY, "a1b2c3d4").unwrap();
+        let job = rewrite_notify(NOTIFY, "a1b2c3d4", 3).unwrap();
         let a = String::from_utf8(fake_job(&job, 1, 0x11223344).to_vec()).unwrap();
         let b = String::from_utf8(fake_job(&job, 2, 0x11223345).to_vec()).unwrap();
         assert!(a.contains(r#""params":["f1","#));
