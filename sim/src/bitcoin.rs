@@ -119,7 +119,7 @@ pub fn target_for_difficulty(difficulty: f64) -> [u8; 32] {
     // 0xFFFF * 2^208 is difficulty 1.
     let target = 65535.0 * 2f64.powi(208) / difficulty;
     let mut out = [0u8; 32];
-    if !(target < 2f64.powi(256)) {
+    if target.is_nan() || target >= 2f64.powi(256) {
         return [0xff; 32];
     }
     for (index, byte) in out.iter_mut().enumerate() {

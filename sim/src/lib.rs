@@ -14,3 +14,5 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 pub mod conn;
+pub mod miner;
+pub mod rlimit;
