@@ -26,8 +26,8 @@ pub const EASY_DIFFICULTY: &str = "0.000000000931322574615478515625";
 
 /// Jobs remembered per connection for share checks.
 const JOBS_KEPT: usize = 16;
-/// Outbound messages queued per connection before the simulator gives up on it.
-const OUTBOUND_QUEUE: usize = 4096;
+/// Outbound bytes queued per connection before the simulator gives up on it.
+const OUTBOUND_LIMIT: usize = 4 << 20;
 /// Longest JSON line or ex-message accepted.
 const MAX_FRAME: usize = 64 * 1024;
 /// Shares remembered per job for duplicate detection.
@@ -438,7 +438,11 @@ struct SentJob {
 struct Conn {
     id: u64,
     stream: TcpStream,
-    outbound: Sender<Vec<u8>>,
+    /// Bytes waiting for the writer task; grows only on demand (10,000 idle
+    /// connections must stay cheap) and is bounded by OUTBOUND_LIMIT.
+    outbound: RefCell<Vec<u8>>,
+    /// Wakes the writer task; closed when the connection ends.
+    outbound_ready: Sender<()>,
     extranonce1: [u8; 4],
     subscribed: Cell<bool>,
     authorized: Cell<bool>,
@@ -597,13 +601,14 @@ impl Pool {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let difficulty = parse_difficulty(&self.config.difficulty).unwrap_or(1.0);
-        let (outbound, queue) = channel::bounded(OUTBOUND_QUEUE);
+        let (outbound_ready, writer_wake) = channel::bounded(1);
         // Distinct per connection and recognisable in a packet dump.
         let extranonce1 = (0x5100_0000u32.wrapping_add(id as u32)).to_be_bytes();
         let conn = Rc::new(Conn {
             id,
             stream: stream.clone(),
-            outbound,
+            outbound: RefCell::new(Vec::new()),
+            outbound_ready,
             extranonce1,
             subscribed: Cell::new(false),
             authorized: Cell::new(false),
@@ -661,9 +666,11 @@ impl Pool {
         self.conns.borrow_mut().insert(id, conn.clone());
         let pool = self.clone();
         let writer_stream = stream.clone();
+        let writer_conn = conn.clone();
         self.executor
             .spawn(async move {
-                pool.write_loop(id, writer_stream, queue).await;
+                pool.write_loop(&writer_conn, writer_stream, writer_wake)
+                    .await;
             })
             .detach();
         let pool = self.clone();
@@ -671,36 +678,37 @@ impl Pool {
             .spawn(async move {
                 pool.read_loop(&conn, stream).await;
                 let _ = conn.stream.shutdown(Shutdown::Both);
-                conn.outbound.close();
+                conn.outbound_ready.close();
                 pool.conns.borrow_mut().remove(&conn.id);
                 pool.conn_stats(conn.id, |c| c.open = false);
             })
             .detach();
     }
 
-    /// Drains the outbound queue, coalescing whatever is queued into one write.
-    async fn write_loop(&self, id: u64, mut stream: TcpStream, queue: Receiver<Vec<u8>>) {
-        while let Ok(first) = queue.recv().await {
-            let mut batch = first;
-            while batch.len() < 64 * 1024 {
-                match queue.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
+    /// Writes whatever is queued, all of it in one write (coalescing).
+    async fn write_loop(&self, conn: &Conn, mut stream: TcpStream, wake: Receiver<()>) {
+        while wake.recv().await.is_ok() {
+            let batch = std::mem::take(&mut *conn.outbound.borrow_mut());
+            if batch.is_empty() {
+                continue;
             }
             if stream.write_all(&batch).await.is_err() {
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
-            self.conn_stats(id, |c| c.bytes_out += batch.len() as u64);
+            self.conn_stats(conn.id, |c| c.bytes_out += batch.len() as u64);
         }
     }
 
     fn send(&self, conn: &Conn, bytes: Vec<u8>) {
-        if conn.outbound.try_send(bytes).is_err() {
+        let mut outbound = conn.outbound.borrow_mut();
+        if outbound.len() + bytes.len() > OUTBOUND_LIMIT {
             // The agent stopped reading: a real pool would drop it too.
             let _ = conn.stream.shutdown(Shutdown::Both);
+            return;
         }
+        outbound.extend_from_slice(&bytes);
+        let _ = conn.outbound_ready.try_send(());
     }
 
     async fn read_loop(&self, conn: &Rc<Conn>, mut stream: TcpStream) {
