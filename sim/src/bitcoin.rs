@@ -17,6 +17,7 @@ pub fn sha256d(data: &[u8]) -> [u8; 32] {
 /// Decodes lowercase or uppercase hex; `None` on odd length or a non-hex digit.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87
     if bytes.len() % 2 != 0 {
         return None;
     }

@@ -307,7 +307,6 @@ struct Session {
     pending: HashMap<u64, (&'static str, Instant)>,
     outstanding_submits: usize,
     submitted: u64,
-    reconnect_requested: bool,
 }
 
 enum Ended {
@@ -330,24 +329,26 @@ impl Miner {
             Timer::after(Duration::from_secs_f64(delay)).await;
         }
         loop {
+            let mut delay = self.config.reconnect_delay;
             match TcpStream::connect(self.config.agent).await {
                 Ok(stream) => {
-                    let ended = self.session(stream).await;
+                    if let Ended::Reconnect = self.session(stream).await {
+                        // client.reconnect: real miners come back at once.
+                        delay = Some(Duration::from_millis(100));
+                    }
                     let mut stats = self.stats();
                     stats.disconnects += 1;
                     stats.connected -= 1;
-                    let me = &mut stats.miners[self.index];
-                    if me.authorized {
+                    if stats.miners[self.index].authorized {
                         stats.authorized -= 1;
                     }
                     let me = &mut stats.miners[self.index];
                     me.connected = false;
                     me.authorized = false;
-                    let _ = ended;
                 }
                 Err(_) => self.stats().connect_failures += 1,
             }
-            let Some(delay) = self.config.reconnect_delay else {
+            let Some(delay) = delay else {
                 return;
             };
             let jitter = 0.5 + fastrand::f64();
@@ -471,7 +472,6 @@ impl Miner {
                 None => self.stats().bad_lines += 1,
             },
             "client.reconnect" => {
-                session.borrow_mut().reconnect_requested = true;
                 self.stats().reconnect_requests += 1;
                 self.me(|m| m.reconnect_requests += 1);
                 return false;
@@ -512,12 +512,10 @@ impl Miner {
                     s.extranonce2_size = (size as usize).min(8);
                 }
             }
-            "mining.authorize" => {
-                if result == &json!(true) && !s.authorized {
-                    s.authorized = true;
-                    stats.authorized += 1;
-                    stats.miners[self.index].authorized = true;
-                }
+            "mining.authorize" if result == &json!(true) && !s.authorized => {
+                s.authorized = true;
+                stats.authorized += 1;
+                stats.miners[self.index].authorized = true;
             }
             "mining.submit" => {
                 s.outstanding_submits = s.outstanding_submits.saturating_sub(1);
@@ -565,9 +563,7 @@ impl Miner {
                     && s.job.is_some()
                     && !s.extranonce1.is_empty()
                     && s.outstanding_submits < config.max_outstanding
-                    && config
-                        .shares_per_miner
-                        .map_or(true, |limit| s.submitted < limit)
+                    && !matches!(config.shares_per_miner, Some(limit) if s.submitted >= limit)
             };
             if !ready {
                 if woken.recv().await.is_err() {

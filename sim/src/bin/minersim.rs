@@ -96,7 +96,7 @@ fn run() -> Result<bool, String> {
     let stats_every = Duration::from_secs_f64(stats_every.max(0.1));
     let duration = (duration > 0.0).then(|| Duration::from_secs_f64(duration));
     let mut next_print = started + stats_every;
-    while !rlimit::termination_requested() && duration.map_or(true, |d| started.elapsed() < d) {
+    while !rlimit::termination_requested() && within(duration, started) {
         std::thread::sleep(Duration::from_millis(100));
         if Instant::now() >= next_print {
             next_print += stats_every;
@@ -115,4 +115,12 @@ fn run() -> Result<bool, String> {
         stats.connects, stats.connect_failures, stats.reconnect_requests, stats.errors_by_method, stats.hashes
     );
     Ok(stats.accepted > 0)
+}
+
+/// True while `duration` (None = forever) has not passed since `started`.
+fn within(duration: Option<Duration>, started: Instant) -> bool {
+    match duration {
+        Some(d) => started.elapsed() < d,
+        None => true,
+    }
 }

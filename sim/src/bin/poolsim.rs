@@ -91,7 +91,7 @@ fn run() -> Result<(), String> {
     println!("poolsim listening on {}", pool.addr());
     let started = Instant::now();
     let mut next_print = started + stats_every;
-    while !rlimit::termination_requested() && duration.map_or(true, |d| started.elapsed() < d) {
+    while !rlimit::termination_requested() && within(duration, started) {
         std::thread::sleep(Duration::from_millis(100));
         if Instant::now() >= next_print {
             next_print += stats_every;
@@ -116,5 +116,13 @@ fn report(stats: &PoolStats) {
     }
     if stats.worker_valid.is_empty() {
         println!("  (none)");
+    }
+}
+
+/// True while `duration` (None = forever) has not passed since `started`.
+fn within(duration: Option<Duration>, started: Instant) -> bool {
+    match duration {
+        Some(d) => started.elapsed() < d,
+        None => true,
     }
 }
