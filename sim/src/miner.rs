@@ -446,7 +446,10 @@ impl Miner {
             },
             "mining.notify" => match Job::from_notify_params(params) {
                 Some(job) => {
-                    let latency = now_us().saturating_sub(job.sent_at_us);
+                    // Jobs not built by the pool simulator (the agent's fake jobs) carry
+                    // no send time.
+                    let latency =
+                        (job.sent_at_us != 0).then(|| now_us().saturating_sub(job.sent_at_us));
                     {
                         let mut s = session.borrow_mut();
                         s.job = Some(Rc::new(job));
@@ -454,7 +457,9 @@ impl Miner {
                     }
                     let mut stats = self.stats();
                     stats.jobs_received += 1;
-                    stats.job_latency.record(latency);
+                    if let Some(latency) = latency {
+                        stats.job_latency.record(latency);
+                    }
                     stats.miners[self.index].jobs += 1;
                 }
                 None => self.stats().bad_lines += 1,

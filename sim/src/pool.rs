@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -274,13 +274,16 @@ impl PoolSim {
                     config,
                     addr,
                     stats: thread_stats,
-                    executor: executor.clone(),
+                    executor: Rc::downgrade(&executor),
                     conns: RefCell::new(BTreeMap::new()),
                     next_conn: Cell::new(1),
                     job_seq: Cell::new(0),
                     accept_task: RefCell::new(None),
                 });
                 smol::block_on(executor.run(pool.run(listener, receiver)));
+                // Dropping the executor drops every task: the listener and all sockets
+                // close now, not at process exit.
+                drop(executor);
             })?;
         Ok(PoolSim {
             addr,
@@ -461,7 +464,9 @@ struct Pool {
     config: PoolSimConfig,
     addr: SocketAddr,
     stats: Arc<Mutex<PoolStats>>,
-    executor: Rc<LocalExecutor<'static>>,
+    /// Weak: tasks hold the pool, so a strong reference would be a cycle that keeps
+    /// the listener open after stop.
+    executor: Weak<LocalExecutor<'static>>,
     conns: RefCell<BTreeMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     job_seq: Cell<u64>,
@@ -481,6 +486,12 @@ fn response(id: &Value, result: Value, error: Value) -> Vec<u8> {
 }
 
 impl Pool {
+    fn spawn(&self, future: impl std::future::Future<Output = ()> + 'static) -> Option<Task<()>> {
+        self.executor
+            .upgrade()
+            .map(|executor| executor.spawn(future))
+    }
+
     fn stats(&self) -> MutexGuard<'_, PoolStats> {
         lock(&self.stats)
     }
@@ -493,15 +504,14 @@ impl Pool {
         self.start_accepting(listener);
         if let Some(interval) = self.config.job_interval {
             let pool = self.clone();
-            self.executor
-                .spawn(async move {
-                    let mut ticks = Timer::interval(interval);
-                    loop {
-                        smol::stream::StreamExt::next(&mut ticks).await;
-                        pool.broadcast_job(false);
-                    }
-                })
-                .detach();
+            self.spawn(async move {
+                let mut ticks = Timer::interval(interval);
+                loop {
+                    smol::stream::StreamExt::next(&mut ticks).await;
+                    pool.broadcast_job(false);
+                }
+            })
+            .map(Task::detach);
         }
         while let Ok(Request { command, done }) = requests.recv().await {
             let stop = matches!(command, Command::Stop);
@@ -582,7 +592,7 @@ impl Pool {
 
     fn start_accepting(self: &Rc<Self>, listener: TcpListener) {
         let pool = self.clone();
-        let task = self.executor.spawn(async move {
+        let task = self.spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => pool.clone().open(stream, peer),
@@ -593,7 +603,7 @@ impl Pool {
                 }
             }
         });
-        *self.accept_task.borrow_mut() = Some(task);
+        *self.accept_task.borrow_mut() = task;
     }
 
     fn open(self: Rc<Self>, stream: TcpStream, peer: SocketAddr) {
@@ -667,22 +677,20 @@ impl Pool {
         let pool = self.clone();
         let writer_stream = stream.clone();
         let writer_conn = conn.clone();
-        self.executor
-            .spawn(async move {
-                pool.write_loop(&writer_conn, writer_stream, writer_wake)
-                    .await;
-            })
-            .detach();
+        self.spawn(async move {
+            pool.write_loop(&writer_conn, writer_stream, writer_wake)
+                .await;
+        })
+        .map(Task::detach);
         let pool = self.clone();
-        self.executor
-            .spawn(async move {
-                pool.read_loop(&conn, stream).await;
-                let _ = conn.stream.shutdown(Shutdown::Both);
-                conn.outbound_ready.close();
-                pool.conns.borrow_mut().remove(&conn.id);
-                pool.conn_stats(conn.id, |c| c.open = false);
-            })
-            .detach();
+        self.spawn(async move {
+            pool.read_loop(&conn, stream).await;
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            conn.outbound_ready.close();
+            pool.conns.borrow_mut().remove(&conn.id);
+            pool.conn_stats(conn.id, |c| c.open = false);
+        })
+        .map(Task::detach);
     }
 
     /// Writes whatever is queued, all of it in one write (coalescing).

@@ -350,3 +350,15 @@ fn periodic_jobs() {
     });
     pool.stop();
 }
+
+#[test]
+fn stop_closes_listener_and_connections() {
+    let pool = PoolSim::start(PoolSimConfig::default()).unwrap();
+    let addr = pool.addr();
+    smol::block_on(async {
+        let mut agent = handshake(&pool, &["subres"]).await;
+        pool.stop();
+        assert!(agent.conn.closed_within(T).await);
+        assert!(MinerConn::connect(addr).await.is_err());
+    });
+}
