@@ -17,6 +17,7 @@ pub fn sha256d(data: &[u8]) -> [u8; 32] {
 /// Decodes lowercase or uppercase hex; `None` on odd length or a non-hex digit.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87
     if bytes.len() % 2 != 0 {
         return None;
     }
@@ -119,7 +120,7 @@ pub fn target_for_difficulty(difficulty: f64) -> [u8; 32] {
     // 0xFFFF * 2^208 is difficulty 1.
     let target = 65535.0 * 2f64.powi(208) / difficulty;
     let mut out = [0u8; 32];
-    if !(target < 2f64.powi(256)) {
+    if target.is_nan() || target >= 2f64.powi(256) {
         return [0xff; 32];
     }
     for (index, byte) in out.iter_mut().enumerate() {

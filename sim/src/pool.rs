@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,8 @@ pub const EASY_DIFFICULTY: &str = "0.000000000931322574615478515625";
 
 /// Jobs remembered per connection for share checks.
 const JOBS_KEPT: usize = 16;
-/// Outbound messages queued per connection before the simulator gives up on it.
-const OUTBOUND_QUEUE: usize = 4096;
+/// Outbound bytes queued per connection before the simulator gives up on it.
+const OUTBOUND_LIMIT: usize = 4 << 20;
 /// Longest JSON line or ex-message accepted.
 const MAX_FRAME: usize = 64 * 1024;
 /// Shares remembered per job for duplicate detection.
@@ -274,13 +274,16 @@ impl PoolSim {
                     config,
                     addr,
                     stats: thread_stats,
-                    executor: executor.clone(),
+                    executor: Rc::downgrade(&executor),
                     conns: RefCell::new(BTreeMap::new()),
                     next_conn: Cell::new(1),
                     job_seq: Cell::new(0),
                     accept_task: RefCell::new(None),
                 });
                 smol::block_on(executor.run(pool.run(listener, receiver)));
+                // Dropping the executor drops every task: the listener and all sockets
+                // close now, not at process exit.
+                drop(executor);
             })?;
         Ok(PoolSim {
             addr,
@@ -438,7 +441,11 @@ struct SentJob {
 struct Conn {
     id: u64,
     stream: TcpStream,
-    outbound: Sender<Vec<u8>>,
+    /// Bytes waiting for the writer task; grows only on demand (10,000 idle
+    /// connections must stay cheap) and is bounded by OUTBOUND_LIMIT.
+    outbound: RefCell<Vec<u8>>,
+    /// Wakes the writer task; closed when the connection ends.
+    outbound_ready: Sender<()>,
     extranonce1: [u8; 4],
     subscribed: Cell<bool>,
     authorized: Cell<bool>,
@@ -457,7 +464,9 @@ struct Pool {
     config: PoolSimConfig,
     addr: SocketAddr,
     stats: Arc<Mutex<PoolStats>>,
-    executor: Rc<LocalExecutor<'static>>,
+    /// Weak: tasks hold the pool, so a strong reference would be a cycle that keeps
+    /// the listener open after stop.
+    executor: Weak<LocalExecutor<'static>>,
     conns: RefCell<BTreeMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     job_seq: Cell<u64>,
@@ -477,6 +486,12 @@ fn response(id: &Value, result: Value, error: Value) -> Vec<u8> {
 }
 
 impl Pool {
+    fn spawn(&self, future: impl std::future::Future<Output = ()> + 'static) -> Option<Task<()>> {
+        self.executor
+            .upgrade()
+            .map(|executor| executor.spawn(future))
+    }
+
     fn stats(&self) -> MutexGuard<'_, PoolStats> {
         lock(&self.stats)
     }
@@ -489,15 +504,14 @@ impl Pool {
         self.start_accepting(listener);
         if let Some(interval) = self.config.job_interval {
             let pool = self.clone();
-            self.executor
-                .spawn(async move {
-                    let mut ticks = Timer::interval(interval);
-                    loop {
-                        smol::stream::StreamExt::next(&mut ticks).await;
-                        pool.broadcast_job(false);
-                    }
-                })
-                .detach();
+            self.spawn(async move {
+                let mut ticks = Timer::interval(interval);
+                loop {
+                    smol::stream::StreamExt::next(&mut ticks).await;
+                    pool.broadcast_job(false);
+                }
+            })
+            .map(Task::detach);
         }
         while let Ok(Request { command, done }) = requests.recv().await {
             let stop = matches!(command, Command::Stop);
@@ -578,7 +592,7 @@ impl Pool {
 
     fn start_accepting(self: &Rc<Self>, listener: TcpListener) {
         let pool = self.clone();
-        let task = self.executor.spawn(async move {
+        let task = self.spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => pool.clone().open(stream, peer),
@@ -589,7 +603,7 @@ impl Pool {
                 }
             }
         });
-        *self.accept_task.borrow_mut() = Some(task);
+        *self.accept_task.borrow_mut() = task;
     }
 
     fn open(self: Rc<Self>, stream: TcpStream, peer: SocketAddr) {
@@ -597,13 +611,14 @@ impl Pool {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let difficulty = parse_difficulty(&self.config.difficulty).unwrap_or(1.0);
-        let (outbound, queue) = channel::bounded(OUTBOUND_QUEUE);
+        let (outbound_ready, writer_wake) = channel::bounded(1);
         // Distinct per connection and recognisable in a packet dump.
         let extranonce1 = (0x5100_0000u32.wrapping_add(id as u32)).to_be_bytes();
         let conn = Rc::new(Conn {
             id,
             stream: stream.clone(),
-            outbound,
+            outbound: RefCell::new(Vec::new()),
+            outbound_ready,
             extranonce1,
             subscribed: Cell::new(false),
             authorized: Cell::new(false),
@@ -661,46 +676,47 @@ impl Pool {
         self.conns.borrow_mut().insert(id, conn.clone());
         let pool = self.clone();
         let writer_stream = stream.clone();
-        self.executor
-            .spawn(async move {
-                pool.write_loop(id, writer_stream, queue).await;
-            })
-            .detach();
+        let writer_conn = conn.clone();
+        self.spawn(async move {
+            pool.write_loop(&writer_conn, writer_stream, writer_wake)
+                .await;
+        })
+        .map(Task::detach);
         let pool = self.clone();
-        self.executor
-            .spawn(async move {
-                pool.read_loop(&conn, stream).await;
-                let _ = conn.stream.shutdown(Shutdown::Both);
-                conn.outbound.close();
-                pool.conns.borrow_mut().remove(&conn.id);
-                pool.conn_stats(conn.id, |c| c.open = false);
-            })
-            .detach();
+        self.spawn(async move {
+            pool.read_loop(&conn, stream).await;
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            conn.outbound_ready.close();
+            pool.conns.borrow_mut().remove(&conn.id);
+            pool.conn_stats(conn.id, |c| c.open = false);
+        })
+        .map(Task::detach);
     }
 
-    /// Drains the outbound queue, coalescing whatever is queued into one write.
-    async fn write_loop(&self, id: u64, mut stream: TcpStream, queue: Receiver<Vec<u8>>) {
-        while let Ok(first) = queue.recv().await {
-            let mut batch = first;
-            while batch.len() < 64 * 1024 {
-                match queue.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
+    /// Writes whatever is queued, all of it in one write (coalescing).
+    async fn write_loop(&self, conn: &Conn, mut stream: TcpStream, wake: Receiver<()>) {
+        while wake.recv().await.is_ok() {
+            let batch = std::mem::take(&mut *conn.outbound.borrow_mut());
+            if batch.is_empty() {
+                continue;
             }
             if stream.write_all(&batch).await.is_err() {
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
-            self.conn_stats(id, |c| c.bytes_out += batch.len() as u64);
+            self.conn_stats(conn.id, |c| c.bytes_out += batch.len() as u64);
         }
     }
 
     fn send(&self, conn: &Conn, bytes: Vec<u8>) {
-        if conn.outbound.try_send(bytes).is_err() {
+        let mut outbound = conn.outbound.borrow_mut();
+        if outbound.len() + bytes.len() > OUTBOUND_LIMIT {
             // The agent stopped reading: a real pool would drop it too.
             let _ = conn.stream.shutdown(Shutdown::Both);
+            return;
         }
+        outbound.extend_from_slice(&bytes);
+        let _ = conn.outbound_ready.try_send(());
     }
 
     async fn read_loop(&self, conn: &Rc<Conn>, mut stream: TcpStream) {

@@ -258,15 +258,11 @@ fn controls() {
         let conn_id = *pool.stats().connections.keys().next().unwrap();
 
         pool.set_difficulty("0.0001").unwrap();
-        let line = agent
-            .conn
-            .read_matching(T, |v| {
-                v["method"] == "mining.set_difficulty"
-                    && v["params"][0] != json!(0.000000000931322574615478515625)
-            })
-            .await
-            .unwrap();
-        assert_eq!(line["params"], json!([0.0001]));
+        // The number text reaches the wire exactly as given.
+        assert_eq!(
+            agent.conn.read_line(T).await.unwrap(),
+            r#"{"id":null,"method":"mining.set_difficulty","params":[0.0001]}"#
+        );
         assert!(pool.set_difficulty("abc").is_err());
 
         pool.new_job(false);
@@ -353,4 +349,16 @@ fn periodic_jobs() {
         }
     });
     pool.stop();
+}
+
+#[test]
+fn stop_closes_listener_and_connections() {
+    let pool = PoolSim::start(PoolSimConfig::default()).unwrap();
+    let addr = pool.addr();
+    smol::block_on(async {
+        let mut agent = handshake(&pool, &["subres"]).await;
+        pool.stop();
+        assert!(agent.conn.closed_within(T).await);
+        assert!(MinerConn::connect(addr).await.is_err());
+    });
 }

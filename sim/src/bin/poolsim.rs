@@ -1,0 +1,128 @@
+//! poolsim: a BTCAgent-protocol pool simulator for demos and load tests.
+
+use btcagent_sim::bitcoin::parse_hex_u32;
+use btcagent_sim::pool::{PoolSim, PoolSimConfig, PoolStats, EASY_DIFFICULTY};
+use btcagent_sim::rlimit;
+use std::time::{Duration, Instant};
+
+const HELP: &str = "\
+poolsim: simulated btcpool server speaking the BTCAgent protocol
+
+USAGE: poolsim [OPTIONS]
+  --listen ADDR            listen address [127.0.0.1:0 = a free port, printed]
+  --job-interval SECS      new job every SECS, 0 = only the first [30]
+  --difficulty NUM         difficulty as a JSON number [2^-30 as a decimal]
+  --version-mask HEX       version-rolling mask [1fffe000]
+  --extranonce2-size N     extranonce2 size in subscribe results [8]
+  --no-subres              do not offer share responses
+  --no-verrol              do not offer version rolling
+  --reject-authorize       refuse every mining.authorize
+  --stats-interval SECS    print a stats line every SECS [5]
+  --duration SECS          exit after SECS, 0 = until SIGINT/SIGTERM [0]
+On exit prints the valid shares per (sub-account, worker).";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("poolsim: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn secs(value: f64) -> Option<Duration> {
+    (value > 0.0).then(|| Duration::from_secs_f64(value))
+}
+
+fn run() -> Result<(), String> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        println!("{HELP}");
+        return Ok(());
+    }
+    let arg = |e: pico_args::Error| e.to_string();
+    let mut config = PoolSimConfig::default();
+    if let Some(listen) = args.opt_value_from_str("--listen").map_err(arg)? {
+        config.listen = listen;
+    }
+    config.job_interval = secs(
+        args.opt_value_from_str("--job-interval")
+            .map_err(arg)?
+            .unwrap_or(30.0),
+    );
+    config.difficulty = args
+        .opt_value_from_str("--difficulty")
+        .map_err(arg)?
+        .unwrap_or_else(|| EASY_DIFFICULTY.to_string());
+    if let Some(mask) = args
+        .opt_value_from_str::<_, String>("--version-mask")
+        .map_err(arg)?
+    {
+        config.version_mask =
+            parse_hex_u32(&mask).ok_or(format!("--version-mask {mask:?}: need 8 hex digits"))?;
+    }
+    if let Some(size) = args.opt_value_from_str("--extranonce2-size").map_err(arg)? {
+        config.extranonce2_size = size;
+    }
+    if args.contains("--no-subres") {
+        config.capabilities.retain(|c| c != "subres");
+    }
+    if args.contains("--no-verrol") {
+        config.capabilities.retain(|c| c != "verrol");
+    }
+    config.reject_authorize = args.contains("--reject-authorize");
+    let stats_every = secs(
+        args.opt_value_from_str("--stats-interval")
+            .map_err(arg)?
+            .unwrap_or(5.0),
+    )
+    .unwrap_or(Duration::from_secs(5));
+    let duration = secs(
+        args.opt_value_from_str("--duration")
+            .map_err(arg)?
+            .unwrap_or(0.0),
+    );
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unknown arguments {rest:?} (see --help)"));
+    }
+
+    let _ = rlimit::raise_nofile_limit();
+    rlimit::catch_termination();
+    let pool = PoolSim::start(config).map_err(|e| format!("cannot start: {e}"))?;
+    println!("poolsim listening on {}", pool.addr());
+    let started = Instant::now();
+    let mut next_print = started + stats_every;
+    while !rlimit::termination_requested() && within(duration, started) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next_print {
+            next_print += stats_every;
+            println!(
+                "poolsim {:>5.0}s {}",
+                started.elapsed().as_secs_f64(),
+                pool.stats().summary()
+            );
+        }
+    }
+    let stats = pool.stats();
+    pool.stop();
+    report(&stats);
+    Ok(())
+}
+
+fn report(stats: &PoolStats) {
+    println!("poolsim final: {}", stats.summary());
+    println!("valid shares per worker (sub-account / worker):");
+    for ((sub, worker), valid) in &stats.worker_valid {
+        println!("  {sub:<16} {worker:<24} {valid}");
+    }
+    if stats.worker_valid.is_empty() {
+        println!("  (none)");
+    }
+}
+
+/// True while `duration` (None = forever) has not passed since `started`.
+fn within(duration: Option<Duration>, started: Instant) -> bool {
+    match duration {
+        Some(d) => started.elapsed() < d,
+        None => true,
+    }
+}
