@@ -20,6 +20,9 @@ cargo fmt --all --check
 echo "== cargo test (workspace)"
 cargo test --workspace
 
+echo "== cargo build --release (the binary the ipk and demo tests package and run)"
+cargo build --release -p btcagent
+
 for t in tests/openwrt/*.sh; do
     [ -e "$t" ] || continue
     echo "== $t"

@@ -299,3 +299,58 @@ pub fn run_blocking(
     }));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PoolEntry;
+    use crate::miner::session_ids::MAX_SESSION_ID;
+    use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    #[test]
+    fn refuses_miners_cleanly_when_every_session_id_is_taken() {
+        let cfg = Config {
+            multi_user_mode: true,
+            agent_listen_ip: [127, 0, 0, 1].into(),
+            agent_listen_port: 0,
+            pools: vec![PoolEntry {
+                host: "127.0.0.1".into(),
+                port: 9,
+                subaccount: "x".into(),
+            }],
+            ..Config::default()
+        };
+        let listener = Agent::bind(&cfg).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+        let agent = Agent::new(cfg, ex).unwrap();
+        for _ in 0..=MAX_SESSION_ID {
+            agent.ids.borrow_mut().allocate().unwrap();
+        }
+        smol::block_on(ex.run(async {
+            let _serve = ex.spawn(agent.clone().run(listener));
+            // Refused: closed without a byte, and without disturbing anyone.
+            let mut refused = async_net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = smol::future::or(refused.read(&mut buf), async {
+                Timer::after(Duration::from_secs(5)).await;
+                Ok(usize::MAX)
+            })
+            .await
+            .unwrap_or(0);
+            assert_eq!(
+                n, 0,
+                "a connection beyond the last session id is closed at once"
+            );
+            // A freed id is served again.
+            agent.ids.borrow_mut().release(77);
+            let mut ok = async_net::TcpStream::connect(addr).await.unwrap();
+            ok.write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+                .await
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(ok).read_line(&mut line).await.unwrap();
+            assert!(line.contains("\"0000004d\""), "{line}");
+        }));
+    }
+}

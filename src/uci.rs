@@ -212,6 +212,16 @@ enum Place {
     InitScript,
 }
 
+/// Every option the translator knows, as `section_type.option` (`btcagent.agent_listen_port`,
+/// `pool.host`): the LuCI page must edit exactly these.
+pub fn option_names() -> Vec<String> {
+    let main = MAIN_OPTIONS
+        .iter()
+        .map(|(name, ..)| format!("{PACKAGE}.{name}"));
+    main.chain(POOL_OPTIONS.iter().map(|name| format!("pool.{name}")))
+        .collect()
+}
+
 /// UCI option name, JSON field name, where the field goes, what kind of value.
 const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
     ("enabled", "", Place::InitScript, Kind::Bool),
@@ -315,6 +325,12 @@ const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
         Kind::Number,
     ),
     ("status_file", "status_file", Place::Top, Kind::Text),
+    (
+        "status_interval_seconds",
+        "status_interval_seconds",
+        Place::Top,
+        Kind::Number,
+    ),
 ];
 
 const POOL_OPTIONS: &[&str] = &["host", "port", "subaccount"];
@@ -516,6 +532,7 @@ mod tests {
                     "submit_coalesce_ms": 5
                 },
                 "status_file": "/var/run/btcagent/status.json",
+                "status_interval_seconds": 5,
                 "pools": [
                     ["us.ss.btc.com", 1800, "YourSubAccountName"],
                     ["us.ss.btc.com", 443, "YourSubAccountName"],

@@ -161,8 +161,10 @@ fi
 
 # --- --all: every Rust target with a binary, mapped to OpenWrt arches
 mkdir -p "$WORK/target/mips-unknown-linux-musl/release" "$WORK/target/aarch64-unknown-linux-musl/release"
-cp "$WORK/copy" "$WORK/target/mips-unknown-linux-musl/release/btcagent"
-cp "$WORK/copy" "$WORK/target/aarch64-unknown-linux-musl/release/btcagent"
+# Stand-ins, not the host binary: an x86-64 ELF is rightly refused for these arches.
+printf '#!/bin/sh\necho stand-in\n' >"$WORK/standin"
+cp "$WORK/standin" "$WORK/target/mips-unknown-linux-musl/release/btcagent"
+cp "$WORK/standin" "$WORK/target/aarch64-unknown-linux-musl/release/btcagent"
 CARGO_TARGET_DIR=$WORK/target "$BUILD" --all "$WORK/all" >/dev/null 2>&1
 same "--all builds the arches of the targets present" \
 	"aarch64_cortex-a53 aarch64_generic mips_24kc" \

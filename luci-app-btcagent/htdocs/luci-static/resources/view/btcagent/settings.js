@@ -332,6 +332,11 @@ return view.extend({
 		o.placeholder = '/var/run/btcagent/status.json';
 		o.validate = validateStatusFile;
 
+		o = s.taboption('advanced', form.Value, 'status_interval_seconds', _('Status interval (s)'),
+			_('How often the status file is rewritten. Shorter keeps the status page fresher but writes more often to the router\'s RAM disk.'));
+		o.placeholder = '5';
+		o.validate = positiveInteger;
+
 		o = s.taboption('advanced', form.ListValue, 'log_verbosity', _('Log detail'),
 			_('Higher levels log more, which helps find problems but wears flash and fills the log on busy farms.'));
 		o.value('0', _('Normal'));
