@@ -70,8 +70,9 @@ pub fn parse_response_head(head: &[u8]) -> Result<(), FailureReason> {
     };
     match code {
         200..=299 => Ok(()),
-        407 => Err(FailureReason::AuthFailed(format!(
-            "proxy said HTTP 407 {text}"
+        // 407 is the standard answer; tinyproxy (and some others) say 401 to CONNECT.
+        401 | 407 => Err(FailureReason::AuthFailed(format!(
+            "proxy said HTTP {code} {text}"
         ))),
         _ => Err(FailureReason::ProxyHttpStatus(code, text)),
     }
@@ -146,6 +147,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("auth failed: proxy said HTTP 407"));
+        let r = parse_response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n");
+        assert_eq!(
+            r,
+            Err(FailureReason::AuthFailed(
+                "proxy said HTTP 401 Unauthorized".into()
+            ))
+        );
         assert_eq!(
             parse_response_head(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
             Err(FailureReason::ProxyHttpStatus(403, "Forbidden".into()))

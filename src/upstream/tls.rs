@@ -80,7 +80,7 @@ pub async fn connect(
 pub fn classify(e: &io::Error) -> Option<FailureReason> {
     let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
     Some(match tls {
-        rustls::Error::InvalidCertificate(why) => FailureReason::Certificate(format!("{why:?}")),
+        rustls::Error::InvalidCertificate(why) => FailureReason::Certificate(why.to_string()),
         other => FailureReason::Protocol(format!("TLS: {other}")),
     })
 }
