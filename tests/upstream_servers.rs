@@ -387,3 +387,32 @@ fn tls_pool_certificate_checks() {
     assert_eq!(connected.route, format!("socks5 127.0.0.1:{socks}"));
     assert_flows(connected);
 }
+
+#[test]
+fn silent_proxy_times_out_within_the_dial_timeout() {
+    // Accepts TCP but never answers the SOCKS5 greeting.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let pool = FakePool::start();
+    let cfg = config(&[format!("socks5://127.0.0.1:{port}")], |c| {
+        c.advanced.pool_connection_dial_timeout = Duration::from_secs(1)
+    });
+    let started = std::time::Instant::now();
+    let err = connect(&cfg, "127.0.0.1", pool.port)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "cannot reach pool 127.0.0.1:{}: socks5 127.0.0.1:{port}: timeout",
+            pool.port
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
