@@ -184,6 +184,7 @@ fn http_connect_with_basic_auth_and_wrong_password() {
     assert_no_secret_logged(HTTP_PASS);
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn https_proxy_tls_then_connect() {
     if !have("tinyproxy") || !have("stunnel4") || !have("openssl") {
@@ -318,6 +319,7 @@ fn system_proxy_from_environment() {
     assert_flows(connected);
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn tls_pool_certificate_checks() {
     if !have("stunnel4") || !have("openssl") || !have("danted") {

@@ -15,7 +15,6 @@ pub use error::{ConnectError, FailureReason, RouteFailure};
 pub use proxy_url::{redact, ProxyScheme, ProxyUrl};
 
 use proxy_url::host_port;
-use rustls::ClientConfig;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -57,7 +56,7 @@ pub struct Connector {
     direct_after_proxy: bool,
     pool_use_tls: bool,
     /// Present when TLS is used at all (pool_use_tls or an https proxy).
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<tls::TlsConfig>>,
     attempt_timeout: Duration,
 }
 
@@ -241,7 +240,7 @@ impl Connector {
         })
     }
 
-    fn tls_config(&self) -> Result<&Arc<ClientConfig>, FailureReason> {
+    fn tls_config(&self) -> Result<&Arc<tls::TlsConfig>, FailureReason> {
         self.tls
             .as_ref()
             .ok_or_else(|| FailureReason::Protocol("TLS not configured".into()))
@@ -309,6 +308,15 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_settings_refused_without_the_feature() {
+        assert!(connector(&[], |_| {}).is_ok());
+        let err = connector(&[], |c| c.pool_use_tls = true).err().unwrap();
+        assert!(err.contains("built without TLS"), "{err}");
+    }
+
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_only_built_when_needed() {
         assert!(connector(&[], |_| {}).unwrap().tls.is_none());
