@@ -35,6 +35,16 @@ pub struct Connected {
     pub route: String,
 }
 
+/// Shows the route and the leftover size (the stream itself has no useful Debug).
+impl fmt::Debug for Connected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connected")
+            .field("route", &self.route)
+            .field("leftover_len", &self.leftover.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 enum Route {
     Direct,
