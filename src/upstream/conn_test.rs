@@ -1,0 +1,121 @@
+//! The original agent's connection test: ask for capabilities, wait for any line.
+//!
+//! A route only counts as up once the pool itself has answered through it, so a proxy
+//! that accepts the tunnel but cannot reach the pool loses the race.
+
+use super::error::FailureReason;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub const CONN_TEST_REQUEST: &[u8] =
+    b"{\"id\":\"conn_test\",\"method\":\"agent.get_capabilities\",\"params\":[[\"verrol\"]]}\n";
+
+/// A reply line longer than this is not a pool talking.
+pub const MAX_REPLY_LINE: usize = 16 * 1024;
+
+/// Sends the test and reads up to the first `\n`; returns what was read past it,
+/// which belongs to the pool session.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, FailureReason> {
+    stream.write_all(CONN_TEST_REQUEST).await?;
+    stream.flush().await?;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(FailureReason::Protocol(
+                "closed before answering the connection test".into(),
+            ));
+        }
+        let start = received.len();
+        received.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = received[start..].iter().position(|&b| b == b'\n') {
+            return Ok(received.split_off(start + pos + 1));
+        }
+        if received.len() > MAX_REPLY_LINE {
+            return Err(FailureReason::Protocol(format!(
+                "no line within {MAX_REPLY_LINE} bytes in answer to the connection test"
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Replies arrive in the given chunks, one per read.
+    struct Chunks {
+        chunks: Vec<Vec<u8>>,
+        written: Vec<u8>,
+    }
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.chunks.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let chunk = self.chunks.remove(0);
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.chunks.insert(0, chunk[n..].to_vec());
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+    impl AsyncWrite for Chunks {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn run_with(chunks: &[&[u8]]) -> (Result<Vec<u8>, FailureReason>, Vec<u8>) {
+        let mut s = Chunks {
+            chunks: chunks.iter().map(|c| c.to_vec()).collect(),
+            written: Vec::new(),
+        };
+        let r = smol::block_on(run(&mut s));
+        (r, s.written)
+    }
+
+    #[test]
+    fn keeps_bytes_after_the_reply_line() {
+        let (r, written) = run_with(&[b"{\"id\":\"conn_", b"test\"}\n{\"id\":1}\n\x7f\x05"]);
+        assert_eq!(r.unwrap(), b"{\"id\":1}\n\x7f\x05");
+        assert_eq!(written, CONN_TEST_REQUEST);
+        assert_eq!(run_with(&[b"x\n"]).0.unwrap(), b"");
+    }
+
+    #[test]
+    fn closed_or_endless_line_fails() {
+        assert!(matches!(
+            run_with(&[b"partial"]).0,
+            Err(FailureReason::Protocol(_))
+        ));
+        let big = vec![b'a'; 4096];
+        let chunks: Vec<&[u8]> = (0..10).map(|_| &big[..]).collect();
+        let r = run_with(&chunks).0;
+        assert!(
+            matches!(r, Err(FailureReason::Protocol(ref m)) if m.contains("no line")),
+            "{r:?}"
+        );
+    }
+}
