@@ -103,6 +103,10 @@ impl AgentProc {
     }
 
     pub fn start_with_args(config: Value, args: &[&str]) -> AgentProc {
+        Self::start_with_env(config, args, &[])
+    }
+
+    pub fn start_with_env(config: Value, args: &[&str], env: &[(&str, &str)]) -> AgentProc {
         let dir = TempDir::new("agent");
         let conf = dir.0.join("agent_conf.json");
         std::fs::write(&conf, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -117,6 +121,7 @@ impl AgentProc {
             _ => Command::new(&bin),
         };
         cmd.arg("-c").arg(&conf).args(["-l", "stderr"]).args(args);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
