@@ -37,6 +37,8 @@ pub struct Agent {
     version_mask: Cell<u32>,
     refused: RateLimit,
     pub started: Instant,
+    /// Share accounting for the status report.
+    pub status: crate::status::Tracker,
 }
 
 impl Agent {
@@ -61,6 +63,7 @@ impl Agent {
             version_mask: Cell::new(version_mask),
             refused: RateLimit::new(),
             started: Instant::now(),
+            status: crate::status::Tracker::new(),
         }))
     }
 
@@ -202,6 +205,7 @@ impl Agent {
             group.leave(self, miner);
         }
         self.miners.borrow_mut().remove(&miner.sid);
+        self.status.miner_left(miner);
         self.ids.borrow_mut().release(miner.sid);
     }
 
@@ -288,6 +292,7 @@ pub fn run_blocking(
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     let agent = Agent::new(cfg, ex)?;
+    crate::status::start(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
     smol::block_on(ex.run(async {
         stop.await;
