@@ -21,6 +21,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use window::{ShareCount, ShareWindow};
 
@@ -367,17 +368,28 @@ pub fn log_line(doc: &StatusDoc) -> String {
 }
 
 /// Rewrites the status file every `interval`: one warning when it cannot, one note when
-/// it works again; the agent keeps running either way.
+/// it works again; the agent keeps running either way. Only the snapshot is taken on the
+/// executor; serializing and writing (most of the time at 10k miners) run on a blocking
+/// thread, so miners are not kept waiting meanwhile.
 async fn file_loop(agent: Rc<Agent>, path: PathBuf, interval: Duration) {
+    let path = Arc::new(path);
     let mut buf = Vec::new();
     let mut failing = false;
     loop {
-        buf.clear();
         let started = Instant::now();
         let doc = snapshot(&agent);
-        let written = serde_json::to_writer(&mut buf, &doc)
-            .map_err(io::Error::other)
-            .and_then(|()| write_atomically(&path, &buf));
+        let snapshot_took = started.elapsed();
+        let miners = doc.totals.miners;
+        let target = path.clone();
+        let (written, returned) = smol::unblock(move || {
+            buf.clear();
+            let written = serde_json::to_writer(&mut buf, &doc)
+                .map_err(io::Error::other)
+                .and_then(|()| write_atomically(&target, &buf));
+            (written, buf)
+        })
+        .await;
+        buf = returned;
         match written {
             Ok(()) => {
                 if failing {
@@ -385,8 +397,7 @@ async fn file_loop(agent: Rc<Agent>, path: PathBuf, interval: Duration) {
                     failing = false;
                 }
                 log::trace!(
-                    "status file: {} miners, {} bytes in {:?}",
-                    doc.totals.miners,
+                    "status file: {miners} miners, {} bytes in {:?} (snapshot {snapshot_took:?} on the executor)",
                     buf.len(),
                     started.elapsed()
                 );

@@ -71,7 +71,15 @@ fn status_at_ten_thousand_miners() {
         if doc.is_some_and(|d| d["totals"]["miners"] == MINERS as u64) {
             break;
         }
-        assert!(Instant::now() < deadline, "miners never all showed up");
+        if Instant::now() > deadline {
+            let log = agent.log.lock().unwrap().clone();
+            let trouble: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("disconnected"))
+                .take(20)
+                .collect();
+            panic!("miners never all showed up:\n{}", trouble.join("\n"));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     // A few more writes at full size.
