@@ -70,7 +70,7 @@ async fn serve(agent: Rc<Agent>, listener: Async<TcpListener>) {
         if active.get() >= MAX_CLIENTS {
             // Best effort and never blocking: the socket buffer takes this small reply.
             let _ = std::io::Write::write(
-                &mut &*stream.get_ref(),
+                &mut stream.get_ref(),
                 [
                     response_head(503, "Service Unavailable", "text/plain", 9).as_bytes(),
                     b"too busy\n",
