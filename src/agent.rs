@@ -34,6 +34,8 @@ pub struct Agent {
     version_mask: Cell<u32>,
     refused: RateLimit,
     pub started: Instant,
+    /// Share accounting for the status report.
+    pub status: crate::status::Tracker,
 }
 
 impl Agent {
@@ -58,6 +60,7 @@ impl Agent {
             version_mask: Cell::new(version_mask),
             refused: RateLimit::new(),
             started: Instant::now(),
+            status: crate::status::Tracker::new(),
         }))
     }
 
@@ -205,6 +208,7 @@ impl Agent {
             group.leave(self, miner);
         }
         self.miners.borrow_mut().remove(&miner.sid);
+        self.status.miner_left(miner);
         self.ids.borrow_mut().release(miner.sid);
     }
 
@@ -291,6 +295,7 @@ pub fn run_blocking(
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     let agent = Agent::new(cfg, ex)?;
+    crate::status::start(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
     smol::block_on(ex.run(async {
         stop.await;

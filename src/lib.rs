@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod http_debug;
 pub mod logging;
 pub mod miner;
 pub mod pool;

@@ -1,0 +1,340 @@
+//! `http_debug`: a small local HTTP/1.1 endpoint with `GET /status` (the status
+//! document) and `GET /metrics` (Prometheus text).
+//!
+//! One request per connection (`Connection: close`). A stranger gets little: the request
+//! head is bounded (8 KiB) and must arrive within 5 s, and at most 16 clients are served
+//! at once; the rest are turned away with 503 without reading their request.
+
+use crate::agent::Agent;
+use crate::status;
+use async_io::{Async, Timer};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Longest request head (request line and headers) read.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// The whole request head must arrive within this.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must take the response within this.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 16;
+
+/// Binds `listen` and serves it on the agent's executor. A bind failure is logged and
+/// the agent runs on without the endpoint. Returns the bound address.
+pub fn start(agent: &Rc<Agent>, listen: &str) -> Option<SocketAddr> {
+    match bind(listen) {
+        Ok(listener) => {
+            let addr = listener.get_ref().local_addr().ok();
+            match addr {
+                Some(a) => log::info!("http_debug: serving /status and /metrics on http://{a}"),
+                None => log::info!("http_debug: serving /status and /metrics on {listen}"),
+            }
+            agent.spawn(serve(agent.clone(), listener));
+            addr
+        }
+        Err(e) => {
+            log::error!("http_debug: cannot listen on {listen}: {e}; running without it");
+            None
+        }
+    }
+}
+
+fn bind(listen: &str) -> io::Result<Async<TcpListener>> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+    for addr in listen.to_socket_addrs()? {
+        match Async::<TcpListener>::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn serve(agent: Rc<Agent>, listener: Async<TcpListener>) {
+    let active = Rc::new(Cell::new(0usize));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, most likely: miners matter more; back off.
+                log::debug!("http_debug: accept failed: {e}");
+                Timer::after(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if active.get() >= MAX_CLIENTS {
+            // Best effort and never blocking: the socket buffer takes this small reply.
+            let _ = std::io::Write::write(
+                &mut stream.get_ref(),
+                [
+                    response_head(503, "Service Unavailable", "text/plain", 9).as_bytes(),
+                    b"too busy\n",
+                ]
+                .concat()
+                .as_slice(),
+            );
+            continue;
+        }
+        active.set(active.get() + 1);
+        let slot = ClientSlot(active.clone());
+        let agent = agent.clone();
+        agent.clone().spawn(async move {
+            let _slot = slot;
+            if let Err(e) = handle(&agent, stream).await {
+                log::debug!("http_debug: {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// Frees a client place when the connection's task ends, however it ends.
+struct ClientSlot(Rc<Cell<usize>>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// What a request asked for, or why it gets an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Status,
+    Metrics,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+/// Routes a complete request head.
+pub fn route(head: &[u8]) -> Route {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
+        return Route::BadRequest;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Route::BadRequest;
+    };
+    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+        return Route::BadRequest;
+    }
+    if method != "GET" {
+        return Route::MethodNotAllowed;
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    match path {
+        "/status" => Route::Status,
+        "/metrics" => Route::Metrics,
+        _ => Route::NotFound,
+    }
+}
+
+/// Where the request head ends (after the blank line), if it is complete.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+}
+
+enum ReadOutcome {
+    Head(usize),
+    TooLarge,
+    TimedOut,
+    Closed,
+}
+
+async fn read_head(stream: &mut Async<TcpStream>, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut filled = 0;
+    loop {
+        if let Some(end) = head_end(&buf[..filled]) {
+            return Ok(ReadOutcome::Head(end));
+        }
+        if filled == buf.len() {
+            return Ok(ReadOutcome::TooLarge);
+        }
+        let read = async { stream.read(&mut buf[filled..]).await.map(Some) };
+        let timer = async {
+            Timer::at(deadline).await;
+            Ok(None)
+        };
+        match smol::future::or(read, timer).await? {
+            None => return Ok(ReadOutcome::TimedOut),
+            Some(0) => return Ok(ReadOutcome::Closed),
+            Some(n) => filled += n,
+        }
+    }
+}
+
+async fn handle(agent: &Rc<Agent>, mut stream: Async<TcpStream>) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let head_len = match read_head(&mut stream, &mut buf).await? {
+        ReadOutcome::Head(n) => n,
+        ReadOutcome::TooLarge => {
+            return reply(
+                &mut stream,
+                431,
+                "Request Header Fields Too Large",
+                "text/plain",
+                b"request head over 8 KiB\n",
+            )
+            .await
+        }
+        ReadOutcome::TimedOut => {
+            return reply(
+                &mut stream,
+                408,
+                "Request Timeout",
+                "text/plain",
+                b"request not complete within 5 s\n",
+            )
+            .await
+        }
+        ReadOutcome::Closed => return Ok(()),
+    };
+    match route(&buf[..head_len]) {
+        Route::Status => {
+            // Serialized off the executor: megabytes at 10k miners.
+            let doc = status::snapshot(agent);
+            let body = smol::unblock(move || serde_json::to_vec(&doc))
+                .await
+                .map_err(io::Error::other)?;
+            reply(&mut stream, 200, "OK", "application/json", &body).await
+        }
+        Route::Metrics => {
+            let body = status::metrics_text(&status::snapshot(agent));
+            reply(
+                &mut stream,
+                200,
+                "OK",
+                status::metrics::CONTENT_TYPE,
+                body.as_bytes(),
+            )
+            .await
+        }
+        Route::NotFound => {
+            reply(
+                &mut stream,
+                404,
+                "Not Found",
+                "text/plain",
+                b"not found: try /status or /metrics\n",
+            )
+            .await
+        }
+        Route::MethodNotAllowed => {
+            reply(
+                &mut stream,
+                405,
+                "Method Not Allowed",
+                "text/plain",
+                b"only GET\n",
+            )
+            .await
+        }
+        Route::BadRequest => {
+            reply(
+                &mut stream,
+                400,
+                "Bad Request",
+                "text/plain",
+                b"not an HTTP/1 request\n",
+            )
+            .await
+        }
+    }
+}
+
+fn response_head(code: u16, reason: &str, content_type: &str, len: usize) -> String {
+    let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+}
+
+async fn reply(
+    stream: &mut Async<TcpStream>,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let head = response_head(code, reason, content_type, body.len());
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.flush().await
+    };
+    let timer = async {
+        Timer::after(WRITE_TIMEOUT).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not take the response",
+        ))
+    };
+    smol::future::or(write, timer).await?;
+    // Unread request bytes would make close() send a reset that can destroy the
+    // response in flight; a half-close lets the client read it all first.
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(b"GET /status HTTP/1.1\r\n\r\n"), Route::Status);
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n"),
+            Route::Metrics
+        );
+        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET /status\n\n"), Route::BadRequest);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"GET /statusx HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(
+            route(b"HEAD /status HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(b"\x16\x03\x01\x02\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"GET http://x/ HTTP/1.1\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"GET  /status HTTP/1.1\r\n\r\n"), Route::BadRequest);
+        assert_eq!(
+            route(b"\xff\xfe /status HTTP/1.1\r\n\r\n"),
+            Route::BadRequest
+        );
+        assert_eq!(route(b""), Route::BadRequest);
+    }
+
+    #[test]
+    fn head_ends_at_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\n"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(head_end(b""), None);
+    }
+
+    #[test]
+    fn responses_close_and_say_their_length() {
+        let head = response_head(405, "Method Not Allowed", "text/plain", 9);
+        assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(head.contains("\r\nContent-Length: 9\r\n"));
+        assert!(head.contains("\r\nAllow: GET\r\n"));
+        assert!(head.ends_with("\r\nConnection: close\r\n\r\n"));
+    }
+}
