@@ -85,8 +85,13 @@ fn serve_pool_connection(mut c: TcpStream, counts: &PoolCounts) -> std::io::Resu
                 }
                 let frame: Vec<u8> = buf.drain(..len).collect();
                 match frame[1] {
+                    // Sessions registered now: a miner moved between connections to
+                    // balance the load is unregistered on one and registered on another.
                     0x01 => {
                         counts.registered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    0x04 => {
+                        counts.registered.fetch_sub(1, Ordering::SeqCst);
                     }
                     0x02 | 0x03 | 0x12 | 0x13 => {
                         let nonce =
