@@ -374,7 +374,11 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                         .await
                         .err()
                         .unwrap_or_default();
-                    log::warn!("{}: down: {why}", session.name());
+                    if group.is_closed() {
+                        log::info!("{}: closed: {why}", session.name());
+                    } else {
+                        log::warn!("{}: down: {why}", session.name());
+                    }
                     group.session_down(&agent, &session);
                     stable = started.elapsed() >= STABLE_AFTER;
                     break; // start again from the first pool of the list
