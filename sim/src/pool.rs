@@ -515,7 +515,7 @@ impl Pool {
         }
         while let Ok(Request { command, done }) = requests.recv().await {
             let stop = matches!(command, Command::Stop);
-            let result = self.execute(command);
+            let result = self.execute(command).await;
             if stop {
                 for conn in self.conns.borrow().values() {
                     let _ = conn.stream.shutdown(Shutdown::Both);
@@ -527,7 +527,7 @@ impl Pool {
         }
     }
 
-    fn execute(self: &Rc<Self>, command: Command) -> io::Result<()> {
+    async fn execute(self: &Rc<Self>, command: Command) -> io::Result<()> {
         match command {
             Command::NewJob { clean } => self.broadcast_job(clean),
             Command::SetDifficulty(text) => {
@@ -566,7 +566,12 @@ impl Pool {
                 }
             }
             Command::Refuse => {
-                self.accept_task.borrow_mut().take();
+                let task = self.accept_task.borrow_mut().take();
+                if let Some(task) = task {
+                    // Dropping a task only schedules its cancellation; awaiting
+                    // `cancel` guarantees the listener is closed before we answer.
+                    task.cancel().await;
+                }
             }
             Command::Accept => {
                 if self.accept_task.borrow().is_none() {
