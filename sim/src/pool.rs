@@ -492,6 +492,12 @@ impl Pool {
             .map(|executor| executor.spawn(future))
     }
 
+    fn spawn_detached(&self, future: impl std::future::Future<Output = ()> + 'static) {
+        if let Some(task) = self.spawn(future) {
+            task.detach();
+        }
+    }
+
     fn stats(&self) -> MutexGuard<'_, PoolStats> {
         lock(&self.stats)
     }
@@ -504,14 +510,13 @@ impl Pool {
         self.start_accepting(listener);
         if let Some(interval) = self.config.job_interval {
             let pool = self.clone();
-            self.spawn(async move {
+            self.spawn_detached(async move {
                 let mut ticks = Timer::interval(interval);
                 loop {
                     smol::stream::StreamExt::next(&mut ticks).await;
                     pool.broadcast_job(false);
                 }
-            })
-            .map(Task::detach);
+            });
         }
         while let Ok(Request { command, done }) = requests.recv().await {
             let stop = matches!(command, Command::Stop);
@@ -682,20 +687,18 @@ impl Pool {
         let pool = self.clone();
         let writer_stream = stream.clone();
         let writer_conn = conn.clone();
-        self.spawn(async move {
+        self.spawn_detached(async move {
             pool.write_loop(&writer_conn, writer_stream, writer_wake)
                 .await;
-        })
-        .map(Task::detach);
+        });
         let pool = self.clone();
-        self.spawn(async move {
+        self.spawn_detached(async move {
             pool.read_loop(&conn, stream).await;
             let _ = conn.stream.shutdown(Shutdown::Both);
             conn.outbound_ready.close();
             pool.conns.borrow_mut().remove(&conn.id);
             pool.conn_stats(conn.id, |c| c.open = false);
-        })
-        .map(Task::detach);
+        });
     }
 
     /// Writes whatever is queued, all of it in one write (coalescing).
