@@ -181,6 +181,15 @@ impl PoolStats {
         self.open_connections().map(|c| c.sessions.len()).sum()
     }
 
+    /// Open connections authorized for this sub-account.
+    pub fn connections_for<'a>(
+        &'a self,
+        sub_account: &'a str,
+    ) -> impl Iterator<Item = &'a ConnStats> + 'a {
+        self.open_connections()
+            .filter(move |c| c.sub_account.as_deref() == Some(sub_account))
+    }
+
     pub fn valid_for(&self, sub_account: &str, worker: &str) -> u64 {
         self.worker_valid
             .get(&(sub_account.to_string(), worker.to_string()))
