@@ -274,6 +274,11 @@ impl Drop for MinerSwarm {
     }
 }
 
+/// `duration * factor`, saturating instead of panicking on absurd configured values.
+fn jittered(duration: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
 /// The first element of the `params` array parsed straight from the line's text.
 fn first_param_number(line: &str) -> Option<f64> {
     let after = &line[line.find("\"params\"")? + 8..];
@@ -326,7 +331,8 @@ impl Miner {
     async fn run(self) {
         if self.config.connect_rate > 0.0 {
             let delay = self.index as f64 / self.config.connect_rate;
-            Timer::after(Duration::from_secs_f64(delay)).await;
+            // A rate so low the delay overflows just means "never".
+            Timer::after(Duration::try_from_secs_f64(delay).unwrap_or(Duration::MAX)).await;
         }
         loop {
             let mut delay = self.config.reconnect_delay;
@@ -352,7 +358,7 @@ impl Miner {
                 return;
             };
             let jitter = 0.5 + fastrand::f64();
-            Timer::after(delay.mul_f64(jitter)).await;
+            Timer::after(jittered(delay, jitter)).await;
         }
     }
 
@@ -559,7 +565,7 @@ impl Miner {
         let mut next_share = Instant::now()
             + config
                 .share_interval
-                .map(|i| i.mul_f64(fastrand::f64()))
+                .map(|i| jittered(i, fastrand::f64()))
                 .unwrap_or_default();
         loop {
             let ready = {
@@ -581,7 +587,7 @@ impl Miner {
                 if next_share > now {
                     Timer::at(next_share).await;
                 }
-                next_share = Instant::now() + interval.mul_f64(0.5 + fastrand::f64());
+                next_share = Instant::now() + jittered(interval, 0.5 + fastrand::f64());
             }
             counter = counter.wrapping_add(1);
             let Some(found) = self.find_share(session, counter, rolling).await else {

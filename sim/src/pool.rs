@@ -181,6 +181,15 @@ impl PoolStats {
         self.open_connections().map(|c| c.sessions.len()).sum()
     }
 
+    /// Open connections authorized for this sub-account.
+    pub fn connections_for<'a>(
+        &'a self,
+        sub_account: &'a str,
+    ) -> impl Iterator<Item = &'a ConnStats> + 'a {
+        self.open_connections()
+            .filter(move |c| c.sub_account.as_deref() == Some(sub_account))
+    }
+
     pub fn valid_for(&self, sub_account: &str, worker: &str) -> u64 {
         self.worker_valid
             .get(&(sub_account.to_string(), worker.to_string()))
@@ -492,6 +501,12 @@ impl Pool {
             .map(|executor| executor.spawn(future))
     }
 
+    fn spawn_detached(&self, future: impl std::future::Future<Output = ()> + 'static) {
+        if let Some(task) = self.spawn(future) {
+            task.detach();
+        }
+    }
+
     fn stats(&self) -> MutexGuard<'_, PoolStats> {
         lock(&self.stats)
     }
@@ -504,18 +519,17 @@ impl Pool {
         self.start_accepting(listener);
         if let Some(interval) = self.config.job_interval {
             let pool = self.clone();
-            self.spawn(async move {
+            self.spawn_detached(async move {
                 let mut ticks = Timer::interval(interval);
                 loop {
                     smol::stream::StreamExt::next(&mut ticks).await;
-                    pool.broadcast_job(false);
+                    pool.broadcast_job(false).await;
                 }
-            })
-            .map(Task::detach);
+            });
         }
         while let Ok(Request { command, done }) = requests.recv().await {
             let stop = matches!(command, Command::Stop);
-            let result = self.execute(command);
+            let result = self.execute(command).await;
             if stop {
                 for conn in self.conns.borrow().values() {
                     let _ = conn.stream.shutdown(Shutdown::Both);
@@ -527,9 +541,9 @@ impl Pool {
         }
     }
 
-    fn execute(self: &Rc<Self>, command: Command) -> io::Result<()> {
+    async fn execute(self: &Rc<Self>, command: Command) -> io::Result<()> {
         match command {
-            Command::NewJob { clean } => self.broadcast_job(clean),
+            Command::NewJob { clean } => self.broadcast_job(clean).await,
             Command::SetDifficulty(text) => {
                 let value = check_difficulty_text(&text)?;
                 let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
@@ -566,7 +580,12 @@ impl Pool {
                 }
             }
             Command::Refuse => {
-                self.accept_task.borrow_mut().take();
+                let task = self.accept_task.borrow_mut().take();
+                if let Some(task) = task {
+                    // Dropping a task only schedules its cancellation; awaiting
+                    // `cancel` guarantees the listener is closed before we answer.
+                    task.cancel().await;
+                }
             }
             Command::Accept => {
                 if self.accept_task.borrow().is_none() {
@@ -677,20 +696,18 @@ impl Pool {
         let pool = self.clone();
         let writer_stream = stream.clone();
         let writer_conn = conn.clone();
-        self.spawn(async move {
+        self.spawn_detached(async move {
             pool.write_loop(&writer_conn, writer_stream, writer_wake)
                 .await;
-        })
-        .map(Task::detach);
+        });
         let pool = self.clone();
-        self.spawn(async move {
+        self.spawn_detached(async move {
             pool.read_loop(&conn, stream).await;
             let _ = conn.stream.shutdown(Shutdown::Both);
             conn.outbound_ready.close();
             pool.conns.borrow_mut().remove(&conn.id);
             pool.conn_stats(conn.id, |c| c.open = false);
-        })
-        .map(Task::detach);
+        });
     }
 
     /// Writes whatever is queued, all of it in one write (coalescing).
@@ -858,10 +875,13 @@ impl Pool {
         self.conn_stats(conn.id, |c| c.difficulty = text.to_string());
     }
 
-    fn broadcast_job(&self, clean: bool) {
+    async fn broadcast_job(&self, clean: bool) {
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         for conn in conns.iter().filter(|c| c.authorized.get()) {
             self.send_job(conn, clean);
+            // Let this connection's writer run now: the embedded send time stays true
+            // even with 10,000 connections.
+            smol::future::yield_now().await;
         }
     }
 

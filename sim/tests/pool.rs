@@ -215,6 +215,8 @@ fn handshake_shares_and_subres() {
         assert_eq!(conn.submit_forms.with_time_ver, 1);
         assert_eq!(conn.responses_sent, 5);
         assert_eq!(stats.valid_for("subacct", "rig1"), 2);
+        assert_eq!(stats.connections_for("subacct").count(), 1);
+        assert_eq!(stats.connections_for("other").count(), 0);
         assert!(conn.job_sent_at_us["0"] == job.sent_at_us && job.sent_at_us > 0);
         assert!(conn.reads >= 1 && conn.bytes_in > 0 && conn.bytes_out > 0);
     });

@@ -60,7 +60,7 @@ fn run() -> Result<bool, String> {
         .opt_value_from_str("--share-interval")
         .map_err(arg)?
         .unwrap_or(10.0);
-    config.share_interval = (interval > 0.0).then(|| Duration::from_secs_f64(interval));
+    config.share_interval = secs("--share-interval", interval)?;
     config.shares_per_miner = args.opt_value_from_str("--shares-per-miner").map_err(arg)?;
     config.version_rolling_fraction = args
         .opt_value_from_str("--version-rolling-fraction")
@@ -82,6 +82,9 @@ fn run() -> Result<bool, String> {
     if !rest.is_empty() {
         return Err(format!("unknown arguments {rest:?} (see --help)"));
     }
+    if !(config.connect_rate >= 0.0 && config.connect_rate.is_finite()) {
+        return Err("--connect-rate must be a number >= 0".into());
+    }
     if !(0.0..=1.0).contains(&config.version_rolling_fraction) {
         return Err("--version-rolling-fraction must be within 0..1".into());
     }
@@ -93,8 +96,8 @@ fn run() -> Result<bool, String> {
     rlimit::catch_termination();
     let swarm = MinerSwarm::start(config).map_err(|e| format!("cannot start: {e}"))?;
     let started = Instant::now();
-    let stats_every = Duration::from_secs_f64(stats_every.max(0.1));
-    let duration = (duration > 0.0).then(|| Duration::from_secs_f64(duration));
+    let stats_every = secs("--stats-interval", stats_every)?.unwrap_or(Duration::from_secs(5));
+    let duration = secs("--duration", duration)?;
     let mut next_print = started + stats_every;
     while !rlimit::termination_requested() && within(duration, started) {
         std::thread::sleep(Duration::from_millis(100));
@@ -115,6 +118,19 @@ fn run() -> Result<bool, String> {
         stats.connects, stats.connect_failures, stats.reconnect_requests, stats.errors_by_method, stats.hashes
     );
     Ok(stats.accepted > 0)
+}
+
+/// Seconds from the command line: 0 = none; negative, NaN or absurd = an error.
+fn secs(option: &str, value: f64) -> Result<Option<Duration>, String> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if value <= 1e9 => Ok(Some(d)),
+        _ => Err(format!(
+            "{option} {value:?}: need seconds between 0 and 1e9"
+        )),
+    }
 }
 
 /// True while `duration` (None = forever) has not passed since `started`.

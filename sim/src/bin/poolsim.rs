@@ -28,8 +28,17 @@ fn main() {
     }
 }
 
-fn secs(value: f64) -> Option<Duration> {
-    (value > 0.0).then(|| Duration::from_secs_f64(value))
+/// Seconds from the command line: 0 = none; negative, NaN or absurd = an error.
+fn secs(option: &str, value: f64) -> Result<Option<Duration>, String> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if value <= 1e9 => Ok(Some(d)),
+        _ => Err(format!(
+            "{option} {value:?}: need seconds between 0 and 1e9"
+        )),
+    }
 }
 
 fn run() -> Result<(), String> {
@@ -43,11 +52,13 @@ fn run() -> Result<(), String> {
     if let Some(listen) = args.opt_value_from_str("--listen").map_err(arg)? {
         config.listen = listen;
     }
-    config.job_interval = secs(
-        args.opt_value_from_str("--job-interval")
-            .map_err(arg)?
-            .unwrap_or(30.0),
-    );
+    let mut seconds = |option: &'static str, default: f64| -> Result<Option<Duration>, String> {
+        let value = args.opt_value_from_str(option).map_err(arg)?;
+        secs(option, value.unwrap_or(default))
+    };
+    config.job_interval = seconds("--job-interval", 30.0)?;
+    let stats_every = seconds("--stats-interval", 5.0)?.unwrap_or(Duration::from_secs(5));
+    let duration = seconds("--duration", 0.0)?;
     config.difficulty = args
         .opt_value_from_str("--difficulty")
         .map_err(arg)?
@@ -69,17 +80,6 @@ fn run() -> Result<(), String> {
         config.capabilities.retain(|c| c != "verrol");
     }
     config.reject_authorize = args.contains("--reject-authorize");
-    let stats_every = secs(
-        args.opt_value_from_str("--stats-interval")
-            .map_err(arg)?
-            .unwrap_or(5.0),
-    )
-    .unwrap_or(Duration::from_secs(5));
-    let duration = secs(
-        args.opt_value_from_str("--duration")
-            .map_err(arg)?
-            .unwrap_or(0.0),
-    );
     let rest = args.finish();
     if !rest.is_empty() {
         return Err(format!("unknown arguments {rest:?} (see --help)"));
