@@ -32,6 +32,7 @@ fi
 TARGETS=${*:-mips-unknown-linux-musl armv7-unknown-linux-musleabihf}
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# shellcheck disable=SC2086 # one argument per target is wanted
 sh "$ROOT/scripts/cross-build.sh" $TARGETS || die "cross build failed"
 
 # qemu binary and the `file` description each target must match.
