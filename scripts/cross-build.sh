@@ -23,8 +23,8 @@
 # Panic strategy: by default the router binaries use
 # -Cpanic=immediate-abort (std rebuilt without its panic formatting and
 # backtrace machinery): about 40% smaller (mipsel, representative main: 814 KiB
-# -> 476 KiB). The cost: a panic kills the process (SIGILL/SIGABRT) without
-# printing message and location. No panic is meant to be reachable, and procd
+# -> 476 KiB). The cost: a panic kills the process by a trap signal (SIGTRAP
+# on MIPS, shell status 133) without printing message and location. No panic is meant to be reachable, and procd
 # restarts the agent; set BTCAGENT_PANIC_MESSAGES=1 to diagnose one. Nothing in
 # the code may depend on either strategy (the OpenWrt SDK build uses unwind).
 set -eu
