@@ -1,0 +1,165 @@
+#!/bin/sh
+# Build static, stripped, size-optimised btcagent binaries for OpenWrt routers,
+# on a Debian machine, without Docker.
+#
+# Usage: scripts/cross-build.sh [TARGET...]
+#   TARGET is a Rust target triple; default: all four router targets below.
+#   Output: $CARGO_TARGET_DIR/<target>/release/btcagent (CARGO_TARGET_DIR
+#   defaults to ./target), then a size table and `file` output.
+#
+# Why this recipe: the MIPS musl targets are tier 3 (no prebuilt std from
+# rustup), so std is rebuilt from Debian's rust-web-src with -Zbuild-std
+# (RUSTC_BOOTSTRAP=1 unlocks the nightly flag on Debian's stable 1.96).
+# zig (pip package "ziglang") is the C linker and provides musl + crt objects
+# for every target, so no per-target gcc toolchain is needed.
+#
+# Environment:
+#   CARGO_TARGET_DIR      where to build (default: <repo>/target)
+#   BTCAGENT_NO_INSTALL=1 never install missing tools, just fail
+#   BTCAGENT_PROFILE      cargo profile (default: release)
+#   BTCAGENT_PANIC_MESSAGES=1  keep panic messages (panic=abort, as in
+#                         Cargo.toml) instead of panic=immediate-abort
+#
+# Panic strategy: by default the router binaries use
+# -Cpanic=immediate-abort (std rebuilt without its panic formatting and
+# backtrace machinery): about 40% smaller (mipsel, representative main: 814 KiB
+# -> 476 KiB). The cost: a panic kills the process by a trap signal (SIGTRAP
+# on MIPS, shell status 133) without printing message and location. No panic is meant to be reachable, and procd
+# restarts the agent; set BTCAGENT_PANIC_MESSAGES=1 to diagnose one. Nothing in
+# the code may depend on either strategy (the OpenWrt SDK build uses unwind).
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+ALL_TARGETS="mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
+PROFILE=${BTCAGENT_PROFILE:-release}
+
+die() {
+	echo "cross-build: error: $*" >&2
+	exit 1
+}
+
+# zig's target triple for each Rust target.
+zig_triple() {
+	case "$1" in
+	mips-unknown-linux-musl) echo mips-linux-musleabi ;;
+	mipsel-unknown-linux-musl) echo mipsel-linux-musleabi ;;
+	aarch64-unknown-linux-musl) echo aarch64-linux-musl ;;
+	armv7-unknown-linux-musleabihf) echo arm-linux-musleabihf ;;
+	*) return 1 ;;
+	esac
+}
+
+# zig's -mcpu for each target: the CPU OpenWrt builds for, so zig's own
+# objects (crt, musl) match what rustc emits.
+zig_cpu() {
+	case "$1" in
+	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo mips32r2 ;;
+	aarch64-unknown-linux-musl) echo generic ;;
+	armv7-unknown-linux-musleabihf) echo generic+v7a+vfp3d16 ;;
+	esac
+}
+
+# ---- tools ------------------------------------------------------------------
+# Debian's rustc-web/cargo-web (1.96) are /usr/bin/rustc and /usr/bin/cargo;
+# rustup's shims in ~/.cargo/bin must not be picked up, so use full paths.
+RUSTC=/usr/bin/rustc
+CARGO=/usr/bin/cargo
+SYSROOT_SRC=/usr/lib/rustlib/src/rust/library
+
+install_missing() {
+	[ "${BTCAGENT_NO_INSTALL:-0}" = 1 ] && die "$1 missing and BTCAGENT_NO_INSTALL=1"
+	sh "$ROOT/scripts/test-deps-cross.sh" || die "installing cross-build dependencies failed"
+}
+
+if [ ! -x "$RUSTC" ] || [ ! -x "$CARGO" ] || [ ! -d "$SYSROOT_SRC" ]; then
+	install_missing "Debian rustc-web/cargo-web/rust-web-src"
+fi
+if ! python3 -m ziglang version >/dev/null 2>&1; then
+	install_missing "zig (pip ziglang)"
+fi
+[ -x "$RUSTC" ] || die "$RUSTC not found (apt-get install rustc-web)"
+[ -x "$CARGO" ] || die "$CARGO not found (apt-get install cargo-web)"
+[ -d "$SYSROOT_SRC" ] || die "$SYSROOT_SRC not found (apt-get install rust-web-src)"
+python3 -m ziglang version >/dev/null 2>&1 || die "zig not usable (pip install ziglang)"
+command -v file >/dev/null 2>&1 || die "'file' not found (apt-get install file)"
+
+if [ "${BTCAGENT_PANIC_MESSAGES:-0}" = 1 ]; then
+	PANIC_FLAGS=""
+else
+	# Unstable flag on a stable compiler: allowed by RUSTC_BOOTSTRAP=1 below.
+	PANIC_FLAGS="-Zunstable-options -Cpanic=immediate-abort"
+fi
+
+TARGETS=${*:-$ALL_TARGETS}
+for t in $TARGETS; do
+	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS)"
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+CARGO_TARGET_DIR=$(cd "$CARGO_TARGET_DIR" && pwd)
+WRAPPERS="$CARGO_TARGET_DIR/cross-linkers"
+mkdir -p "$WRAPPERS"
+
+# zig keeps a cache of built musl/crt objects; keep it with the build so that
+# parallel engineers/CI jobs do not fight over ~/.cache.
+export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$CARGO_TARGET_DIR/zig-cache}"
+export ZIG_LOCAL_CACHE_DIR="${ZIG_LOCAL_CACHE_DIR:-$ZIG_GLOBAL_CACHE_DIR}"
+
+# Linker wrapper: rustc calls a gcc-style "cc" with gcc flags; zig cc accepts
+# all the flags rustc 1.96 passes for these four targets (checked by logging
+# them). Only a clang-style --target= is dropped: rustc adds it when it takes
+# the linker for clang, and zig wants its own -target instead.
+write_wrapper() {
+	target=$1
+	wrapper="$WRAPPERS/$target-cc"
+	cat >"$wrapper" <<EOF
+#!/bin/sh
+# Generated by scripts/cross-build.sh: zig cc as the linker for $target.
+first=1
+for arg in "\$@"; do
+	if [ \$first = 1 ]; then set --; first=0; fi
+	case "\$arg" in
+	--target=*) ;;
+	*) set -- "\$@" "\$arg" ;;
+	esac
+done
+exec python3 -m ziglang cc -target $(zig_triple "$target") -mcpu=$(zig_cpu "$target") "\$@"
+EOF
+	chmod +x "$wrapper"
+	echo "$wrapper"
+}
+
+# ---- build ------------------------------------------------------------------
+for t in $TARGETS; do
+	wrapper=$(write_wrapper "$t")
+	env_t=$(echo "$t" | tr 'a-z-' 'A-Z_')
+	echo "cross-build: building $t (linker: zig $(zig_triple "$t"))" >&2
+	start=$(date +%s)
+	env -u CARGO_ENCODED_RUSTFLAGS \
+		RUSTC="$RUSTC" \
+		RUSTC_BOOTSTRAP=1 \
+		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
+		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS ${RUSTFLAGS:-}" \
+		"$CARGO" build --profile "$PROFILE" --target "$t" --bin btcagent \
+		-Zbuild-std=std,panic_abort ||
+		die "cargo build for $t failed"
+	end=$(date +%s)
+	echo "cross-build: $t built in $((end - start)) s" >&2
+done
+
+# ---- report -----------------------------------------------------------------
+echo
+printf '%-34s %10s %8s\n' target bytes KiB
+for t in $TARGETS; do
+	bin="$CARGO_TARGET_DIR/$t/$PROFILE/btcagent"
+	[ -f "$bin" ] || die "$bin missing after build"
+	bytes=$(wc -c <"$bin")
+	printf '%-34s %10d %8d\n' "$t" "$bytes" $(((bytes + 1023) / 1024))
+done
+echo
+for t in $TARGETS; do
+	file "$CARGO_TARGET_DIR/$t/$PROFILE/btcagent"
+done
