@@ -906,18 +906,57 @@ fn a_bad_config_is_refused_before_any_socket_naming_the_field() {
     let dir = TempDir::new("badconf");
     let conf = dir.0.join("agent_conf.json");
     std::fs::write(&conf, r#"{"pools": [["pool.example", 0, "x"]]}"#).unwrap();
-    let bin = std::env::var("BTCAGENT_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_btcagent").to_string());
-    let mut cmd = match std::env::var("BTCAGENT_RUNNER") {
-        Ok(r) if !r.is_empty() => {
-            let mut c = std::process::Command::new(r);
-            c.arg(&bin);
-            c
-        }
-        _ => std::process::Command::new(&bin),
-    };
+    let mut cmd = agent_command();
     let out = cmd.arg("-c").arg(&conf).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pools[0][1]"), "{err}");
+}
+
+/// UCI refuses port 0, as a router should: take a port that was free a moment ago.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+#[test]
+fn runs_from_the_packaged_uci_config() {
+    let pool = pool();
+    let port = pool.addr().port().to_string();
+    let uci = include_str!("../openwrt/files/btcagent.config")
+        .replace(
+            "option agent_listen_ip '0.0.0.0'",
+            "option agent_listen_ip '127.0.0.1'",
+        )
+        .replace(
+            "option agent_listen_port '3333'",
+            &format!("option agent_listen_port '{}'", free_port()),
+        )
+        .replace(
+            "option status_file '/var/run/btcagent/status.json'",
+            "option status_file ''",
+        )
+        .replace("option host 'us.ss.btc.com'", "option host '127.0.0.1'")
+        .replace(
+            "option subaccount 'YourSubAccountName'",
+            "option subaccount 'poolsub'",
+        );
+    let uci = ["1800", "443", "3333"].iter().fold(uci, |u, p| {
+        u.replace(
+            &format!("option port '{p}'"),
+            &format!("option port '{port}'"),
+        )
+    });
+    let agent = AgentProc::start_uci(&uci);
+    block_on(async {
+        let mut m = Miner::login(&agent, "farm9.rig1", true).await;
+        assert_eq!(m.submit_share(0, 0x2000).await["result"], json!(true));
+    });
+    wait_pool(
+        &pool,
+        &agent,
+        "the share from the UCI-configured agent",
+        |s| s.valid_for("farm9", "rig1") == 1,
+    );
+    assert_clean(&pool);
 }

@@ -97,6 +97,21 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// The agent binary under test, ready for its arguments: `BTCAGENT_BIN` (behind
+/// `BTCAGENT_RUNNER`, e.g. qemu-mips) when set, else this build's binary.
+pub fn agent_command() -> Command {
+    let bin = std::env::var("BTCAGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_btcagent").to_string());
+    match std::env::var("BTCAGENT_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
+
 impl AgentProc {
     pub fn start(config: Value) -> AgentProc {
         Self::start_with_args(config, &[])
@@ -110,18 +125,23 @@ impl AgentProc {
         let dir = TempDir::new("agent");
         let conf = dir.0.join("agent_conf.json");
         std::fs::write(&conf, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let bin = std::env::var("BTCAGENT_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_btcagent").to_string());
-        let mut cmd = match std::env::var("BTCAGENT_RUNNER") {
-            Ok(runner) if !runner.is_empty() => {
-                let mut c = Command::new(runner);
-                c.arg(&bin);
-                c
-            }
-            _ => Command::new(&bin),
-        };
+        let mut cmd = agent_command();
         cmd.arg("-c").arg(&conf).args(["-l", "stderr"]).args(args);
         cmd.envs(env.iter().copied());
+        Self::spawn(cmd, dir)
+    }
+
+    /// Runs from an OpenWrt UCI config file (`--uci`), as the init script does.
+    pub fn start_uci(uci: &str) -> AgentProc {
+        let dir = TempDir::new("agent-uci");
+        let conf = dir.0.join("btcagent");
+        std::fs::write(&conf, uci).unwrap();
+        let mut cmd = agent_command();
+        cmd.arg("--uci").arg(&conf).args(["-l", "stderr"]);
+        Self::spawn(cmd, dir)
+    }
+
+    fn spawn(mut cmd: Command, dir: TempDir) -> AgentProc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
