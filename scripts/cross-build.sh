@@ -132,16 +132,28 @@ EOF
 	echo "$wrapper"
 }
 
+# Archiver for C code built by crates (ring, for TLS): zig's llvm-ar.
+write_ar_wrapper() {
+	wrapper="$WRAPPERS/zig-ar"
+	printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' >"$wrapper"
+	chmod +x "$wrapper"
+	echo "$wrapper"
+}
+
 # ---- build ------------------------------------------------------------------
+ar_wrapper=$(write_ar_wrapper)
 for t in $TARGETS; do
 	wrapper=$(write_wrapper "$t")
 	env_t=$(echo "$t" | tr 'a-z-' 'A-Z_')
+	cc_t=$(echo "$t" | tr '-' '_')
 	echo "cross-build: building $t (linker: zig $(zig_triple "$t"))" >&2
 	start=$(date +%s)
 	env -u CARGO_ENCODED_RUSTFLAGS \
 		RUSTC="$RUSTC" \
 		RUSTC_BOOTSTRAP=1 \
 		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
+		"CC_${cc_t}=$wrapper" \
+		"AR_${cc_t}=$ar_wrapper" \
 		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS ${RUSTFLAGS:-}" \
 		"$CARGO" build --profile "$PROFILE" --target "$t" --bin btcagent \
 		-Zbuild-std=std,panic_abort ||

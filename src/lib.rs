@@ -17,5 +17,6 @@ pub mod miner;
 pub mod pool;
 pub mod protocol;
 pub mod status;
+pub mod timer_check;
 pub mod uci;
 pub mod upstream;
