@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use syslog::{Facility, Formatter3164, LoggerBackend};
+use std::os::unix::net::UnixDatagram;
 
 /// Where log lines go (`-l` on the command line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,29 +273,32 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// RFC 3164 messages over the local syslog socket.
+/// RFC 3164 messages over the local syslog socket: `<PRI>btcagent[PID]: message`.
+///
+/// Written by hand rather than with the `syslog` crate: its timestamp formatting pulls
+/// in the `time` crate (some 40 KiB of a router binary), and the daemon stamps messages
+/// that arrive without a time itself (busybox syslogd and OpenWrt's logd both do), in
+/// the router's own time zone, which the agent does not know.
 struct SyslogSink {
-    socket: PathBuf,
-    logger: syslog::Logger<LoggerBackend, Formatter3164>,
+    path: PathBuf,
+    socket: UnixDatagram,
+    pid: u32,
 }
 
+/// Facility `daemon` (3) in the priority value.
+const FACILITY_DAEMON: u8 = 3 << 3;
+
 impl SyslogSink {
-    fn connect(socket: &Path) -> Result<SyslogSink, String> {
-        let formatter = Formatter3164 {
-            facility: Facility::LOG_DAEMON,
-            hostname: None,
-            process: "btcagent".into(),
-            pid: std::process::id(),
-        };
-        // The syslog crate reports a missing socket as a generic initialization
-        // error; check first to say plainly what is wrong.
-        if !socket.exists() {
+    fn connect(path: &Path) -> Result<SyslogSink, String> {
+        if !path.exists() {
             return Err("no such socket".into());
         }
-        let logger = syslog::unix_custom(formatter, socket).map_err(|e| e.to_string())?;
+        let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+        socket.connect(path).map_err(|e| e.to_string())?;
         Ok(SyslogSink {
-            socket: socket.to_path_buf(),
-            logger,
+            path: path.to_path_buf(),
+            socket,
+            pid: std::process::id(),
         })
     }
 
@@ -305,19 +308,25 @@ impl SyslogSink {
         }
         // A restarted syslog daemon leaves our datagram socket connected to nothing:
         // reconnect once, and drop the message if that fails too.
-        if let Ok(fresh) = SyslogSink::connect(&self.socket) {
+        if let Ok(fresh) = SyslogSink::connect(&self.path) {
             *self = fresh;
             let _ = self.send_once(level, message);
         }
     }
 
-    fn send_once(&mut self, level: Level, message: &str) -> Result<(), syslog::Error> {
-        match level {
-            Level::Error => self.logger.err(message),
-            Level::Warn => self.logger.warning(message),
-            Level::Info => self.logger.info(message),
-            Level::Debug | Level::Trace => self.logger.debug(message),
-        }
+    fn send_once(&self, level: Level, message: &str) -> std::io::Result<()> {
+        let severity = match level {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        let line = format!(
+            "<{}>btcagent[{}]: {message}",
+            FACILITY_DAEMON | severity,
+            self.pid
+        );
+        self.socket.send(line.as_bytes()).map(|_| ())
     }
 }
 
