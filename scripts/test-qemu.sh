@@ -45,6 +45,15 @@ qemu_for() {
 	*) return 1 ;;
 	esac
 }
+# The OpenWrt arch of the package built from each target (one of them for aarch64).
+openwrt_arch_for() {
+	case "$1" in
+	mips-unknown-linux-musl) echo mips_24kc ;;
+	mipsel-unknown-linux-musl) echo mipsel_24kc ;;
+	aarch64-unknown-linux-musl) echo aarch64_cortex-a53 ;;
+	armv7-unknown-linux-musleabihf) echo arm_cortex-a7_neon-vfpv4 ;;
+	esac
+}
 file_pattern_for() {
 	case "$1" in
 	mips-unknown-linux-musl) echo 'ELF 32-bit MSB executable, MIPS' ;;
@@ -82,6 +91,22 @@ for t in $TARGETS; do
 	else
 		echo "test-qemu: $t: tests/e2e.rs not present yet; only --version was checked" >&2
 	fi
+
+	# The ipk for this target, as opkg would unpack it: its binary, run from the
+	# package's own UCI defaults (pool and port rewritten by the test), serves miners.
+	arch=$(openwrt_arch_for "$t")
+	ipk_dir=$(mktemp -d)
+	bash "$ROOT/scripts/build-ipk.sh" "$arch" "$bin" "$ipk_dir" || die "build-ipk.sh $arch failed"
+	mkdir -p "$ipk_dir/outer" "$ipk_dir/root"
+	tar -xzf "$ipk_dir"/btcagent_*_"$arch".ipk -C "$ipk_dir/outer" || die "$arch ipk is not a gzip'd tar"
+	tar -xzf "$ipk_dir/outer/data.tar.gz" -C "$ipk_dir/root" || die "$arch ipk has no data.tar.gz"
+	cmp -s "$ipk_dir/root/etc/config/btcagent" "$ROOT/openwrt/files/btcagent.config" ||
+		die "$arch ipk: etc/config/btcagent differs from openwrt/files/btcagent.config"
+	echo "test-qemu: $t: the $arch ipk's binary, from its UCI config, under $qemu" >&2
+	BTCAGENT_BIN="$ipk_dir/root/usr/bin/btcagent" BTCAGENT_RUNNER="$qemu" \
+		cargo test --test e2e runs_from_the_packaged_uci_config ||
+		die "the $arch ipk's binary failed under $qemu"
+	rm -rf "$ipk_dir"
 done
 
 echo "test-qemu: ok ($TARGETS)" >&2
