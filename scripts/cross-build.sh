@@ -92,6 +92,13 @@ else
 	PANIC_FLAGS="-Zunstable-options -Cpanic=immediate-abort"
 fi
 
+# Size, for the routers' flash (mipsel, TLS included: 1,645,976 -> ~1,556,000 bytes):
+# no file/line locations, derived Debug output reduced to type names (messages that
+# quote strings with {:?} are unaffected), and std's size-optimised algorithms.
+# BTCAGENT_SIZE_FLAGS= (empty) turns these off.
+SIZE_FLAGS=${BTCAGENT_SIZE_FLAGS-"-Zlocation-detail=none -Zfmt-debug=shallow"}
+BTCAGENT_STD_FEATURES=${BTCAGENT_STD_FEATURES-optimize_for_size}
+
 TARGETS=${*:-$ALL_TARGETS}
 for t in $TARGETS; do
 	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS)"
@@ -154,9 +161,9 @@ for t in $TARGETS; do
 		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
 		"CC_${cc_t}=$wrapper" \
 		"AR_${cc_t}=$ar_wrapper" \
-		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS ${RUSTFLAGS:-}" \
+		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS ${RUSTFLAGS:-}" \
 		"$CARGO" build --profile "$PROFILE" --target "$t" --bin btcagent \
-		-Zbuild-std=std,panic_abort ||
+		-Zbuild-std=std,panic_abort ${BTCAGENT_STD_FEATURES:+-Zbuild-std-features=$BTCAGENT_STD_FEATURES} ||
 		die "cargo build for $t failed"
 	end=$(date +%s)
 	echo "cross-build: $t built in $((end - start)) s" >&2
