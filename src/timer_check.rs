@@ -65,7 +65,7 @@ pub fn ensure_timers_fire(ex: &'static smol::LocalExecutor<'static>) {
     ex.spawn(async move {
         let mut buf = [0u8; 64];
         while tick.readable().await.is_ok() {
-            while let Ok(n) = (&*tick.get_ref()).read(&mut buf) {
+            while let Ok(n) = tick.get_ref().read(&mut buf) {
                 if n == 0 {
                     return;
                 }

@@ -3,7 +3,6 @@
 //! to an https proxy). Installed by scripts/test-deps-upstream.sh.
 
 mod common;
-#[allow(dead_code)]
 mod upstream_support;
 
 use common::*;

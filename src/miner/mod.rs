@@ -152,7 +152,7 @@ impl MinerSession {
         let mut out = self.out.borrow_mut();
         let mut written = 0;
         if out.is_empty() {
-            match (&*self.stream.get_ref()).write(data) {
+            match self.stream.get_ref().write(data) {
                 Ok(n) if n == data.len() => return,
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -219,7 +219,7 @@ impl MinerSession {
             for _ in 0..4 {
                 let step = SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
-                    let n = match (&*self.stream.get_ref()).read(&mut scratch[..]) {
+                    let n = match self.stream.get_ref().read(&mut scratch[..]) {
                         Ok(0) => return Err("closed by the miner".to_string()),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -535,7 +535,7 @@ async fn flush(miner: Rc<MinerSession>) {
         {
             let mut out = miner.out.borrow_mut();
             while let Some(front) = out.front() {
-                match (&*miner.stream.get_ref()).write(front) {
+                match miner.stream.get_ref().write(front) {
                     Ok(0) => {
                         drop(out);
                         miner.close("write returned 0");

@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(frame_len(&[]), Ok(None));
         assert_eq!(frame_len(&[0x7f, 0x02]), Ok(None));
         assert_eq!(frame_len(&[0x7f, 0x02, 0x0f, 0x00]), Ok(Some(15)));
-        assert_eq!(frame_len(&[b'{']), Err(ExError::BadMagic(b'{')));
+        assert_eq!(frame_len(b"{"), Err(ExError::BadMagic(b'{')));
         assert_eq!(
             frame_len(&[0x7f, 0x02, 0x02, 0x00]),
             Err(ExError::BadLength(2))

@@ -100,7 +100,7 @@ pub fn status_text(status: u32) -> &'static str {
 /// `{"id":ID,"result":RESULT,"error":null}\n`; `result` is JSON text.
 pub fn result_line(id: &str, result: &str) -> Vec<u8> {
     let mut s = String::with_capacity(40 + id.len() + result.len());
-    let _ = write!(s, "{{\"id\":{id},\"result\":{result},\"error\":null}}\n");
+    let _ = writeln!(s, "{{\"id\":{id},\"result\":{result},\"error\":null}}");
     s.into_bytes()
 }
 
@@ -108,9 +108,9 @@ pub fn result_line(id: &str, result: &str) -> Vec<u8> {
 pub fn error_line(id: &str, code: i32, message: &str) -> Vec<u8> {
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
     let mut s = String::with_capacity(50 + id.len() + msg.len());
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "{{\"id\":{id},\"result\":null,\"error\":[{code},{msg},null]}}\n"
+        "{{\"id\":{id},\"result\":null,\"error\":[{code},{msg},null]}}"
     );
     s.into_bytes()
 }
@@ -118,9 +118,9 @@ pub fn error_line(id: &str, code: i32, message: &str) -> Vec<u8> {
 /// A notification: `{"id":null,"method":METHOD,"params":PARAMS}\n`; `params` is JSON text.
 pub fn notification(method: &str, params: &str) -> Vec<u8> {
     let mut s = String::with_capacity(40 + method.len() + params.len());
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "{{\"id\":null,\"method\":\"{method}\",\"params\":{params}}}\n"
+        "{{\"id\":null,\"method\":\"{method}\",\"params\":{params}}}"
     );
     s.into_bytes()
 }
@@ -128,9 +128,9 @@ pub fn notification(method: &str, params: &str) -> Vec<u8> {
 /// A request with an id (JSON text) to the pool.
 pub fn request(id: &str, method: &str, params: &str) -> Vec<u8> {
     let mut s = String::with_capacity(40 + id.len() + method.len() + params.len());
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "{{\"id\":{id},\"method\":\"{method}\",\"params\":{params}}}\n"
+        "{{\"id\":{id},\"method\":\"{method}\",\"params\":{params}}}"
     );
     s.into_bytes()
 }
