@@ -103,6 +103,7 @@ pub fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::script::Script;
 
     #[test]
     fn base64_vectors() {
@@ -177,9 +178,7 @@ mod tests {
         while reply.len() < 3 * MAX_RESPONSE_HEAD {
             reply.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
         }
-        let mut stream = Duplex {
-            input: smol::io::Cursor::new(reply),
-        };
+        let mut stream = Script::new(&reply);
         let r = smol::block_on(handshake(&mut stream, "h", 1, None));
         assert!(
             matches!(r, Err(FailureReason::Protocol(ref m)) if m.contains("longer than")),
@@ -191,44 +190,8 @@ mod tests {
 
     #[test]
     fn stops_at_blank_line() {
-        let mut stream = Duplex {
-            input: smol::io::Cursor::new(b"HTTP/1.1 200 OK\r\n\r\nPOOL".to_vec()),
-        };
+        let mut stream = Script::new(b"HTTP/1.1 200 OK\r\n\r\nPOOL");
         assert_eq!(smol::block_on(handshake(&mut stream, "h", 1, None)), Ok(()));
         assert_eq!(stream.input.position(), 19);
-    }
-
-    struct Duplex {
-        input: smol::io::Cursor<Vec<u8>>,
-    }
-    impl AsyncRead for Duplex {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut [u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
-        }
-    }
-    impl AsyncWrite for Duplex {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
     }
 }

@@ -11,6 +11,9 @@ pub mod proxy_url;
 pub mod socks5;
 pub mod tls;
 
+#[cfg(test)]
+mod script;
+
 pub use error::{ConnectError, FailureReason, RouteFailure};
 pub use proxy_url::{redact, ProxyScheme, ProxyUrl};
 

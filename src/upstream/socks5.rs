@@ -154,49 +154,10 @@ fn reply_text(code: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A canned proxy: replies from `input`, records what the client wrote.
-    struct Script {
-        input: smol::io::Cursor<Vec<u8>>,
-        written: Vec<u8>,
-    }
-    impl AsyncRead for Script {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut [u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
-        }
-    }
-    impl AsyncWrite for Script {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.written.extend_from_slice(buf);
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
+    use crate::upstream::script::Script;
 
     fn run(replies: &[u8], auth: Option<(&str, &str)>) -> (Result<(), FailureReason>, Vec<u8>) {
-        let mut s = Script {
-            input: smol::io::Cursor::new(replies.to_vec()),
-            written: Vec::new(),
-        };
+        let mut s = Script::new(replies);
         let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
         let r = smol::block_on(handshake(&mut s, "pool.example", 1800, auth.as_ref()));
         (r, s.written)
