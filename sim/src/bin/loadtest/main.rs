@@ -6,6 +6,7 @@ mod agent;
 mod procfs;
 mod report;
 mod swarm;
+mod syscalls;
 
 use agent::{AgentOptions, AgentProcess};
 use btcagent_sim::histogram::Histogram;
@@ -400,6 +401,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     std::thread::sleep(secs(o.warmup));
 
     eprintln!("loadtest: measuring for {} s", o.seconds);
+    let counter = syscalls::SyscallCounter::start(bench.agent.pid());
     let a = bench.snapshot()?;
     let window_end = a.at + secs(o.seconds);
     let mut cut = Figures::new();
@@ -409,6 +411,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     }
     std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
     let b = bench.snapshot()?;
+    let syscall_counts = counter.and_then(|c| c.finish());
     if !bench.agent.alive() {
         problems.push("the agent died during the window".into());
     }
@@ -431,7 +434,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     let final_agent = procfs::sample(bench.agent.pid()).unwrap_or(b.agent);
     bench.agent.stop(Duration::from_secs(10));
 
-    let f = figures(
+    let mut f = figures(
         o,
         &idle,
         &a,
@@ -443,6 +446,18 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         &final_agent,
         cut,
     );
+    if let Some(counts) = syscall_counts {
+        let window = (b.at - a.at).as_secs_f64();
+        let shares = f.get("window_shares_counted").copied().unwrap_or(f64::NAN);
+        let mut total = 0;
+        for (name, count) in counts {
+            total += count;
+            f.insert(format!("syscalls_{name}_per_s"), count as f64 / window);
+        }
+        f.insert("syscalls_per_share".into(), total as f64 / shares);
+    } else {
+        eprintln!("loadtest: perf not available: no system-call counts");
+    }
     if o.check {
         check(&f, &mut problems);
     }
@@ -597,8 +612,7 @@ fn figures(
     put("pool_to_agent_kbps", bytes_out * 8.0 / 1e3 / window);
     put("pool_to_agent_bytes_per_share", bytes_out / counted);
     let writes = (b.agent.write_calls - a.agent.write_calls) as f64;
-    put("agent_write_calls_per_s", writes / window);
-    put("agent_write_calls_per_share", writes / counted);
+    put("agent_write2_calls_per_s", writes / window);
 
     insert_latency(
         &mut f,

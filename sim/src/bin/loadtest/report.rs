@@ -119,12 +119,26 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
             "",
         ),
         (
-            "agent write calls".into(),
-            format!(
-                "{:.1}/s (all sockets), {:.3} per share",
-                g("agent_write_calls_per_s"),
-                g("agent_write_calls_per_share")
-            ),
+            "agent system calls".into(),
+            if f.contains_key("syscalls_per_share") {
+                format!(
+                    "{:.1} per share; per second: sendto {:.0}, recvfrom {:.0}, epoll_pwait {:.0}, epoll_ctl {:.0}, timerfd_settime {:.0}, read {:.0}, write {:.0}, futex {:.0}",
+                    g("syscalls_per_share"),
+                    g("syscalls_sendto_per_s"),
+                    g("syscalls_recvfrom_per_s"),
+                    g("syscalls_epoll_pwait_per_s"),
+                    g("syscalls_epoll_ctl_per_s"),
+                    g("syscalls_timerfd_settime_per_s"),
+                    g("syscalls_read_per_s"),
+                    g("syscalls_write_per_s"),
+                    g("syscalls_futex_per_s"),
+                )
+            } else {
+                format!(
+                    "write(2) {:.0}/s from /proc syscw (socket sends use sendto and are not in it; install perf for counts)",
+                    g("agent_write2_calls_per_s")
+                )
+            },
             "",
         ),
         ("job fan-out, swarm".into(), latency(f, "fanout_swarm"), ""),

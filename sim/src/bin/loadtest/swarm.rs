@@ -75,8 +75,7 @@ pub fn run_worker(spec: SwarmSpec) -> Result<(), String> {
         .and_then(|_| stdout.flush())
         .map_err(|e| e.to_string())?;
     }
-    let last = swarm.stats();
-    swarm.stop();
+    let last = swarm.finish();
     writeln!(stdout, "{}", stats_json(&last))
         .and_then(|_| stdout.flush())
         .map_err(|e| e.to_string())
