@@ -2,8 +2,9 @@
 # Load benchmark of btcagent at farm scale (see docs/bench.md): builds the release
 # binaries, runs every size RUNS times and prints the median table of each.
 #
-#   scripts/bench.sh               1k, 10k and 19k miners, 10k with the pool's share
-#                                  responses, 10k with one pool connection cut; 3 runs each
+#   scripts/bench.sh               1k, 10k and 19k miners; 10k with the pool's share
+#                                  responses, with a 50 ms coalescing window, and with
+#                                  one pool connection cut; 3 runs each
 #   SIZES="1000" RUNS=1 WINDOW=30 scripts/bench.sh      a quicker look
 #   scripts/bench.sh smoke         50 miners for 5 s: only checks every share is valid
 #
@@ -61,6 +62,8 @@ for n in $SIZES; do
 done
 if [ -z "${SKIP_EXTRA:-}" ]; then
     run responses-10000 --miners 10000 --seconds "$WINDOW" --server-responses --check
+    # A longer submit-coalescing window than the default 5 ms, for comparison.
+    run coalesce50-10000 --miners 10000 --seconds "$WINDOW" --coalesce-ms 50 --check
     # Correctness is reported, not checked: shares in flight on the cut connection
     # may be lost, and that is one of the figures.
     run cut-10000 --miners 10000 --seconds "$WINDOW" --cut-pool-at $((WINDOW / 3))
