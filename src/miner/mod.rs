@@ -203,7 +203,9 @@ impl MinerSession {
                         Timer::at(at).await;
                         Ok(true)
                     };
-                    smol::future::or(readable, timer).await
+                    // Boxed: only a miner in its handshake has a deadline, and inline
+                    // this timer would make every miner's task bigger for good.
+                    Box::pin(smol::future::or(readable, timer)).await
                 }
                 None => readable().await.map(|_| false),
             };
