@@ -239,7 +239,7 @@ struct PoolSnapshot {
 impl PoolSnapshot {
     fn of(stats: &PoolStats) -> PoolSnapshot {
         let mut s = PoolSnapshot {
-            shares: stats.totals.clone(),
+            shares: stats.totals,
             ..Default::default()
         };
         for c in stats.connections.values() {
@@ -531,6 +531,12 @@ fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Fi
     Ok(f)
 }
 
+/// A counter's growth over the window. The pool simulator forgets the oldest closed
+/// connections, so a sum over connections could in principle shrink: never underflow.
+fn delta(after: u64, before: u64) -> f64 {
+    after.saturating_sub(before) as f64
+}
+
 fn insert_latency(f: &mut Figures, prefix: &str, h: &Histogram) {
     let ms = |us: u64| us as f64 / 1e3;
     f.insert(format!("{prefix}_count"), h.count() as f64);
@@ -584,7 +590,7 @@ fn figures(
 
     let sent = (b.swarm.shares_submitted + b.probe.shares_submitted) as f64
         - (a.swarm.shares_submitted + a.probe.shares_submitted) as f64;
-    let counted = (b.pool.shares.counted() - a.pool.shares.counted()) as f64;
+    let counted = delta(b.pool.shares.counted(), a.pool.shares.counted());
     let agent_cpu = b.agent.cpu_s - a.agent.cpu_s;
     put("window_shares_sent", sent);
     put("window_shares_counted", counted);
@@ -595,23 +601,23 @@ fn figures(
         agent_cpu * 1e3 / (counted / 1e3),
     );
 
-    let bytes_in = (b.pool.bytes_in - a.pool.bytes_in) as f64;
-    let reads = (b.pool.reads - a.pool.reads) as f64;
-    let submits = (b.pool.submits - a.pool.submits) as f64;
+    let bytes_in = delta(b.pool.bytes_in, a.pool.bytes_in);
+    let reads = delta(b.pool.reads, a.pool.reads);
+    let submits = delta(b.pool.submits, a.pool.submits);
     put("agent_to_pool_bytes_per_s", bytes_in / window);
     put("agent_to_pool_kbps", bytes_in * 8.0 / 1e3 / window);
     put("agent_to_pool_bytes_per_share", bytes_in / counted);
     put(
         "protocol_min_bytes_per_share",
-        (b.pool.min_submit_bytes - a.pool.min_submit_bytes) as f64 / submits,
+        delta(b.pool.min_submit_bytes, a.pool.min_submit_bytes) / submits,
     );
     put("agent_to_pool_reads_per_s", reads / window);
     put("shares_per_pool_read", counted / reads);
-    let bytes_out = (b.pool.bytes_out - a.pool.bytes_out) as f64;
+    let bytes_out = delta(b.pool.bytes_out, a.pool.bytes_out);
     put("pool_to_agent_bytes_per_s", bytes_out / window);
     put("pool_to_agent_kbps", bytes_out * 8.0 / 1e3 / window);
     put("pool_to_agent_bytes_per_share", bytes_out / counted);
-    let writes = (b.agent.write_calls - a.agent.write_calls) as f64;
+    let writes = delta(b.agent.write_calls, a.agent.write_calls);
     put("agent_write2_calls_per_s", writes / window);
 
     insert_latency(
@@ -680,7 +686,8 @@ fn figures(
 /// What `--check` requires of a run (correctness only, never timings).
 fn check(f: &Figures, problems: &mut Vec<String>) {
     let g = |k: &str| f.get(k).copied().unwrap_or(f64::NAN);
-    if !(g("total_valid") > 0.0) {
+    let valid = g("total_valid");
+    if valid.is_nan() || valid <= 0.0 {
         problems.push("no valid share reached the pool".into());
     }
     for key in [
