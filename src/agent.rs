@@ -298,6 +298,9 @@ pub fn run_blocking(
     let agent = Agent::new(cfg, ex)?;
     crate::status::start(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
+    // A task, not part of the future below: that future is polled on every executor
+    // wake-up, and polling the signal stream costs a read() each time.
+    let stop = ex.spawn(stop);
     smol::block_on(ex.run(async {
         stop.await;
         drop(serve);

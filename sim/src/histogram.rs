@@ -88,6 +88,61 @@ impl Histogram {
         self.max_us = self.max_us.max(other.max_us);
     }
 
+    /// The histogram as JSON, so a swarm in another process can hand it over.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "buckets": self.buckets,
+            "count": self.count,
+            "sum_us": self.sum_us,
+            "max_us": self.max_us,
+        })
+    }
+
+    /// The inverse of [`Histogram::to_json`]; `None` when the shape is wrong.
+    pub fn from_json(value: &serde_json::Value) -> Option<Histogram> {
+        let buckets: Vec<u64> = value["buckets"]
+            .as_array()?
+            .iter()
+            .map(|b| b.as_u64())
+            .collect::<Option<_>>()?;
+        if buckets.len() != BUCKETS {
+            return None;
+        }
+        Some(Histogram {
+            buckets,
+            count: value["count"].as_u64()?,
+            sum_us: value["sum_us"].as_u64()?,
+            max_us: value["max_us"].as_u64()?,
+        })
+    }
+
+    /// What was recorded after `earlier` (a snapshot of this same histogram): a
+    /// measuring window. The maximum is exact when it was set inside the window,
+    /// otherwise it is the upper end of the highest bucket the window touched.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .zip(&earlier.buckets)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        let max_us = if self.max_us > earlier.max_us {
+            self.max_us
+        } else {
+            match buckets.iter().rposition(|n| *n > 0) {
+                Some(top) if top + 1 < BUCKETS => (bucket_floor(top + 1) - 1).min(self.max_us),
+                Some(_) => self.max_us,
+                None => 0,
+            }
+        };
+        Histogram {
+            buckets,
+            count: self.count.saturating_sub(earlier.count),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+            max_us,
+        }
+    }
+
     /// "n=.. p50=..us p99=..us max=..us"
     pub fn summary(&self) -> String {
         format!(
@@ -127,5 +182,26 @@ mod tests {
         assert!((384..=500).contains(&p50), "{p50}");
         assert!(h.percentile_us(99.0) >= 768);
         assert_eq!(Histogram::default().percentile_us(50.0), 0);
+    }
+    #[test]
+    fn json_round_trip_and_window() {
+        let mut h = Histogram::default();
+        for us in [5, 100, 2000] {
+            h.record(us);
+        }
+        let back = Histogram::from_json(&h.to_json()).unwrap();
+        assert_eq!(back.summary(), h.summary());
+        assert!(Histogram::from_json(&serde_json::json!({"buckets": [1]})).is_none());
+
+        let earlier = h.clone();
+        h.record(50);
+        h.record(60);
+        let window = h.since(&earlier);
+        assert_eq!(window.count(), 2);
+        assert!((48..=60).contains(&window.percentile_us(99.0)));
+        assert!((60..2000).contains(&window.max_us()), "{}", window.max_us());
+        h.record(9000);
+        assert_eq!(h.since(&earlier).max_us(), 9000);
+        assert_eq!(earlier.since(&earlier).max_us(), 0);
     }
 }

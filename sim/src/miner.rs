@@ -260,6 +260,12 @@ impl MinerSwarm {
         self.shutdown();
     }
 
+    /// Stops the swarm and returns its final counters: nothing is sent after them.
+    pub fn finish(mut self) -> SwarmStats {
+        self.shutdown();
+        self.stats()
+    }
+
     fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = self.stop.try_send(());

@@ -193,16 +193,21 @@ impl MinerSession {
             if self.closed.get() {
                 break;
             }
+            // poll_readable keeps one waker in the socket's reactor entry; readable()
+            // would add a slab of wakers per miner (about 100 bytes each).
+            let readable = || std::future::poll_fn(|cx| self.stream.poll_readable(cx));
             let timed_out = match self.deadline.get() {
                 Some(at) => {
-                    let readable = async { self.stream.readable().await.map(|_| false) };
+                    let readable = async { readable().await.map(|_| false) };
                     let timer = async {
                         Timer::at(at).await;
                         Ok(true)
                     };
-                    smol::future::or(readable, timer).await
+                    // Boxed: only a miner in its handshake has a deadline, and inline
+                    // this timer would make every miner's task bigger for good.
+                    Box::pin(smol::future::or(readable, timer)).await
                 }
-                None => self.stream.readable().await.map(|_| false),
+                None => readable().await.map(|_| false),
             };
             match timed_out {
                 Err(e) => return format!("socket error: {e}"),

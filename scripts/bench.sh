@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Load benchmark of btcagent at farm scale (see docs/bench.md): builds the release
+# binaries, runs every size RUNS times and prints the median table of each.
+#
+#   scripts/bench.sh               1k, 10k and 19k miners; 10k with the pool's share
+#                                  responses, with a 50 ms coalescing window, and with
+#                                  one pool connection cut; 3 runs each
+#   SIZES="1000" RUNS=1 WINDOW=30 scripts/bench.sh      a quicker look
+#   scripts/bench.sh smoke         50 miners for 5 s: only checks every share is valid
+#
+# Results (one JSON and one log per run, *-median.md tables) go to $OUT
+# [bench-results]. perf, when it works, adds exact system-call counts; the script
+# installs Debian's linux-perf for that unless NO_PERF=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN="${CARGO_TARGET_DIR:-target}/release"
+OUT=${OUT:-bench-results}
+RUNS=${RUNS:-3}
+SIZES=${SIZES:-"1000 10000 19000"}
+WINDOW=${WINDOW:-60}
+
+echo "== building (cargo build --release -p btcagent -p btcagent-sim)"
+cargo build --release -p btcagent -p btcagent-sim
+
+if [ "${1:-}" = smoke ]; then
+    exec "$BIN/loadtest" --miners 50 --probe 5 --seconds 5 --warmup 2 \
+        --share-interval 1 --job-interval 2 --check
+fi
+
+if [ "${NO_PERF:-0}" != 1 ] && ! command -v perf >/dev/null 2>&1; then
+    echo "== installing linux-perf (system-call counts; NO_PERF=1 skips)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -q && apt-get install -y -q linux-perf; } ||
+        echo "   linux-perf not installed: tables will lack system-call counts"
+fi
+
+mkdir -p "$OUT"
+ls -l "$BIN/btcagent" | awk '{print "agent binary: " $5 " bytes (release, stripped)"}' |
+    tee "$OUT/binary-size.txt"
+FAILED=()
+
+# run NAME [loadtest options]: RUNS runs, then the median table.
+run() {
+    local name=$1
+    shift
+    local i
+    for i in $(seq "$RUNS"); do
+        echo "== $name, run $i of $RUNS: loadtest $*"
+        if ! "$BIN/loadtest" "$@" --json "$OUT/$name-$i.json" >"$OUT/$name-$i.log" 2>&1; then
+            FAILED+=("$name-$i")
+            tail -n 5 "$OUT/$name-$i.log"
+        fi
+        grep -E '^\| (agent RSS|agent CPU|job fan-out, probe|shares, whole run) ' "$OUT/$name-$i.log" || true
+    done
+    "$BIN/loadtest" --median "$OUT/$name"-[0-9]*.json --json "$OUT/$name-median.json" |
+        tee "$OUT/$name-median.md"
+}
+
+for n in $SIZES; do
+    run "miners-$n" --miners "$n" --seconds "$WINDOW" --check
+done
+if [ -z "${SKIP_EXTRA:-}" ]; then
+    run responses-10000 --miners 10000 --seconds "$WINDOW" --server-responses --check
+    # A longer submit-coalescing window than the default 5 ms, for comparison.
+    run coalesce50-10000 --miners 10000 --seconds "$WINDOW" --coalesce-ms 50 --check
+    # Correctness is reported, not checked: shares in flight on the cut connection
+    # may be lost, and that is one of the figures.
+    run cut-10000 --miners 10000 --seconds "$WINDOW" --cut-pool-at $((WINDOW / 3))
+fi
+
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "bench: runs with problems (see their logs in $OUT): ${FAILED[*]}" >&2
+    exit 1
+fi
+echo "bench: done; tables in $OUT/*-median.md"

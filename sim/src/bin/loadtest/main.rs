@@ -1,0 +1,708 @@
+//! loadtest: btcagent at farm scale. The pool simulator runs in this process, the
+//! agent (the real release binary) and the simulated miners in child processes, so
+//! the agent is measured alone; see docs/bench.md.
+
+mod agent;
+mod procfs;
+mod report;
+mod swarm;
+mod syscalls;
+
+use agent::{AgentOptions, AgentProcess};
+use btcagent_sim::histogram::Histogram;
+use btcagent_sim::pool::{PoolSim, PoolSimConfig, PoolStats, ShareCounts};
+use btcagent_sim::rlimit;
+use report::Figures;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use swarm::{SwarmProcess, SwarmSnapshot, SwarmSpec};
+
+const HELP: &str = "\
+loadtest: btcagent under farm-scale load (pool simulator <- agent <- simulated miners)
+
+USAGE: loadtest [OPTIONS]
+  --miners N                  simulated miners in the swarm [1000]
+  --probe N                   miners in a separate latency probe process [20]
+  --seconds S                 measuring window [60]
+  --warmup S                  wait after every miner is authorized [10]
+  --share-interval S          mean seconds between shares per miner [10]
+  --job-interval S            the pool sends a new job every S seconds [10]
+  --version-rolling-fraction F  miners rolling versions [0.5]
+  --connect-rate N            new miner connections per second during ramp-up [2000]
+  --per-process N             most miners per swarm process [10000]
+  --pool-connections N        advanced.pool_connection_number_per_subaccount [5]
+  --coalesce-ms N             advanced.submit_coalesce_ms [the agent's default]
+  --server-responses          submit_response_from_server: true (share latency)
+  --cut-pool-at S             drop one pool connection S seconds into the window
+  --agent-bin PATH            agent binary [btcagent next to this executable]
+  --json FILE                 also write the figures as JSON
+  --check                     exit 1 unless every share is valid, none lost, no disconnects
+  --median A.json B.json ..   print the median table of earlier --json runs (with --json: write it)
+";
+
+struct Options {
+    miners: usize,
+    probe: usize,
+    seconds: f64,
+    warmup: f64,
+    share_interval: f64,
+    job_interval: f64,
+    version_rolling_fraction: f64,
+    connect_rate: f64,
+    per_process: usize,
+    pool_connections: u32,
+    coalesce_ms: Option<u64>,
+    server_responses: bool,
+    cut_pool_at: Option<f64>,
+    agent_bin: PathBuf,
+    json: Option<PathBuf>,
+    check: bool,
+}
+
+fn main() {
+    let code = match run_cli() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run_cli() -> Result<bool, String> {
+    let mut args = pico_args::Arguments::from_env();
+    let arg = |e: pico_args::Error| e.to_string();
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return Ok(true);
+    }
+    if args.contains("--swarm-worker") {
+        let spec = SwarmSpec::from_args(&mut args).map_err(arg)?;
+        swarm::run_worker(spec)?;
+        return Ok(true);
+    }
+    let json: Option<PathBuf> = args.opt_value_from_str("--json").map_err(arg)?;
+    if args.contains("--median") {
+        let files: Vec<PathBuf> = args.finish().into_iter().map(PathBuf::from).collect();
+        return print_median(&files, json);
+    }
+    let opts = Options {
+        miners: args
+            .opt_value_from_str("--miners")
+            .map_err(arg)?
+            .unwrap_or(1000),
+        probe: args
+            .opt_value_from_str("--probe")
+            .map_err(arg)?
+            .unwrap_or(20),
+        seconds: args
+            .opt_value_from_str("--seconds")
+            .map_err(arg)?
+            .unwrap_or(60.0),
+        warmup: args
+            .opt_value_from_str("--warmup")
+            .map_err(arg)?
+            .unwrap_or(10.0),
+        share_interval: args
+            .opt_value_from_str("--share-interval")
+            .map_err(arg)?
+            .unwrap_or(10.0),
+        job_interval: args
+            .opt_value_from_str("--job-interval")
+            .map_err(arg)?
+            .unwrap_or(10.0),
+        version_rolling_fraction: args
+            .opt_value_from_str("--version-rolling-fraction")
+            .map_err(arg)?
+            .unwrap_or(0.5),
+        connect_rate: args
+            .opt_value_from_str("--connect-rate")
+            .map_err(arg)?
+            .unwrap_or(2000.0),
+        per_process: args
+            .opt_value_from_str("--per-process")
+            .map_err(arg)?
+            .unwrap_or(10_000),
+        pool_connections: args
+            .opt_value_from_str("--pool-connections")
+            .map_err(arg)?
+            .unwrap_or(5),
+        coalesce_ms: args.opt_value_from_str("--coalesce-ms").map_err(arg)?,
+        server_responses: args.contains("--server-responses"),
+        cut_pool_at: args.opt_value_from_str("--cut-pool-at").map_err(arg)?,
+        agent_bin: args
+            .opt_value_from_str("--agent-bin")
+            .map_err(arg)?
+            .unwrap_or_else(agent::default_binary),
+        json,
+        check: args.contains("--check"),
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unknown arguments {rest:?} (see --help)"));
+    }
+    validate(&opts)?;
+    let (figures, problems) = run(&opts)?;
+    let title = format!(
+        "btcagent load test{}",
+        if opts.cut_pool_at.is_some() {
+            ", one pool connection cut"
+        } else {
+            ""
+        }
+    );
+    println!("{}", report::table(&figures, &title));
+    if let Some(path) = &opts.json {
+        write_json(path, &figures)?;
+    }
+    for p in &problems {
+        eprintln!("loadtest: {p}");
+    }
+    Ok(!opts.check || problems.is_empty())
+}
+
+fn validate(o: &Options) -> Result<(), String> {
+    if o.miners == 0 && o.probe == 0 {
+        return Err("--miners and --probe are both 0: nothing to measure".into());
+    }
+    if o.per_process == 0 || o.seconds <= 0.0 || o.warmup < 0.0 || o.connect_rate <= 0.0 {
+        return Err("--per-process, --seconds and --connect-rate must be > 0".into());
+    }
+    if !(0.0..=1.0).contains(&o.version_rolling_fraction) {
+        return Err("--version-rolling-fraction must be within 0..1".into());
+    }
+    if o.pool_connections == 0 || o.job_interval <= 0.0 {
+        return Err("--pool-connections and --job-interval must be > 0".into());
+    }
+    if let Some(at) = o.cut_pool_at {
+        if at < 0.0 || at >= o.seconds {
+            return Err("--cut-pool-at must fall inside the window (0..--seconds)".into());
+        }
+    }
+    let limit = rlimit::raise_nofile_limit().map_err(|e| format!("open-files limit: {e}"))?;
+    // The agent inherits this limit and needs one descriptor per miner plus a few.
+    let needed = (o.miners + o.probe + 64) as u64;
+    if needed > limit {
+        return Err(format!(
+            "{} miners need about {needed} open files in the agent, the limit is {limit}",
+            o.miners + o.probe
+        ));
+    }
+    if (o.per_process + 64) as u64 > limit {
+        return Err(format!(
+            "--per-process {} exceeds the open-files limit {limit}",
+            o.per_process
+        ));
+    }
+    Ok(())
+}
+
+fn write_json(path: &PathBuf, figures: &Figures) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(&report::to_json(figures)).unwrap_or_default();
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn print_median(files: &[PathBuf], json: Option<PathBuf>) -> Result<bool, String> {
+    if files.is_empty() {
+        return Err("--median needs JSON files of earlier runs".into());
+    }
+    let runs = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            report::from_json(&text).map_err(|e| format!("{}: {e}", f.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let median = report::median(&runs);
+    let title = format!("median of {} runs", runs.len());
+    println!("{}", report::table(&median, &title));
+    if let Some(path) = json {
+        write_json(&path, &median)?;
+    }
+    Ok(true)
+}
+
+/// The pool simulator's counters, summed over every connection it has seen.
+#[derive(Clone, Debug, Default)]
+struct PoolSnapshot {
+    shares: ShareCounts,
+    bytes_in: u64,
+    bytes_out: u64,
+    reads: u64,
+    /// Submit ex-messages weighted by their size at the protocol minimum.
+    min_submit_bytes: u64,
+    submits: u64,
+}
+
+impl PoolSnapshot {
+    fn of(stats: &PoolStats) -> PoolSnapshot {
+        let mut s = PoolSnapshot {
+            shares: stats.totals,
+            ..Default::default()
+        };
+        for c in stats.connections.values() {
+            s.bytes_in += c.bytes_in;
+            s.bytes_out += c.bytes_out;
+            s.reads += c.reads;
+            let f = &c.submit_forms;
+            // SUBMIT_SHARE 15 bytes, with time or version 19, with both 23.
+            s.min_submit_bytes +=
+                15 * f.plain + 19 * (f.with_time + f.with_ver) + 23 * f.with_time_ver;
+            s.submits += f.plain + f.with_time + f.with_ver + f.with_time_ver;
+        }
+        s
+    }
+}
+
+/// Everything read at one instant.
+struct Snapshot {
+    at: Instant,
+    agent: procfs::ProcSample,
+    pool: PoolSnapshot,
+    swarm: SwarmSnapshot,
+    probe: SwarmSnapshot,
+    swarm_cpu_s: f64,
+    probe_cpu_s: f64,
+    own_cpu_s: f64,
+}
+
+struct Bench {
+    pool: PoolSim,
+    agent: AgentProcess,
+    swarms: Vec<SwarmProcess>,
+    probe: Vec<SwarmProcess>,
+}
+
+impl Bench {
+    fn snapshot(&mut self) -> Result<Snapshot, String> {
+        let cpu = |workers: &[SwarmProcess]| {
+            workers
+                .iter()
+                .filter_map(|w| procfs::sample(w.pid()).ok())
+                .map(|s| s.cpu_s)
+                .sum::<f64>()
+        };
+        Ok(Snapshot {
+            at: Instant::now(),
+            agent: procfs::sample(self.agent.pid()).map_err(|e| format!("agent: {e}"))?,
+            pool: PoolSnapshot::of(&self.pool.stats()),
+            swarm: swarm::stats_of(&mut self.swarms)?,
+            probe: swarm::stats_of(&mut self.probe)?,
+            swarm_cpu_s: cpu(&self.swarms),
+            probe_cpu_s: cpu(&self.probe),
+            own_cpu_s: procfs::sample(std::process::id())
+                .map(|s| s.cpu_s)
+                .unwrap_or(0.0),
+        })
+    }
+
+    fn swarm_and_probe(&mut self) -> Result<SwarmSnapshot, String> {
+        let mut both = swarm::stats_of(&mut self.swarms)?;
+        let probe = swarm::stats_of(&mut self.probe)?;
+        both.jobs_received += probe.jobs_received;
+        Ok(both)
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
+    let mut problems = Vec::new();
+    let work_dir = std::env::temp_dir().join(format!("btcagent-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
+    let pool = PoolSim::start(PoolSimConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        job_interval: Some(secs(o.job_interval)),
+        ..PoolSimConfig::default()
+    })
+    .map_err(|e| format!("pool simulator: {e}"))?;
+    let agent = AgentProcess::start(&AgentOptions {
+        binary: o.agent_bin.clone(),
+        pool: pool.addr(),
+        pool_connections: o.pool_connections,
+        server_responses: o.server_responses,
+        coalesce_ms: o.coalesce_ms,
+        work_dir: work_dir.clone(),
+    })?;
+    eprintln!(
+        "loadtest: agent pid {} on {}, log {}",
+        agent.pid(),
+        agent.listen,
+        agent.log.display()
+    );
+    let conns = o.pool_connections as usize;
+    if !pool.wait_until(Duration::from_secs(15), |s| s.open_count() >= conns) {
+        problems.push(format!(
+            "only {} of {conns} pool connections came up",
+            pool.stats().open_count()
+        ));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = procfs::sample(agent.pid()).map_err(|e| format!("agent: {e}"))?;
+    let mut bench = Bench {
+        pool,
+        agent,
+        swarms: Vec::new(),
+        probe: Vec::new(),
+    };
+
+    // Ramp-up: the probe first (all at once), then the swarm at a bounded rate.
+    let base = SwarmSpec {
+        agent: bench.agent.listen,
+        miners: o.probe,
+        name_prefix: "probe".into(),
+        share_interval_s: o.share_interval,
+        version_rolling_fraction: o.version_rolling_fraction,
+        connect_rate: 0.0,
+    };
+    if o.probe > 0 {
+        bench.probe.push(SwarmProcess::spawn(&base)?);
+    }
+    let processes = o.miners.div_ceil(o.per_process);
+    for k in 0..processes {
+        let miners = o.miners / processes + usize::from(k < o.miners % processes);
+        bench.swarms.push(SwarmProcess::spawn(&SwarmSpec {
+            miners,
+            name_prefix: format!("s{k}"),
+            connect_rate: o.connect_rate / processes as f64,
+            ..base.clone()
+        })?);
+    }
+    let total = o.miners + o.probe;
+    let ramp_started = Instant::now();
+    let ramp_limit = secs(o.miners as f64 / o.connect_rate + 60.0);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let swarm = bench.swarm_and_probe()?;
+        let registered = bench.pool.stats().registered_sessions();
+        if registered >= total && swarm.authorized as usize >= o.miners {
+            break;
+        }
+        if !bench.agent.alive() {
+            return Err(format!(
+                "the agent died during ramp-up; its log:\n{}",
+                agent::tail(&bench.agent.log)
+            ));
+        }
+        if ramp_started.elapsed() > ramp_limit {
+            problems.push(format!(
+                "ramp-up incomplete after {:.0} s: {registered} of {total} sessions registered at the pool",
+                ramp_started.elapsed().as_secs_f64()
+            ));
+            break;
+        }
+    }
+    let ramp_s = ramp_started.elapsed().as_secs_f64();
+    eprintln!("loadtest: {total} miners up after {ramp_s:.1} s; warming up");
+    std::thread::sleep(secs(o.warmup));
+
+    eprintln!("loadtest: measuring for {} s", o.seconds);
+    let counter = syscalls::SyscallCounter::start(bench.agent.pid());
+    let a = bench.snapshot()?;
+    let window_end = a.at + secs(o.seconds);
+    let mut cut = Figures::new();
+    if let Some(at) = o.cut_pool_at {
+        std::thread::sleep((a.at + secs(at)).saturating_duration_since(Instant::now()));
+        cut = cut_one_connection(&mut bench, o, total)?;
+    }
+    std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
+    let b = bench.snapshot()?;
+    let syscall_counts = counter.and_then(|c| c.finish());
+    if !bench.agent.alive() {
+        problems.push("the agent died during the window".into());
+    }
+
+    // Stop the miners, let the agent forward what it still holds, then count.
+    let final_probe = swarm::stop_all(&mut bench.probe)?;
+    let final_swarm = swarm::stop_all(&mut bench.swarms)?;
+    let mut last_counted = u64::MAX;
+    let mut stable_since = Instant::now();
+    let settle_limit = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < settle_limit && stable_since.elapsed() < Duration::from_secs(1) {
+        let counted = bench.pool.stats().totals.counted();
+        if counted != last_counted {
+            last_counted = counted;
+            stable_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let final_pool = PoolSnapshot::of(&bench.pool.stats());
+    let final_agent = procfs::sample(bench.agent.pid()).unwrap_or(b.agent);
+    bench.agent.stop(Duration::from_secs(10));
+
+    let mut f = figures(
+        o,
+        &idle,
+        &a,
+        &b,
+        ramp_s,
+        &final_swarm,
+        &final_probe,
+        &final_pool,
+        &final_agent,
+        cut,
+    );
+    if let Some(counts) = syscall_counts {
+        let window = (b.at - a.at).as_secs_f64();
+        let shares = f.get("window_shares_counted").copied().unwrap_or(f64::NAN);
+        let mut total = 0;
+        for (name, count) in counts {
+            total += count;
+            f.insert(format!("syscalls_{name}_per_s"), count as f64 / window);
+        }
+        f.insert("syscalls_per_share".into(), total as f64 / shares);
+    } else {
+        eprintln!("loadtest: perf not available: no system-call counts");
+    }
+    if o.check {
+        check(&f, &mut problems);
+    }
+    if problems.is_empty() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else {
+        eprintln!(
+            "loadtest: agent config and log kept in {}",
+            work_dir.display()
+        );
+    }
+    Ok((f, problems))
+}
+
+/// Drops the pool connection with the most miners, half-way between two jobs, and
+/// times the agent's recovery: its miners registered on the sibling connections
+/// again, and each of them given a job.
+fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Figures, String> {
+    let stats = bench.pool.stats();
+    // Half-way between jobs, so a regular job does not pass for a recovery job.
+    let last_job_us = stats
+        .open_connections()
+        .flat_map(|c| c.job_sent_at_us.values().copied())
+        .max()
+        .unwrap_or(0);
+    let interval_us = (o.job_interval * 1e6) as u64;
+    let now = btcagent_sim::now_us();
+    let mut target = last_job_us + interval_us / 2;
+    while target < now {
+        target += interval_us;
+    }
+    std::thread::sleep(Duration::from_micros(target - now));
+
+    let stats = bench.pool.stats();
+    let victim = stats
+        .open_connections()
+        .max_by_key(|c| c.sessions.len())
+        .ok_or("no open pool connection to cut")?;
+    let (victim_id, moved) = (victim.id, victim.sessions.len());
+    let jobs_before = bench.swarm_and_probe()?.jobs_received;
+    eprintln!("loadtest: cutting pool connection {victim_id} ({moved} miners)");
+    let cut_at = Instant::now();
+    bench.pool.drop_connection(victim_id);
+    let closed = bench.pool.wait_until(Duration::from_secs(5), |s| {
+        s.connections.get(&victim_id).is_none_or(|c| !c.open)
+    });
+    let reregistered = closed
+        && bench.pool.wait_until(Duration::from_secs(30), |s| {
+            s.registered_sessions() >= total
+        });
+    let reregistered_ms = cut_at.elapsed().as_secs_f64() * 1e3;
+    let mut have_job_ms = f64::NAN;
+    while cut_at.elapsed() < Duration::from_secs(30) {
+        if bench.swarm_and_probe()?.jobs_received >= jobs_before + moved as u64 {
+            have_job_ms = cut_at.elapsed().as_secs_f64() * 1e3;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut f = Figures::new();
+    f.insert("cut_moved_miners".into(), moved as f64);
+    f.insert(
+        "cut_reregistered_ms".into(),
+        if reregistered {
+            reregistered_ms
+        } else {
+            f64::NAN
+        },
+    );
+    f.insert("cut_miners_have_job_ms".into(), have_job_ms);
+    Ok(f)
+}
+
+/// A counter's growth over the window. The pool simulator forgets the oldest closed
+/// connections, so a sum over connections could in principle shrink: never underflow.
+fn delta(after: u64, before: u64) -> f64 {
+    after.saturating_sub(before) as f64
+}
+
+fn insert_latency(f: &mut Figures, prefix: &str, h: &Histogram) {
+    let ms = |us: u64| us as f64 / 1e3;
+    f.insert(format!("{prefix}_count"), h.count() as f64);
+    f.insert(format!("{prefix}_p50_ms"), ms(h.percentile_us(50.0)));
+    f.insert(format!("{prefix}_p99_ms"), ms(h.percentile_us(99.0)));
+    f.insert(format!("{prefix}_max_ms"), ms(h.max_us()));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn figures(
+    o: &Options,
+    idle: &procfs::ProcSample,
+    a: &Snapshot,
+    b: &Snapshot,
+    ramp_s: f64,
+    final_swarm: &SwarmSnapshot,
+    final_probe: &SwarmSnapshot,
+    final_pool: &PoolSnapshot,
+    final_agent: &procfs::ProcSample,
+    cut: Figures,
+) -> Figures {
+    let mut f = cut;
+    let mut put = |k: &str, v: f64| {
+        f.insert(k.to_string(), v);
+    };
+    let window = (b.at - a.at).as_secs_f64();
+    let miners = (o.miners + o.probe) as f64;
+    put("miners", o.miners as f64);
+    put("probe_miners", o.probe as f64);
+    put("window_s", window);
+    put("ramp_s", ramp_s);
+    put("share_interval_s", o.share_interval);
+    put("job_interval_s", o.job_interval);
+    put("version_rolling_fraction", o.version_rolling_fraction);
+    put("pool_connections", o.pool_connections as f64);
+    put(
+        "server_responses",
+        if o.server_responses { 1.0 } else { 0.0 },
+    );
+
+    put("agent_rss_idle_kb", idle.rss_kb as f64);
+    put("agent_rss_kb", b.agent.rss_kb as f64);
+    put(
+        "agent_hwm_kb",
+        final_agent.hwm_kb.max(b.agent.hwm_kb) as f64,
+    );
+    put(
+        "agent_bytes_per_miner",
+        (b.agent.rss_kb as f64 - idle.rss_kb as f64) * 1024.0 / miners,
+    );
+
+    let sent = (b.swarm.shares_submitted + b.probe.shares_submitted) as f64
+        - (a.swarm.shares_submitted + a.probe.shares_submitted) as f64;
+    let counted = delta(b.pool.shares.counted(), a.pool.shares.counted());
+    let agent_cpu = b.agent.cpu_s - a.agent.cpu_s;
+    put("window_shares_sent", sent);
+    put("window_shares_counted", counted);
+    put("shares_per_s", counted / window);
+    put("agent_cpu_pct", agent_cpu / window * 100.0);
+    put(
+        "agent_cpu_ms_per_1000_shares",
+        agent_cpu * 1e3 / (counted / 1e3),
+    );
+
+    let bytes_in = delta(b.pool.bytes_in, a.pool.bytes_in);
+    let reads = delta(b.pool.reads, a.pool.reads);
+    let submits = delta(b.pool.submits, a.pool.submits);
+    put("agent_to_pool_bytes_per_s", bytes_in / window);
+    put("agent_to_pool_kbps", bytes_in * 8.0 / 1e3 / window);
+    put("agent_to_pool_bytes_per_share", bytes_in / counted);
+    put(
+        "protocol_min_bytes_per_share",
+        delta(b.pool.min_submit_bytes, a.pool.min_submit_bytes) / submits,
+    );
+    put("agent_to_pool_reads_per_s", reads / window);
+    put("shares_per_pool_read", counted / reads);
+    let bytes_out = delta(b.pool.bytes_out, a.pool.bytes_out);
+    put("pool_to_agent_bytes_per_s", bytes_out / window);
+    put("pool_to_agent_kbps", bytes_out * 8.0 / 1e3 / window);
+    put("pool_to_agent_bytes_per_share", bytes_out / counted);
+    let writes = delta(b.agent.write_calls, a.agent.write_calls);
+    put("agent_write2_calls_per_s", writes / window);
+
+    insert_latency(
+        &mut f,
+        "fanout_swarm",
+        &b.swarm.job_latency.since(&a.swarm.job_latency),
+    );
+    insert_latency(
+        &mut f,
+        "fanout_probe",
+        &b.probe.job_latency.since(&a.probe.job_latency),
+    );
+    let mut responses = b.swarm.response_latency.since(&a.swarm.response_latency);
+    responses.merge(&b.probe.response_latency.since(&a.probe.response_latency));
+    insert_latency(&mut f, "response", &responses);
+
+    let mut put = |k: &str, v: f64| {
+        f.insert(k.to_string(), v);
+    };
+    let total_sent = (final_swarm.shares_submitted + final_probe.shares_submitted) as f64;
+    let s = &final_pool.shares;
+    put("total_shares_sent", total_sent);
+    put("total_valid", s.valid as f64);
+    put("total_invalid", s.invalid as f64);
+    put("total_stale", s.stale as f64);
+    put("total_duplicate", s.duplicate as f64);
+    put("total_unregistered", s.unregistered as f64);
+    put("total_malformed", s.malformed as f64);
+    put("total_lost", total_sent - s.counted() as f64);
+    put(
+        "total_rejected_at_miners",
+        (final_swarm.rejected + final_probe.rejected) as f64,
+    );
+    put(
+        "window_disconnects",
+        (b.swarm.disconnects + b.probe.disconnects) as f64
+            - (a.swarm.disconnects + a.probe.disconnects) as f64,
+    );
+    put(
+        "total_disconnects",
+        (final_swarm.disconnects + final_probe.disconnects) as f64,
+    );
+    put(
+        "connect_failures",
+        (final_swarm.connect_failures + final_probe.connect_failures) as f64,
+    );
+    put(
+        "reconnect_requests",
+        (final_swarm.reconnect_requests + final_probe.reconnect_requests) as f64,
+    );
+    put(
+        "swarm_cpu_pct",
+        (b.swarm_cpu_s - a.swarm_cpu_s) / window * 100.0,
+    );
+    put(
+        "probe_cpu_pct",
+        (b.probe_cpu_s - a.probe_cpu_s) / window * 100.0,
+    );
+    put(
+        "pool_sim_cpu_pct",
+        (b.own_cpu_s - a.own_cpu_s) / window * 100.0,
+    );
+    f
+}
+
+/// What `--check` requires of a run (correctness only, never timings).
+fn check(f: &Figures, problems: &mut Vec<String>) {
+    let g = |k: &str| f.get(k).copied().unwrap_or(f64::NAN);
+    let valid = g("total_valid");
+    if valid.is_nan() || valid <= 0.0 {
+        problems.push("no valid share reached the pool".into());
+    }
+    for key in [
+        "total_invalid",
+        "total_stale",
+        "total_duplicate",
+        "total_unregistered",
+        "total_malformed",
+        "total_lost",
+        "total_rejected_at_miners",
+        "window_disconnects",
+        "connect_failures",
+    ] {
+        if g(key) != 0.0 {
+            problems.push(format!("{key} = {}", g(key)));
+        }
+    }
+}

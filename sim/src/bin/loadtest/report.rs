@@ -1,0 +1,267 @@
+//! The figures of a run as a flat map of named numbers: printed as one table,
+//! written as JSON, and combined into medians over repeated runs.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+pub type Figures = BTreeMap<String, f64>;
+
+pub fn to_json(figures: &Figures) -> Value {
+    Value::Object(
+        figures
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(*v)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+pub fn from_json(text: &str) -> Result<Figures, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    Ok(object
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .collect())
+}
+
+/// The median of every figure present in all runs (the mean of the middle two for
+/// an even count).
+pub fn median(runs: &[Figures]) -> Figures {
+    let mut out = Figures::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    for key in first.keys() {
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(key).copied()).collect();
+        if values.len() != runs.len() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let m = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        out.insert(key.clone(), m);
+    }
+    out
+}
+
+fn get(f: &Figures, key: &str) -> f64 {
+    f.get(key).copied().unwrap_or(f64::NAN)
+}
+
+/// Rows of (metric, value, target) for the table; a row is left out when its
+/// figures are missing.
+fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
+    let g = |k: &str| get(f, k);
+    let mut rows = vec![
+        (
+            "agent RSS".to_string(),
+            format!(
+                "{:.1} MB (peak {:.1} MB, {:.1} MB with no miners)",
+                g("agent_rss_kb") / 1024.0,
+                g("agent_hwm_kb") / 1024.0,
+                g("agent_rss_idle_kb") / 1024.0
+            ),
+            "< 10 MB at 10k",
+        ),
+        (
+            "agent memory per miner".into(),
+            format!("{:.0} bytes", g("agent_bytes_per_miner")),
+            "< 1 KB",
+        ),
+        (
+            "agent CPU".into(),
+            format!(
+                "{:.2} % of a core, {:.1} ms per 1,000 shares",
+                g("agent_cpu_pct"),
+                g("agent_cpu_ms_per_1000_shares")
+            ),
+            "< 4 % at 10k",
+        ),
+        (
+            "shares in window".into(),
+            format!(
+                "{:.0} sent, {:.1}/s",
+                g("window_shares_sent"),
+                g("shares_per_s")
+            ),
+            "",
+        ),
+        (
+            "agent->pool payload".into(),
+            format!(
+                "{:.1} kbps, {:.2} bytes/share (protocol minimum {:.2})",
+                g("agent_to_pool_kbps"),
+                g("agent_to_pool_bytes_per_share"),
+                g("protocol_min_bytes_per_share")
+            ),
+            "at the minimum",
+        ),
+        (
+            "agent->pool segments".into(),
+            format!(
+                "{:.1} pool reads/s, {:.1} shares per read",
+                g("agent_to_pool_reads_per_s"),
+                g("shares_per_pool_read")
+            ),
+            ">= 10 shares per read",
+        ),
+        (
+            "pool->agent payload".into(),
+            format!(
+                "{:.1} kbps, {:.1} bytes per share",
+                g("pool_to_agent_kbps"),
+                g("pool_to_agent_bytes_per_share")
+            ),
+            "",
+        ),
+        (
+            "agent system calls".into(),
+            if f.contains_key("syscalls_per_share") {
+                format!(
+                    "{:.1} per share; per second: sendto {:.0}, recvfrom {:.0}, epoll_pwait {:.0}, epoll_ctl {:.0}, timerfd_settime {:.0}, read {:.0}, write {:.0}, futex {:.0}",
+                    g("syscalls_per_share"),
+                    g("syscalls_sendto_per_s"),
+                    g("syscalls_recvfrom_per_s"),
+                    g("syscalls_epoll_pwait_per_s"),
+                    g("syscalls_epoll_ctl_per_s"),
+                    g("syscalls_timerfd_settime_per_s"),
+                    g("syscalls_read_per_s"),
+                    g("syscalls_write_per_s"),
+                    g("syscalls_futex_per_s"),
+                )
+            } else {
+                format!(
+                    "write(2) {:.0}/s from /proc syscw (socket sends use sendto and are not in it; install perf for counts)",
+                    g("agent_write2_calls_per_s")
+                )
+            },
+            "",
+        ),
+        ("job fan-out, swarm".into(), latency(f, "fanout_swarm"), ""),
+        (
+            "job fan-out, probe".into(),
+            latency(f, "fanout_probe"),
+            "p99 < 30 ms",
+        ),
+        (
+            "share response".into(),
+            format!(
+                "{} ({})",
+                latency(f, "response"),
+                if g("server_responses") > 0.0 {
+                    "pool's verdict"
+                } else {
+                    "agent answers"
+                }
+            ),
+            "",
+        ),
+        (
+            "shares, whole run".into(),
+            format!(
+                "{:.0} sent, {:.0} valid, {:.0} invalid, {:.0} stale, {:.0} duplicate, {:.0} lost",
+                g("total_shares_sent"),
+                g("total_valid"),
+                g("total_invalid"),
+                g("total_stale"),
+                g("total_duplicate"),
+                g("total_lost")
+            ),
+            "0 invalid, 0 lost",
+        ),
+        (
+            "miner disconnects".into(),
+            format!(
+                "{:.0} in window, {:.0} in whole run, {:.0} connect failures",
+                g("window_disconnects"),
+                g("total_disconnects"),
+                g("connect_failures")
+            ),
+            "0",
+        ),
+        (
+            "load generators' CPU".into(),
+            format!(
+                "swarm {:.1} %, probe {:.2} %, pool simulator {:.1} % of a core",
+                g("swarm_cpu_pct"),
+                g("probe_cpu_pct"),
+                g("pool_sim_cpu_pct")
+            ),
+            "",
+        ),
+    ];
+    if f.contains_key("cut_moved_miners") {
+        rows.push((
+            "pool connection cut".into(),
+            format!(
+                "{:.0} miners moved; all re-registered at the pool after {:.0} ms, all had a job after {:.0} ms",
+                g("cut_moved_miners"),
+                g("cut_reregistered_ms"),
+                g("cut_miners_have_job_ms")
+            ),
+            "no disconnects",
+        ));
+    }
+    rows
+}
+
+fn latency(f: &Figures, prefix: &str) -> String {
+    let g = |k: &str| get(f, &format!("{prefix}_{k}"));
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={:.0})",
+        g("p50_ms"),
+        g("p99_ms"),
+        g("max_ms"),
+        g("count")
+    )
+}
+
+/// One Markdown table, headed by what was run.
+pub fn table(f: &Figures, title: &str) -> String {
+    let g = |k: &str| get(f, k);
+    let mut out = format!(
+        "{title}: {:.0} miners (+{:.0} probe), {:.0} pool connections, {:.0} s window, a share every {:.0} s per miner, a job every {:.0} s, {:.0} % rolling versions\n\n",
+        g("miners"),
+        g("probe_miners"),
+        g("pool_connections"),
+        g("window_s"),
+        g("share_interval_s"),
+        g("job_interval_s"),
+        g("version_rolling_fraction") * 100.0
+    );
+    out.push_str("| metric | value | target |\n|---|---|---|\n");
+    for (metric, value, target) in rows(f) {
+        out.push_str(&format!("| {metric} | {value} | {target} |\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_runs() {
+        let run = |v: f64| Figures::from([("a".to_string(), v)]);
+        assert_eq!(median(&[run(3.0), run(1.0), run(2.0)])["a"], 2.0);
+        assert_eq!(median(&[run(4.0), run(1.0)])["a"], 2.5);
+        assert!(median(&[]).is_empty());
+    }
+
+    #[test]
+    fn json_round_trip_and_table() {
+        let f = Figures::from([
+            ("miners".to_string(), 10.0),
+            ("agent_rss_kb".into(), 2048.0),
+        ]);
+        let back = from_json(&to_json(&f).to_string()).unwrap();
+        assert_eq!(back, f);
+        let t = table(&f, "run");
+        assert!(t.contains("10 miners") && t.contains("| agent RSS | 2.0 MB"));
+        assert!(from_json("[1]").is_err());
+    }
+}
