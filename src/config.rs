@@ -106,9 +106,11 @@ impl Default for Advanced {
     }
 }
 
-/// Long enough to gather the shares of a busy farm into one segment, short enough that
-/// a miner never notices: pools answer in tens of milliseconds anyway.
-pub const DEFAULT_SUBMIT_COALESCE_MS: u64 = 5;
+/// Long enough to gather the shares of a busy farm into one segment (10,000 miners on
+/// five connections: about ten shares per write, and a third of the agent's CPU of a
+/// 5 ms window, see the README's benchmark), short enough not to matter: a share is
+/// good for as long as its job, tens of seconds.
+pub const DEFAULT_SUBMIT_COALESCE_MS: u64 = 50;
 /// Beyond a second the coalescing delay would be noticed as share latency.
 pub const MAX_SUBMIT_COALESCE_MS: u64 = 1000;
 

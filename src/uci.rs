@@ -529,7 +529,7 @@ mod tests {
                     "pool_connection_dial_timeout_seconds": 15,
                     "pool_connection_read_timeout_seconds": 60,
                     "fake_job_notify_interval_seconds": 30,
-                    "submit_coalesce_ms": 5
+                    "submit_coalesce_ms": 50
                 },
                 "status_file": "/var/run/btcagent/status.json",
                 "status_interval_seconds": 5,

@@ -315,7 +315,7 @@ return view.extend({
 
 		o = s.taboption('advanced', form.Value, 'submit_coalesce_ms', _('Share batching (ms)'),
 			_('Shares written within this many milliseconds go out in one TCP segment, saving packets on slow links; 0 sends each share at once.'));
-		o.placeholder = '5';
+		o.placeholder = '50';
 		o.validate = nonNegativeInteger;
 
 		o = s.taboption('advanced', form.Flag, 'http_debug_enable', _('HTTP debug endpoint'),
