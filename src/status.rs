@@ -412,10 +412,9 @@ async fn file_loop(agent: Rc<Agent>, path: PathBuf, interval: Duration) {
                 }
             }
         }
-        // A buffer grown by a crowd that left is not kept.
-        if buf.capacity() > 4 * buf.len().max(64 * 1024) {
-            buf = Vec::new();
-        }
+        // Not kept between writes: at 10,000 miners it is 2.5 MB of resident memory
+        // for a few milliseconds of work every few seconds.
+        buf = Vec::new();
         Timer::after(interval).await;
     }
 }
