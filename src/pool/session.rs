@@ -171,10 +171,6 @@ impl PoolSession {
         self.miners.borrow().values().next().cloned()
     }
 
-    pub fn miners(&self) -> Vec<Rc<MinerSession>> {
-        self.miners.borrow().values().cloned().collect()
-    }
-
     pub fn version_mask(&self) -> u32 {
         if self.verrol.get() {
             self.version_mask.get()
@@ -194,18 +190,6 @@ impl PoolSession {
     /// The pool answers each share (it announced "subres" and the config asks for it).
     pub fn share_responses(&self) -> bool {
         self.subres.get()
-    }
-
-    pub fn difficulty(&self) -> f64 {
-        self.difficulty.get()
-    }
-
-    pub fn last_job(&self) -> Option<Rc<Job>> {
-        self.last_job.borrow().clone()
-    }
-
-    pub fn pending_responses(&self) -> usize {
-        self.pending.borrow().len()
     }
 
     /// Ends the connection; the session's reader returns `reason`.
