@@ -34,3 +34,49 @@ pub fn now_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// A stats mutex, usable even after a panicking holder (stats stay readable).
+pub(crate) fn lock<S>(stats: &std::sync::Mutex<S>) -> std::sync::MutexGuard<'_, S> {
+    stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `stats` every `every` until `condition` holds (true) or `timeout` passes (false),
+/// blocking the calling thread.
+pub(crate) fn wait_for<S>(
+    stats: &std::sync::Mutex<S>,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut condition: impl FnMut(&S) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition(&lock(stats)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// [`wait_for`] for async code.
+pub(crate) async fn wait_for_async<S>(
+    stats: &std::sync::Mutex<S>,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut condition: impl FnMut(&S) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition(&lock(stats)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        smol::Timer::after(every).await;
+    }
+}

@@ -172,11 +172,7 @@ pub struct MinerSwarm {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn lock(stats: &Mutex<SwarmStats>) -> MutexGuard<'_, SwarmStats> {
-    stats
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::lock;
 
 impl MinerSwarm {
     pub fn start(config: MinerSwarmConfig) -> io::Result<MinerSwarm> {
@@ -225,35 +221,17 @@ impl MinerSwarm {
     pub fn wait_until(
         &self,
         timeout: Duration,
-        mut condition: impl FnMut(&SwarmStats) -> bool,
+        condition: impl FnMut(&SwarmStats) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if condition(&lock(&self.stats)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::wait_for(&self.stats, timeout, Duration::from_millis(10), condition)
     }
 
     pub async fn wait_until_async(
         &self,
         timeout: Duration,
-        mut condition: impl FnMut(&SwarmStats) -> bool,
+        condition: impl FnMut(&SwarmStats) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if condition(&lock(&self.stats)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            Timer::after(Duration::from_millis(10)).await;
-        }
+        crate::wait_for_async(&self.stats, timeout, Duration::from_millis(10), condition).await
     }
 
     pub fn stop(mut self) {

@@ -19,7 +19,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Difficulty 2^-30 written as a decimal: a share in about 4 hashes.
 pub const EASY_DIFFICULTY: &str = "0.000000000931322574615478515625";
@@ -248,11 +248,7 @@ pub struct PoolSim {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn lock(stats: &Mutex<PoolStats>) -> MutexGuard<'_, PoolStats> {
-    stats
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::lock;
 
 fn check_difficulty_text(text: &str) -> io::Result<f64> {
     let is_json_number = matches!(serde_json::from_str::<Value>(text), Ok(Value::Number(_)));
@@ -312,38 +308,16 @@ impl PoolSim {
 
     /// Polls the stats until `condition` holds (true) or `timeout` passes (false).
     /// Blocks the calling thread; from async code use [`PoolSim::wait_until_async`].
-    pub fn wait_until(
-        &self,
-        timeout: Duration,
-        mut condition: impl FnMut(&PoolStats) -> bool,
-    ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if condition(&lock(&self.stats)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    pub fn wait_until(&self, timeout: Duration, condition: impl FnMut(&PoolStats) -> bool) -> bool {
+        crate::wait_for(&self.stats, timeout, Duration::from_millis(5), condition)
     }
 
     pub async fn wait_until_async(
         &self,
         timeout: Duration,
-        mut condition: impl FnMut(&PoolStats) -> bool,
+        condition: impl FnMut(&PoolStats) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if condition(&lock(&self.stats)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            Timer::after(Duration::from_millis(5)).await;
-        }
+        crate::wait_for_async(&self.stats, timeout, Duration::from_millis(5), condition).await
     }
 
     fn request(&self, command: Command) -> io::Result<()> {
