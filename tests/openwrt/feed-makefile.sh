@@ -11,28 +11,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 TOP=$WORK/openwrt
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL $1"
-	if [ -n "${2:-}" ] && [ -f "$2" ]; then sed 's/^/     | /' "$2"; fi
-}
-check() {
-	local name=$1
-	shift
-	if "$@" >"$WORK/check.out" 2>&1; then pass "$name"; else fail "$name" "$WORK/check.out"; fi
-}
-same() {
-	if [ "$2" = "$3" ]; then
-		pass "$1"
-	else
-		printf 'expected: %s\nactual:   %s\n' "$2" "$3" >"$WORK/same.out"
-		fail "$1" "$WORK/same.out"
-	fi
-}
+# shellcheck source=tests/openwrt/lib/checks.sh
+. "$ROOT/tests/openwrt/lib/checks.sh"
 
 if ! command -v make >/dev/null; then
 	echo "make is missing: run scripts/test-deps-openwrt.sh"

@@ -9,15 +9,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 INIT="$ROOT/openwrt/files/btcagent.init"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL $1"
-	[ -z "${2:-}" ] || sed 's/^/     | /' "$2"
-}
+# shellcheck source=tests/openwrt/lib/checks.sh
+. "$ROOT/tests/openwrt/lib/checks.sh"
 
 # The stand-ins. config_get/config_get_bool behave like OpenWrt's functions.sh over
 # CONFIG_<section>_<option> variables (config_load would set them from the file);

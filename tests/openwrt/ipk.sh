@@ -10,30 +10,8 @@ BUILD="$ROOT/scripts/build-ipk.sh"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export SOURCE_DATE_EPOCH=1700000000
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL $1"
-	if [ -n "${2:-}" ] && [ -f "$2" ]; then sed 's/^/     | /' "$2"; fi
-}
-# check NAME COMMAND...: pass when the command succeeds.
-check() {
-	local name=$1
-	shift
-	if "$@" >"$WORK/check.out" 2>&1; then pass "$name"; else fail "$name" "$WORK/check.out"; fi
-}
-# same NAME EXPECTED ACTUAL
-same() {
-	if [ "$2" = "$3" ]; then
-		pass "$1"
-	else
-		printf 'expected: %s\nactual:   %s\n' "$2" "$3" >"$WORK/same.out"
-		fail "$1" "$WORK/same.out"
-	fi
-}
+# shellcheck source=tests/openwrt/lib/checks.sh
+. "$ROOT/tests/openwrt/lib/checks.sh"
 
 VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n 1)
 PKG_VERSION=$(sed -n 's/^PKG_VERSION:=//p' "$ROOT/openwrt/Makefile")
