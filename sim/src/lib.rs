@@ -17,6 +17,7 @@
 //! ([`job::job_sent_at_us`]), so a miner in another process can measure fan-out latency.
 
 pub mod bitcoin;
+pub mod cli;
 pub mod conn;
 pub mod exmsg;
 pub mod framing;

@@ -1,9 +1,10 @@
 //! minersim: a swarm of simulated Stratum V1 miners in one process.
 
+use btcagent_sim::cli::{self, secs};
 use btcagent_sim::miner::{MinerSwarm, MinerSwarmConfig};
 use btcagent_sim::rlimit;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HELP: &str = "\
 minersim: N simulated Stratum V1 miners that really mine (at easy difficulties)
@@ -95,21 +96,11 @@ fn run() -> Result<bool, String> {
     }
     rlimit::catch_termination();
     let swarm = MinerSwarm::start(config).map_err(|e| format!("cannot start: {e}"))?;
-    let started = Instant::now();
     let stats_every = secs("--stats-interval", stats_every)?.unwrap_or(Duration::from_secs(5));
     let duration = secs("--duration", duration)?;
-    let mut next_print = started + stats_every;
-    while !rlimit::termination_requested() && within(duration, started) {
-        std::thread::sleep(Duration::from_millis(100));
-        if Instant::now() >= next_print {
-            next_print += stats_every;
-            println!(
-                "minersim {:>5.0}s {}",
-                started.elapsed().as_secs_f64(),
-                swarm.stats().summary()
-            );
-        }
-    }
+    cli::run_until_stopped("minersim", duration, stats_every, || {
+        swarm.stats().summary()
+    });
     let stats = swarm.stats();
     swarm.stop();
     println!("minersim final: {}", stats.summary());
@@ -118,25 +109,4 @@ fn run() -> Result<bool, String> {
         stats.connects, stats.connect_failures, stats.reconnect_requests, stats.errors_by_method, stats.hashes
     );
     Ok(stats.accepted > 0)
-}
-
-/// Seconds from the command line: 0 = none; negative, NaN or absurd = an error.
-fn secs(option: &str, value: f64) -> Result<Option<Duration>, String> {
-    if value == 0.0 {
-        return Ok(None);
-    }
-    match Duration::try_from_secs_f64(value) {
-        Ok(d) if value <= 1e9 => Ok(Some(d)),
-        _ => Err(format!(
-            "{option} {value:?}: need seconds between 0 and 1e9"
-        )),
-    }
-}
-
-/// True while `duration` (None = forever) has not passed since `started`.
-fn within(duration: Option<Duration>, started: Instant) -> bool {
-    match duration {
-        Some(d) => started.elapsed() < d,
-        None => true,
-    }
 }

@@ -1,9 +1,10 @@
 //! poolsim: a BTCAgent-protocol pool simulator for demos and load tests.
 
 use btcagent_sim::bitcoin::parse_hex_u32;
+use btcagent_sim::cli::{self, secs};
 use btcagent_sim::pool::{PoolSim, PoolSimConfig, PoolStats, EASY_DIFFICULTY};
 use btcagent_sim::rlimit;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HELP: &str = "\
 poolsim: simulated btcpool server speaking the BTCAgent protocol
@@ -25,19 +26,6 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("poolsim: {e}");
         std::process::exit(2);
-    }
-}
-
-/// Seconds from the command line: 0 = none; negative, NaN or absurd = an error.
-fn secs(option: &str, value: f64) -> Result<Option<Duration>, String> {
-    if value == 0.0 {
-        return Ok(None);
-    }
-    match Duration::try_from_secs_f64(value) {
-        Ok(d) if value <= 1e9 => Ok(Some(d)),
-        _ => Err(format!(
-            "{option} {value:?}: need seconds between 0 and 1e9"
-        )),
     }
 }
 
@@ -89,19 +77,7 @@ fn run() -> Result<(), String> {
     rlimit::catch_termination();
     let pool = PoolSim::start(config).map_err(|e| format!("cannot start: {e}"))?;
     println!("poolsim listening on {}", pool.addr());
-    let started = Instant::now();
-    let mut next_print = started + stats_every;
-    while !rlimit::termination_requested() && within(duration, started) {
-        std::thread::sleep(Duration::from_millis(100));
-        if Instant::now() >= next_print {
-            next_print += stats_every;
-            println!(
-                "poolsim {:>5.0}s {}",
-                started.elapsed().as_secs_f64(),
-                pool.stats().summary()
-            );
-        }
-    }
+    cli::run_until_stopped("poolsim", duration, stats_every, || pool.stats().summary());
     let stats = pool.stats();
     pool.stop();
     report(&stats);
@@ -116,13 +92,5 @@ fn report(stats: &PoolStats) {
     }
     if stats.worker_valid.is_empty() {
         println!("  (none)");
-    }
-}
-
-/// True while `duration` (None = forever) has not passed since `started`.
-fn within(duration: Option<Duration>, started: Instant) -> bool {
-    match duration {
-        Some(d) => started.elapsed() < d,
-        None => true,
     }
 }
