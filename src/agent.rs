@@ -76,10 +76,6 @@ impl Agent {
         &self.naming
     }
 
-    pub fn user_agent(&self) -> String {
-        format!("btcagent/{}", env!("CARGO_PKG_VERSION"))
-    }
-
     pub fn spawn(&self, fut: impl Future<Output = ()> + 'static) {
         self.ex.spawn(fut).detach();
     }

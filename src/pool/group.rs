@@ -442,7 +442,7 @@ async fn open(
         agent.config().advanced.submit_coalesce,
     ));
     session.set_writer(writer);
-    session.send_handshake(agent);
+    session.send_handshake();
     let mut frames = FrameReader::new(256 * 1024);
     frames.extend(&leftover);
     match session

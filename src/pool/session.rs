@@ -8,6 +8,7 @@ use crate::protocol::exmessage::{ExMessage, Share};
 use crate::protocol::framing::{Frame, FrameReader};
 use crate::protocol::job::{rewrite_notify, Job};
 use crate::protocol::stratum::{self, Message};
+use crate::protocol::worker;
 use crate::upstream::PoolStream;
 use async_io::Timer;
 use serde_json::Value;
@@ -220,7 +221,7 @@ impl PoolSession {
     /// The handshake of the protocol page, up to authorize; the second capabilities
     /// request follows the authorize result (the pool turns on share responses only
     /// when it arrives after authorization).
-    pub fn send_handshake(&self, agent: &Agent) {
+    pub fn send_handshake(&self) {
         let caps = self.capabilities();
         let mut out = Vec::with_capacity(512);
         out.extend(stratum::request("\"caps\"", "agent.get_capabilities", caps));
@@ -229,7 +230,7 @@ impl PoolSession {
             "mining.configure",
             r#"[["version-rolling"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":0}]"#,
         ));
-        let ua = serde_json::to_string(&agent.user_agent()).unwrap_or_default();
+        let ua = serde_json::to_string(worker::AGENT_USER_AGENT).unwrap_or_default();
         out.extend(stratum::request(
             "\"subscribe\"",
             "mining.subscribe",

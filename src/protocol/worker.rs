@@ -1,6 +1,14 @@
-//! Who a miner is at the pool: sub-account and worker name from its login.
+//! Who a miner is at the pool: sub-account and worker name from its login, and who
+//! the agent says it is.
 
 use std::net::IpAddr;
+
+/// The `mining.subscribe` user agent sent to the pool. sserver cuts it to 30 bytes,
+/// keeps only `[A-Za-z0-9-._:|^/]` and treats the connection as an agent (the only
+/// way ex-messages are read at all) when it starts with `btccom-agent/`
+/// (StratumSession.cc `setClientAgent`); the `-rust` suffix tells this agent apart
+/// from the original's `btccom-agent/2.0.0-mu`.
+pub const AGENT_USER_AGENT: &str = concat!("btccom-agent/", env!("CARGO_PKG_VERSION"), "-rust");
 
 /// Worker name used when nothing usable is left after filtering.
 pub const DEFAULT_WORKER: &str = "__default__";
@@ -86,6 +94,21 @@ impl NamingRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What sserver keeps of a user agent before it checks the prefix.
+    const POOL_USER_AGENT_LEN: usize = 30;
+
+    #[test]
+    fn the_pool_sees_an_agent() {
+        let ua = AGENT_USER_AGENT;
+        assert!(ua.len() <= POOL_USER_AGENT_LEN, "{ua} is cut by the pool");
+        assert!(ua.starts_with("btccom-agent/"), "{ua}");
+        assert!(
+            ua.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:|^/".contains(&b)),
+            "the pool would filter characters out of {ua}"
+        );
+    }
 
     #[test]
     fn logins() {
