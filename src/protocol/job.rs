@@ -22,6 +22,8 @@ pub struct Job {
     pub id: u8,
     /// Header ntime of the job; a share with another ntime needs the _TIME form.
     pub ntime: u32,
+    /// The pool's clean_jobs: a new block, after which no older job counts.
+    pub clean: bool,
     /// `mining.notify` line with the pool's clean_jobs flag.
     pub notify: Rc<[u8]>,
     /// The same job with clean_jobs = true, for a miner that has not seen the previous ones.
@@ -127,6 +129,7 @@ fn finish(id: u8, ntime: u32, mut params: Vec<Value>, clean: bool) -> Job {
     Job {
         id,
         ntime,
+        clean,
         notify,
         notify_clean,
         params,
@@ -174,6 +177,8 @@ mod tests {
     fn clean_job_shares_one_buffer() {
         let job = rewrite_notify(&NOTIFY.replace("false]", "true]"), "00000001", 3).unwrap();
         assert!(Rc::ptr_eq(&job.notify, &job.notify_clean));
+        assert!(job.clean);
+        assert!(!rewrite_notify(NOTIFY, "00000001", 3).unwrap().clean);
     }
 
     #[test]

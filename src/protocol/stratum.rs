@@ -63,6 +63,8 @@ impl<'a> Message<'a> {
 pub mod code {
     pub const OTHER: i32 = 20;
     pub const JOB_NOT_FOUND: i32 = 21;
+    pub const TIME_TOO_NEW: i32 = 32;
+    pub const ILLEGAL_VERSION_MASK: i32 = 33;
     pub const UNAUTHORIZED: i32 = 24;
     pub const NOT_SUBSCRIBED: i32 = 25;
     pub const ILLEGAL_METHOD: i32 = 26;
@@ -77,23 +79,36 @@ pub fn status_is_accepted(status: u32) -> bool {
     matches!(status, 1798084231 | 950395421 | 1422486894 | 1713984938)
 }
 
-/// A readable reason for a pool rejection code.
-pub fn status_text(status: u32) -> &'static str {
+/// SUBMIT_RESPONSE carries sserver's raw codes; 36 (job not found) and 37 (stale
+/// share) are what sserver's own JSON path shows miners as 21, since miners know only
+/// that one (StratumSessionBitcoin.cc `responseError`).
+pub fn status_for_miner(status: u32) -> i32 {
     match status {
-        21 | 36 => "Job not found (=stale)",
+        36 | 37 => code::JOB_NOT_FOUND,
+        s => i32::try_from(s).unwrap_or(code::OTHER),
+    }
+}
+
+/// The reason sserver gives for a rejection code (Stratum.cc `StratumStatus::toString`).
+pub fn status_text(status: i32) -> &'static str {
+    match status {
+        0 => "Share rejected",
+        21 => "Job not found (=stale)",
         22 => "Duplicate share",
-        23 => "Low difficulty share",
+        23 => "Low difficulty",
         24 => "Unauthorized worker",
         25 => "Not subscribed",
         26 => "Illegal method",
         27 => "Illegal params",
+        28 => "Ip banned",
         29 => "Invalid username",
         30 => "Internal error",
         31 => "Time too old",
         32 => "Time too new",
-        33 => "Illegal version mask",
+        33 => "Invalid version mask",
+        36 => "Job not found",
         37 => "Stale share",
-        _ => "Rejected",
+        _ => "Unknown",
     }
 }
 
@@ -155,6 +170,14 @@ pub fn parse_hex_u32(v: &serde_json::Value) -> Option<u32> {
     }
     u32::from_str_radix(s, 16).ok()
 }
+
+/// Parses a share field that must be exactly 8 hex digits (extranonce2, ntime, nonce).
+pub fn parse_hex8(v: &serde_json::Value) -> Option<u32> {
+    v.as_str().filter(|s| s.len() == 8).and(parse_hex_u32(v))
+}
+
+/// sserver rejects a share whose ntime is more than this past its job's (32).
+pub const MAX_NTIME_AHEAD: u32 = 600;
 
 /// Lower-case 8-digit hex of a u32, as Stratum writes versions, masks and ids.
 pub fn hex8(v: u32) -> String {
@@ -242,6 +265,10 @@ mod tests {
         assert_eq!(parse_hex_u32(&json!("")), None);
         assert_eq!(parse_hex_u32(&json!("+1")), None);
         assert_eq!(hex8(0x1fffe000), "1fffe000");
+        assert_eq!(parse_hex8(&json!("0000abcd")), Some(0xabcd));
+        assert_eq!(parse_hex8(&json!("abcd")), None);
+        assert_eq!(parse_hex8(&json!("0000abcd0")), None);
+        assert_eq!(parse_hex8(&json!("+000abcd")), None);
     }
 
     #[test]
@@ -250,5 +277,11 @@ mod tests {
         assert!(status_is_accepted(1713984938));
         assert!(!status_is_accepted(23));
         assert_eq!(status_text(22), "Duplicate share");
+        assert_eq!(status_for_miner(36), 21);
+        assert_eq!(status_for_miner(37), 21);
+        assert_eq!(status_text(status_for_miner(37)), "Job not found (=stale)");
+        assert_eq!(status_for_miner(23), 23);
+        assert_eq!(status_for_miner(2147483647), 2147483647);
+        assert_eq!(status_for_miner(u32::MAX), code::OTHER);
     }
 }

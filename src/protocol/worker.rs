@@ -44,11 +44,13 @@ pub fn split_login(
     }
 }
 
-/// Keeps only `a-z A-Z 0-9 , = / . - _ : | ^` (what the pool accepts).
+/// Keeps only `a-z A-Z 0-9 - . _ : | ^ /`, as sserver does with every name it
+/// registers (Stratum.cc `filterWorkerName`), so logs and status show the name the
+/// pool shows. The original agent also kept `,` and `=`; the pool drops them.
 pub fn filter_worker_name(name: &str) -> String {
     let kept: String = name
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || ",=/.-_:|^".contains(*c))
+        .filter(|c| c.is_ascii_alphanumeric() || "-._:|^/".contains(*c))
         .take(MAX_WORKER_LEN)
         .collect();
     if kept.is_empty() {
@@ -127,10 +129,9 @@ mod tests {
     #[test]
     fn filtering() {
         assert_eq!(filter_worker_name("s19 #1<script>"), "s191script");
-        assert_eq!(
-            filter_worker_name("a,b=c/d.e-f_g:h|i^j"),
-            "a,b=c/d.e-f_g:h|i^j"
-        );
+        assert_eq!(filter_worker_name("a/d.e-f_g:h|i^j"), "a/d.e-f_g:h|i^j");
+        assert_eq!(filter_worker_name("rig-3,a=b c!"), "rig-3abc");
+        assert_eq!(filter_worker_name(",="), DEFAULT_WORKER);
         assert_eq!(filter_worker_name("矿机"), DEFAULT_WORKER);
         assert_eq!(filter_worker_name(""), DEFAULT_WORKER);
         assert_eq!(filter_worker_name(&"x".repeat(500)).len(), MAX_WORKER_LEN);
