@@ -318,13 +318,15 @@ fn multi_user_mode_opens_connections_per_subaccount_and_closes_them() {
                 && subs.iter().filter(|x| *x == "bob").count() == 2
         });
         // Miners spread over alice's connections: the fewest-miners connection first.
+        // (A miner moved off a connection stays registered there for a grace period,
+        // so the busier one may count its departing miners too.)
         wait_pool(&pool, &agent, "alice's miners spread 2 + 2", |s| {
             let n: Vec<usize> = s
                 .open_connections()
                 .filter(|c| c.sub_account.as_deref() == Some("alice"))
                 .map(|c| c.sessions.len())
                 .collect();
-            n == [2, 2]
+            n.len() == 2 && n.iter().all(|&k| k >= 2)
         });
         for m in a.iter_mut() {
             m.catch_up().await; // a miner moved to balance the load has a new job waiting
@@ -445,38 +447,38 @@ fn first_miners_of_a_new_subaccount_wait_for_its_connection() {
 }
 
 #[test]
-fn pool_difficulty_reaches_every_miner_and_the_latest_greets_newcomers() {
+fn only_the_connections_first_difficulty_reaches_miners() {
+    // sserver's later mining.set_difficulty on an agent connection comes from a
+    // controller that never sees a share and only decays (DiffController.cc): shares
+    // are judged at each worker's own difficulty, which starts at that first value.
     let pool = pool();
     let agent = AgentProc::start(config_for(&[pool.addr()], json!({})));
     block_on(async {
         let mut a = Miner::login(&agent, "farm1.a", false).await;
-        let mut b = Miner::login(&agent, "farm1.b", false).await;
+        let first = 2f64.powi(-30); // EASY_DIFFICULTY
+        assert_eq!(a.difficulty, first, "the pool's first value");
         for text in ["0.00000000093", "0.0000000012"] {
             pool.set_difficulty(text).unwrap();
-            for m in [&mut a, &mut b] {
-                let raw = m.conn.read_line(T).await.unwrap();
+            // The job comes after the difficulty on the pool's stream: whatever the
+            // agent forwarded of it is on the miner's stream before the job.
+            pool.new_job(false);
+            loop {
+                let raw = a.conn.read_line(T).await.unwrap();
                 assert!(
-                    raw.contains(&format!("\"params\":[{text}]")),
-                    "exactly as sent: {raw}"
+                    !raw.contains("mining.set_difficulty"),
+                    "a later connection difficulty was forwarded: {raw}"
                 );
-                m.absorb(&serde_json::from_str(&raw).unwrap());
+                let v: Value = serde_json::from_str(&raw).unwrap();
+                a.absorb(&v);
+                if v["method"] == "mining.notify" {
+                    break;
+                }
             }
         }
-        let mut c = Miner::connect(&agent).await;
-        c.conn.request("mining.subscribe", json!([])).await.unwrap();
-        c.conn
-            .request("mining.authorize", json!(["farm1.c", "x"]))
-            .await
-            .unwrap();
-        let raw = loop {
-            let line = c.conn.read_line(T).await.unwrap();
-            if line.contains("\"method\":\"mining.set_difficulty\"") {
-                break line;
-            }
-        };
-        assert!(
-            raw.contains("[0.0000000012]"),
-            "the latest difficulty greets a newcomer: {raw}"
+        let c = Miner::login(&agent, "farm1.c", false).await;
+        assert_eq!(
+            c.difficulty, first,
+            "a newcomer starts at the first difficulty too"
         );
         assert_eq!(a.submit_share(0, 0).await["result"], json!(true));
     });
@@ -529,11 +531,11 @@ fn miners_move_to_a_sibling_connection_without_disconnecting() {
         for i in 0..4 {
             miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
         }
+        // 2 + 2 (the connection the rebalance took miners from still has the moved
+        // ones registered for a grace period).
         wait_pool(&pool, &agent, "2 + 2", |s| {
-            s.open_connections()
-                .map(|c| c.sessions.len())
-                .collect::<Vec<_>>()
-                == [2, 2]
+            let n: Vec<usize> = s.open_connections().map(|c| c.sessions.len()).collect();
+            n.len() == 2 && n.iter().all(|&k| k >= 2)
         });
         let victim = pool.stats().open_connections().next().unwrap().id;
         pool.drop_connection(victim);

@@ -458,23 +458,25 @@ impl MinerSession {
             self.send(agent, &stratum::result_line(id, "true"));
             return;
         }
-        let pool = self.pool.borrow().clone();
-        let Some(pool) = pool.filter(|p| p.is_up()) else {
+        // The job names its connection: the miner's own, or the one it was just moved
+        // from, which still takes shares on its jobs for a while. Anything else, and a
+        // job that connection's pool has forgotten, is stale: sending it would only
+        // earn a rejection (or, without share responses, a false "accepted").
+        let job = parse_miner_job_id(job_text).and_then(|(conn, job_id)| {
+            let pool = crate::pool::session_for_share(self, conn)?;
+            let ntime = pool.job_ntime(job_id)?;
+            Some((pool, job_id, ntime))
+        });
+        let Some((pool, job_id, job_ntime)) = job else {
             self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
             return;
         };
-        // A job of another connection (from before a move) is stale here.
-        let job = parse_miner_job_id(job_text)
-            .filter(|(conn, _)| *conn == pool.id)
-            .and_then(|(_, j)| pool.job_ntime(j).map(|t| (j, t)));
-        let Some((job_id, job_ntime)) = job else {
-            self.reject(agent, id, code::JOB_NOT_FOUND, "Job not found (=stale)");
-            return;
-        };
+        // Exactly as wide as the header needs: a shorter extranonce2 would build
+        // another coinbase than the one the pool rebuilds from `%016x`.
         let fields = (
-            stratum::parse_hex_u32(&params[2]),
-            stratum::parse_hex_u32(&params[3]),
-            stratum::parse_hex_u32(&params[4]),
+            stratum::parse_hex8(&params[2]),
+            stratum::parse_hex8(&params[3]),
+            stratum::parse_hex8(&params[4]),
         );
         let (Some(extranonce2), Some(ntime), Some(nonce)) = fields else {
             self.reject(agent, id, code::ILLEGAL_PARAMS, "Illegal params");
@@ -485,12 +487,26 @@ impl MinerSession {
             Some(v) => match stratum::parse_hex_u32(v) {
                 Some(m) => Some(m),
                 None => {
-                    self.reject(agent, id, code::ILLEGAL_PARAMS, "Illegal version mask");
+                    self.reject(agent, id, code::ILLEGAL_PARAMS, "Illegal params");
                     return;
                 }
             },
         };
         let version_mask = version_mask.filter(|&m| m != 0);
+        // What sserver rejects for certain, answered here instead of sent.
+        if ntime > job_ntime.saturating_add(stratum::MAX_NTIME_AHEAD) {
+            self.reject(agent, id, code::TIME_TOO_NEW, "Time too new");
+            return;
+        }
+        if version_mask.is_some_and(|m| m & !pool.version_mask() != 0) {
+            self.reject(
+                agent,
+                id,
+                code::ILLEGAL_VERSION_MASK,
+                "Invalid version mask",
+            );
+            return;
+        }
         let share = Share {
             job_id,
             session_id: self.sid,

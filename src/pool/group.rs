@@ -5,7 +5,7 @@
 //! when a connection dies its miners move to a sibling without noticing (their
 //! extranonce1 is their session id, not tied to a connection).
 
-use super::session::PoolSession;
+use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
 use crate::config::PoolEntry;
 use crate::miner::{MinerSession, MinerState};
@@ -151,7 +151,10 @@ impl PoolGroup {
     /// A miner left the agent.
     pub fn leave(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
         if let Some(pool) = miner.pool.borrow_mut().take() {
-            pool.release(miner);
+            pool.release(miner, Departure::Now);
+        }
+        for s in self.sessions.borrow().iter() {
+            s.forget(miner.sid);
         }
         self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
@@ -215,8 +218,21 @@ impl PoolGroup {
 
     /// A connection that comes up late, or back after a failure, takes miners from the
     /// busiest siblings until loads differ by at most one: otherwise the survivors of
-    /// every outage would carry the farm for good. A moved miner only gets a clean job.
+    /// every outage would carry the farm for good. A moved miner only gets a clean job,
+    /// and its shares on the old connection's jobs still go there (see
+    /// [`PoolSession::release`]). Loads that differ by no more than [`rebalance_margin`]
+    /// are left alone: a move costs the miner its current work.
     fn rebalance(&self, agent: &Rc<Agent>, fresh: &Rc<PoolSession>) {
+        let (busiest, total, up) = {
+            let sessions = self.sessions.borrow();
+            let up: Vec<_> = sessions.iter().filter(|s| s.is_up()).collect();
+            let busiest = up.iter().map(|s| s.miner_count()).max().unwrap_or(0);
+            let total: usize = up.iter().map(|s| s.miner_count()).sum();
+            (busiest, total, up.len())
+        };
+        if busiest <= fresh.miner_count() + rebalance_margin(total, up) {
+            return;
+        }
         let mut moved = 0;
         loop {
             let busiest = self
@@ -233,7 +249,7 @@ impl PoolGroup {
             let Some(miner) = busiest.any_miner() else {
                 break;
             };
-            busiest.release(&miner);
+            busiest.release(&miner, Departure::AfterGrace);
             fresh.adopt(agent, &miner);
             moved += 1;
         }
@@ -296,6 +312,27 @@ impl PoolGroup {
             agent.spawn(feed_fake_jobs(agent.clone(), self.clone()));
         }
     }
+}
+
+/// How far apart connection loads may be before a connection coming up takes miners:
+/// a tenth of an even share, and at least two miners.
+fn rebalance_margin(miners: usize, connections: usize) -> usize {
+    (miners / (10 * connections.max(1))).max(2)
+}
+
+/// The session a miner's share goes to: the job names its connection (the miner's
+/// own, or the one it was just moved from while that one still takes its shares).
+pub fn session_for_share(miner: &MinerSession, connection: u32) -> Option<Rc<PoolSession>> {
+    let current = miner.pool.borrow().clone().filter(|p| p.is_up());
+    if let Some(pool) = current.filter(|p| p.id == connection) {
+        return Some(pool);
+    }
+    let group = miner.group.borrow();
+    let sessions = group.as_ref()?.sessions.borrow();
+    sessions
+        .iter()
+        .find(|s| s.id == connection && s.is_up() && s.still_registered(miner.sid))
+        .cloned()
 }
 
 fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
@@ -455,5 +492,18 @@ async fn open(
             session.shut(agent);
             Err(format!("{} via {}: {why}", session.name(), session.route))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rebalance_margin;
+
+    #[test]
+    fn small_differences_are_left_alone() {
+        assert_eq!(rebalance_margin(1, 5), 2);
+        assert_eq!(rebalance_margin(40, 5), 2);
+        assert_eq!(rebalance_margin(1000, 5), 20);
+        assert_eq!(rebalance_margin(10_000, 0), 1000);
     }
 }

@@ -6,7 +6,9 @@
 //! jobs out to its miners (one serialized buffer for all), and answers share results.
 
 mod group;
+mod jobs;
+mod pending;
 mod session;
 
-pub use group::PoolGroup;
-pub use session::{PoolSession, PoolState, PoolStats};
+pub use group::{session_for_share, PoolGroup};
+pub use session::{Departure, PoolSession, PoolState, PoolStats};

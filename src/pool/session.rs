@@ -1,5 +1,7 @@
 //! One connection to the pool, speaking the agent's side of the BTCAgent protocol.
 
+use super::jobs::JobBook;
+use super::pending::{PendingShares, VERDICT_TIMEOUT};
 use super::PoolGroup;
 use crate::agent::Agent;
 use crate::config::PoolEntry;
@@ -15,8 +17,9 @@ use serde_json::Value;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Unsent bytes to the pool beyond this mean it stopped reading.
@@ -25,8 +28,25 @@ const MAX_POOL_OUT: usize = 1024 * 1024;
 const MAX_PENDING: usize = 16 * 1024;
 /// The extranonce2 size the agent protocol needs: 4 bytes session id + 4 bytes miner.
 const POOL_EXTRANONCE2_SIZE: u64 = 8;
-/// Jobs remembered per connection, to validate submits and pick the form.
-const JOB_SLOTS: usize = 256;
+/// How long the handshake waits for the answer to the second capabilities request:
+/// sserver before late 2018 never answers `agent.get_capabilities`.
+const CAPABILITIES_PATIENCE: Duration = Duration::from_secs(3);
+/// A miner moved to a sibling connection stays registered on the one it left this
+/// long, so that the shares it found on that connection's jobs still count (sserver
+/// re-sends the latest job every 30 s, so by then nothing of the old jobs is mined).
+pub const MOVE_GRACE: Duration = Duration::from_secs(30);
+
+/// The pool's silence on capabilities is logged once per run, not per connection.
+static SILENT_CAPABILITIES_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// How a miner leaves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It left the agent: unregister it now.
+    Now,
+    /// It moved to a sibling connection: unregister it after [`MOVE_GRACE`].
+    AfterGrace,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolState {
@@ -55,20 +75,17 @@ pub struct PoolStats {
     pub bytes_down: Cell<u64>,
     pub writes: Cell<u32>,
     pub last_job_at: Cell<Option<Instant>>,
+    /// Shares that got no verdict within [`VERDICT_TIMEOUT`] (or were pushed out of a
+    /// full pending list): the miner was told so.
+    pub shares_unanswered: Cell<u32>,
+    /// Verdicts for no waiting share (late, or an index never sent).
+    pub verdicts_unmatched: Cell<u32>,
 }
 
-/// A share waiting for the pool's verdict.
+/// A share waiting for the pool's verdict; its index is its place in [`PendingShares`].
 struct Pending {
-    index: u16,
     miner: Weak<MinerSession>,
     id: Box<str>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct JobSlot {
-    /// 0 = empty; otherwise the job's place in the order jobs arrived.
-    seq: u32,
-    ntime: u32,
 }
 
 pub struct PoolSession {
@@ -85,12 +102,19 @@ pub struct PoolSession {
     subres: Cell<bool>,
     version_mask: Cell<u32>,
     miners: RefCell<HashMap<u16, Rc<MinerSession>>>,
-    jobs: RefCell<Vec<JobSlot>>,
-    job_seq: Cell<u32>,
+    /// Miners moved to a sibling, still registered here until the deadline.
+    departing: RefCell<HashMap<u16, Instant>>,
+    next_departure: Cell<Option<Instant>>,
+    jobs: RefCell<JobBook>,
     last_job: RefCell<Option<Rc<Job>>>,
-    /// The pool's latest `mining.set_difficulty`, as sent, for newly assigned miners.
+    /// The pool's first `mining.set_difficulty`, as sent: the pool's default, which is
+    /// what a worker registered on this connection starts at. Later ones come from a
+    /// connection-level controller that never sees a share and only decays
+    /// (DiffController.cc); per-worker difficulty arrives as MINING_SET_DIFF.
     difficulty_line: RefCell<Option<Rc<[u8]>>>,
     difficulty: Cell<f64>,
+    /// While the handshake waits for the second capabilities answer.
+    capabilities_deadline: Cell<Option<Instant>>,
     out: RefCell<Vec<u8>>,
     /// The writer holds bytes taken from `out` that are not yet with the kernel.
     writing: Cell<bool>,
@@ -98,8 +122,10 @@ pub struct PoolSession {
     wake: Sender<()>,
     kill: Sender<String>,
     kill_rx: Receiver<String>,
-    submit_index: Cell<u16>,
-    pending: RefCell<VecDeque<Pending>>,
+    /// Tells the reader that a deadline earlier than the one it sleeps to was set.
+    rearm: Sender<()>,
+    rearm_rx: Receiver<()>,
+    pending: RefCell<PendingShares<Pending>>,
     /// The writer task; dropped (cancelled) when the connection ends, which also closes
     /// the socket's write half.
     writer: RefCell<Option<smol::Task<()>>>,
@@ -116,6 +142,7 @@ impl PoolSession {
     ) -> (Rc<PoolSession>, Receiver<()>) {
         let (wake, wake_rx) = smol::channel::bounded(1);
         let (kill, kill_rx) = smol::channel::bounded(1);
+        let (rearm, rearm_rx) = smol::channel::bounded(1);
         let s = PoolSession {
             id,
             entry,
@@ -129,19 +156,22 @@ impl PoolSession {
             subres: Cell::new(false),
             version_mask: Cell::new(0),
             miners: RefCell::new(HashMap::new()),
-            jobs: RefCell::new(vec![JobSlot::default(); JOB_SLOTS]),
-            job_seq: Cell::new(0),
+            departing: RefCell::new(HashMap::new()),
+            next_departure: Cell::new(None),
+            jobs: RefCell::new(JobBook::default()),
             last_job: RefCell::new(None),
             difficulty_line: RefCell::new(None),
             difficulty: Cell::new(0.0),
+            capabilities_deadline: Cell::new(None),
             out: RefCell::new(Vec::new()),
             writing: Cell::new(false),
             urgent: Cell::new(false),
             wake,
             kill,
             kill_rx,
-            submit_index: Cell::new(0),
-            pending: RefCell::new(VecDeque::new()),
+            rearm,
+            rearm_rx,
+            pending: RefCell::new(PendingShares::new(MAX_PENDING)),
             writer: RefCell::new(None),
             stats: PoolStats::default(),
         };
@@ -301,6 +331,9 @@ impl PoolSession {
 
     /// Reads the pool until the connection ends. Returns `Ok` once the handshake is done
     /// if `until_up`, else runs until the end; `Err` carries why the connection ended.
+    /// Between reads it keeps the connection's own deadlines: shares waiting too long
+    /// for a verdict, miners whose grace period after a move is over, the handshake's
+    /// wait for capabilities.
     pub async fn read_loop(
         self: &Rc<Self>,
         agent: &Rc<Agent>,
@@ -310,6 +343,7 @@ impl PoolSession {
     ) -> Result<(), String> {
         let mut buf = vec![0u8; 16 * 1024];
         let read_timeout = agent.config().advanced.pool_connection_read_timeout;
+        let mut last_data = Instant::now();
         loop {
             while let Some(frame) = frames
                 .next_frame()
@@ -317,21 +351,32 @@ impl PoolSession {
             {
                 self.handle_frame(agent, frame)?;
             }
+            let now = Instant::now();
+            self.keep_deadlines(agent, now);
             if until_up.is_some() && self.is_up() {
                 return Ok(());
             }
-            let deadline = until_up.unwrap_or_else(|| Instant::now() + read_timeout);
+            let deadline = until_up.unwrap_or(last_data + read_timeout);
+            if now >= deadline {
+                return Err(match until_up {
+                    Some(_) => "handshake timed out".to_string(),
+                    None => format!("no data for {} s", read_timeout.as_secs()),
+                });
+            }
+            let wake_at = self.next_deadline().map_or(deadline, |at| at.min(deadline));
             let read = async {
                 r.read(&mut buf)
                     .await
+                    .map(Some)
                     .map_err(|e| format!("read failed: {e}"))
             };
             let timer = async {
-                Timer::at(deadline).await;
-                Err(match until_up {
-                    Some(_) => "handshake timed out".to_string(),
-                    None => format!("no data for {} s", read_timeout.as_secs()),
-                })
+                Timer::at(wake_at).await;
+                Ok(None)
+            };
+            let rearmed = async {
+                let _ = self.rearm_rx.recv().await;
+                Ok(None)
             };
             let killed = async {
                 Err(self
@@ -340,14 +385,77 @@ impl PoolSession {
                     .await
                     .unwrap_or_else(|_| "closed".into()))
             };
-            let n = smol::future::or(killed, smol::future::or(read, timer)).await?;
-            if n == 0 {
-                return Err("closed by the pool".into());
+            let read = smol::future::or(read, smol::future::or(timer, rearmed));
+            match smol::future::or(killed, read).await? {
+                None => continue,
+                Some(0) => return Err("closed by the pool".into()),
+                Some(n) => {
+                    last_data = Instant::now();
+                    self.stats
+                        .bytes_down
+                        .set(self.stats.bytes_down.get() + n as u64);
+                    frames.extend(&buf[..n]);
+                }
             }
-            self.stats
-                .bytes_down
-                .set(self.stats.bytes_down.get() + n as u64);
-            frames.extend(&buf[..n]);
+        }
+    }
+
+    /// The earliest of the connection's own deadlines.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.pending.borrow().next_deadline(VERDICT_TIMEOUT),
+            self.next_departure.get(),
+            self.capabilities_deadline.get(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Wakes the reader so it sleeps to an earlier deadline.
+    fn rearm(&self) {
+        let _ = self.rearm.try_send(());
+    }
+
+    fn keep_deadlines(&self, agent: &Rc<Agent>, now: Instant) {
+        let expired = self.pending.borrow_mut().expire(now, VERDICT_TIMEOUT);
+        for p in expired {
+            self.give_up(agent, p, "No response from pool");
+        }
+        if self.next_departure.get().is_some_and(|at| at <= now) {
+            self.unregister_departed(|deadline| deadline <= now);
+        }
+        if self.capabilities_deadline.get().is_some_and(|at| at <= now) {
+            self.capabilities_deadline.set(None);
+            if self.state.get() == PoolState::Handshaking {
+                if !SILENT_CAPABILITIES_LOGGED.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "{}: the pool did not answer agent.get_capabilities within {} s (an sserver older than late 2018?): no share responses from it",
+                        self.name(),
+                        CAPABILITIES_PATIENCE.as_secs()
+                    );
+                }
+                self.subres.set(false);
+                self.state.set(PoolState::Up);
+            }
+        }
+    }
+
+    /// Sends UNREGISTER_WORKER for the departing miners whose deadline `is_over`.
+    fn unregister_departed(&self, is_over: impl Fn(Instant) -> bool) {
+        let mut gone = Vec::new();
+        let mut departing = self.departing.borrow_mut();
+        departing.retain(|&sid, &mut deadline| {
+            let over = is_over(deadline);
+            if over {
+                gone.push(sid);
+            }
+            !over
+        });
+        self.next_departure.set(departing.values().min().copied());
+        drop(departing);
+        for session_id in gone {
+            self.send_ex(&ExMessage::UnregisterWorker { session_id }, false);
         }
     }
 
@@ -392,10 +500,18 @@ impl PoolSession {
                     self.verrol.set(caps.contains(&"verrol"));
                 }
                 if id == "\"caps_again\"" {
-                    self.subres
-                        .set(self.wants_subres() && caps.contains(&"subres"));
                     if self.state.get() == PoolState::Handshaking {
+                        self.subres
+                            .set(self.wants_subres() && caps.contains(&"subres"));
+                        self.capabilities_deadline.set(None);
                         self.state.set(PoolState::Up);
+                    } else {
+                        // Up without share responses since the wait ran out: turning
+                        // them on now would pair verdicts with the wrong shares.
+                        log::info!(
+                            "{}: capabilities answered late; share responses stay off on this connection",
+                            self.name()
+                        );
                     }
                 }
             }
@@ -435,6 +551,8 @@ impl PoolSession {
                     &stratum::request("\"caps_again\"", "agent.get_capabilities", caps),
                     true,
                 );
+                self.capabilities_deadline
+                    .set(Some(Instant::now() + CAPABILITIES_PATIENCE));
             }
             other => log::debug!("{}: response to unknown id {other}", self.name()),
         }
@@ -458,12 +576,13 @@ impl PoolSession {
                         return Ok(());
                     }
                 };
-                let seq = self.job_seq.get() + 1;
-                self.job_seq.set(seq);
-                self.jobs.borrow_mut()[job.id as usize] = JobSlot {
-                    seq,
-                    ntime: job.ntime,
-                };
+                self.jobs
+                    .borrow_mut()
+                    .add(job.id, job.ntime, job.clean, Instant::now());
+                if job.clean && !self.departing.borrow().is_empty() {
+                    // Every job a departing miner could still finish here is dead.
+                    self.unregister_departed(|_| true);
+                }
                 *self.last_job.borrow_mut() = Some(job.clone());
                 self.stats.jobs.set(self.stats.jobs.get() + 1);
                 self.stats.last_job_at.set(Some(Instant::now()));
@@ -483,6 +602,13 @@ impl PoolSession {
                     log::warn!("{}: ignoring mining.set_difficulty {params}", self.name());
                     return Ok(());
                 };
+                if self.difficulty_line.borrow().is_some() {
+                    log::debug!(
+                        "{}: not forwarding the connection's later mining.set_difficulty {params}",
+                        self.name()
+                    );
+                    return Ok(());
+                }
                 // Forwarded as the pool wrote it: fractional values stay exact.
                 let line: Rc<[u8]> = stratum::notification("mining.set_difficulty", params).into();
                 self.difficulty.set(value);
@@ -524,29 +650,22 @@ impl PoolSession {
     }
 
     fn on_submit_response(&self, agent: &Rc<Agent>, index: u16, status: u32) {
-        let mut pending = self.pending.borrow_mut();
-        while let Some(front) = pending.front() {
-            let behind = index.wrapping_sub(front.index);
-            if behind >= 0x8000 {
-                // A response for a share not waiting (answered locally when the
-                // pending list was full): nothing to do.
-                return;
-            }
-            let p = pending.pop_front().expect("front exists");
-            let Some(miner) = p.miner.upgrade() else {
-                continue;
-            };
-            if behind == 0 {
-                self.answer(agent, &miner, &p.id, status);
-                return;
-            }
-            // The pool skipped this one; say so rather than leave the miner waiting.
-            miner.reject(
-                agent,
-                &p.id,
-                stratum::code::INTERNAL_ERROR,
-                "No response from pool",
+        if !self.subres.get() {
+            return; // not asked for, or given up on during the handshake
+        }
+        let waiting = self.pending.borrow_mut().take(index);
+        let Some(p) = waiting else {
+            self.stats
+                .verdicts_unmatched
+                .set(self.stats.verdicts_unmatched.get() + 1);
+            log::debug!(
+                "{}: verdict {status} for share #{index}, which is not waiting",
+                self.name()
             );
+            return;
+        };
+        if let Some(miner) = p.miner.upgrade() {
+            self.answer(agent, &miner, &p.id, status);
         }
     }
 
@@ -561,15 +680,24 @@ impl PoolSession {
             self.stats
                 .shares_rejected
                 .set(self.stats.shares_rejected.get() + 1);
-            let code = i32::try_from(status).unwrap_or(stratum::code::OTHER);
-            miner.reject(agent, id, code, stratum::status_text(status));
+            let code = stratum::status_for_miner(status);
+            miner.reject(agent, id, code, stratum::status_text(code));
         }
     }
 
-    /// The ntime of job `job_id` if this connection has received it.
+    /// Tells the miner its share will get no verdict.
+    fn give_up(&self, agent: &Rc<Agent>, p: Pending, why: &str) {
+        self.stats
+            .shares_unanswered
+            .set(self.stats.shares_unanswered.get() + 1);
+        if let Some(miner) = p.miner.upgrade() {
+            miner.reject(agent, &p.id, stratum::code::INTERNAL_ERROR, why);
+        }
+    }
+
+    /// The ntime of job `job_id` while the pool still honours it (see [`JobBook`]).
     pub fn job_ntime(&self, job_id: u8) -> Option<u32> {
-        let slot = self.jobs.borrow()[job_id as usize];
-        (slot.seq != 0).then_some(slot.ntime)
+        self.jobs.borrow().live_ntime(job_id, Instant::now())
     }
 
     /// Forwards one share; answers the miner now or when the pool's verdict arrives.
@@ -577,17 +705,23 @@ impl PoolSession {
         self.send_ex(&ExMessage::SubmitShare(share), false);
         self.stats.shares_sent.set(self.stats.shares_sent.get() + 1);
         if self.subres.get() {
-            let index = self.submit_index.get();
-            self.submit_index.set(index.wrapping_add(1));
             let mut pending = self.pending.borrow_mut();
-            if pending.len() < MAX_PENDING {
-                pending.push_back(Pending {
-                    index,
+            let first = pending.is_empty();
+            let evicted = pending.push(
+                Pending {
                     miner: Rc::downgrade(miner),
                     id: id.into(),
-                });
-                return;
+                },
+                Instant::now(),
+            );
+            drop(pending);
+            if let Some(p) = evicted {
+                self.give_up(agent, p, "No response from pool");
             }
+            if first {
+                self.rearm();
+            }
+            return;
         }
         self.stats
             .shares_accepted
@@ -599,6 +733,16 @@ impl PoolSession {
     /// Takes `miner` onto this connection: registers it, then sends what a new miner
     /// needs to start hashing (difficulty, version mask, the last job as clean).
     pub fn adopt(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        if self.departing.borrow_mut().remove(&miner.sid).is_some() {
+            // Back before its grace period ended: the pool would ignore a REGISTER for
+            // a live session and keep its old difficulty, so start it afresh.
+            self.send_ex(
+                &ExMessage::UnregisterWorker {
+                    session_id: miner.sid,
+                },
+                false,
+            );
+        }
         let worker = miner.worker.borrow().clone();
         let client_agent = miner.user_agent.borrow().clone();
         self.send_ex(
@@ -623,16 +767,43 @@ impl PoolSession {
         }
     }
 
-    /// Takes `miner` off this connection, telling the pool when the connection is up.
-    pub fn release(&self, miner: &MinerSession) {
-        if self.miners.borrow_mut().remove(&miner.sid).is_some() && self.is_up() {
-            self.send_ex(
+    /// Takes `miner` off this connection. A miner that moved to a sibling stays
+    /// registered at the pool for [`MOVE_GRACE`], so the shares it sends on this
+    /// connection's jobs meanwhile are still taken here.
+    pub fn release(&self, miner: &MinerSession, departure: Departure) {
+        if self.miners.borrow_mut().remove(&miner.sid).is_none() || !self.is_up() {
+            return;
+        }
+        match departure {
+            Departure::Now => self.send_ex(
                 &ExMessage::UnregisterWorker {
                     session_id: miner.sid,
                 },
                 false,
-            );
+            ),
+            Departure::AfterGrace => {
+                let deadline = Instant::now() + MOVE_GRACE;
+                self.departing.borrow_mut().insert(miner.sid, deadline);
+                if self.next_departure.get().is_none_or(|at| deadline < at) {
+                    self.next_departure.set(Some(deadline));
+                    self.rearm();
+                }
+            }
         }
+    }
+
+    /// The miner left the agent: if it is still registered here after a move,
+    /// unregister it now (its session id will be given to another miner).
+    pub fn forget(&self, session_id: u16) {
+        if self.departing.borrow_mut().remove(&session_id).is_some() && self.is_up() {
+            self.send_ex(&ExMessage::UnregisterWorker { session_id }, false);
+        }
+    }
+
+    /// True while a miner that moved away may still submit shares on this
+    /// connection's jobs.
+    pub fn still_registered(&self, session_id: u16) -> bool {
+        self.departing.borrow().contains_key(&session_id)
     }
 
     /// Marks the connection down and hands back its miners; shares still waiting for
@@ -640,16 +811,12 @@ impl PoolSession {
     pub fn shut(&self, agent: &Rc<Agent>) -> Vec<Rc<MinerSession>> {
         self.state.set(PoolState::Down);
         self.writer.borrow_mut().take();
-        for p in self.pending.borrow_mut().drain(..) {
-            if let Some(miner) = p.miner.upgrade() {
-                miner.reject(
-                    agent,
-                    &p.id,
-                    stratum::code::INTERNAL_ERROR,
-                    "Pool connection lost",
-                );
-            }
+        let waiting = self.pending.borrow_mut().drain();
+        for p in waiting {
+            self.give_up(agent, p, "Pool connection lost");
         }
+        self.departing.borrow_mut().clear();
+        self.next_departure.set(None);
         let miners: Vec<_> = self.miners.borrow_mut().drain().map(|(_, m)| m).collect();
         for m in &miners {
             *m.pool.borrow_mut() = None;
@@ -661,12 +828,13 @@ impl PoolSession {
     /// everything or `within` has passed.
     pub async fn farewell(&self, within: Duration) {
         // Taken out of the map so that the miners' own departure sends nothing more.
-        let sids: Vec<u16> = self
+        let mut sids: Vec<u16> = self
             .miners
             .borrow_mut()
             .drain()
             .map(|(sid, _)| sid)
             .collect();
+        sids.extend(self.departing.borrow_mut().drain().map(|(sid, _)| sid));
         for sid in sids {
             self.send_ex(&ExMessage::UnregisterWorker { session_id: sid }, true);
         }
