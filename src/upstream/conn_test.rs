@@ -1,10 +1,17 @@
 //! The original agent's connection test: ask for capabilities, wait for any line.
 //!
 //! A route only counts as up once the pool itself has answered through it, so a proxy
-//! that accepts the tunnel but cannot reach the pool loses the race.
+//! that accepts the tunnel but cannot reach the pool loses the race. An sserver from
+//! before late 2018 answers nothing before authorize (it has no
+//! `agent.get_capabilities`): a route that stays silent for [`PATIENCE`] is taken as
+//! it is, so the handshake can go on and find out.
 
 use super::error::FailureReason;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::time::{Duration, Instant};
+
+/// How long a route waits for the pool's answer before it counts as up anyway.
+pub const PATIENCE: Duration = Duration::from_secs(3);
 
 pub const CONN_TEST_REQUEST: &[u8] =
     b"{\"id\":\"conn_test\",\"method\":\"agent.get_capabilities\",\"params\":[[\"verrol\"]]}\n";
@@ -13,16 +20,27 @@ pub const CONN_TEST_REQUEST: &[u8] =
 pub const MAX_REPLY_LINE: usize = 16 * 1024;
 
 /// Sends the test and reads up to the first `\n`; returns what was read past it,
-/// which belongs to the pool session.
+/// which belongs to the pool session. A pool silent for `patience` passes too, with
+/// whatever it sent so far.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    patience: Duration,
 ) -> Result<Vec<u8>, FailureReason> {
     stream.write_all(CONN_TEST_REQUEST).await?;
     stream.flush().await?;
+    let silent_after = Instant::now() + patience;
     let mut received = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let read = async { Some(stream.read(&mut chunk).await) };
+        let silence = async {
+            smol::Timer::at(silent_after).await;
+            None
+        };
+        let Some(n) = smol::future::or(read, silence).await else {
+            return Ok(received);
+        };
+        let n = n?;
         if n == 0 {
             return Err(FailureReason::Protocol(
                 "closed before answering the connection test".into(),
@@ -92,7 +110,7 @@ mod tests {
             chunks: chunks.iter().map(|c| c.to_vec()).collect(),
             written: Vec::new(),
         };
-        let r = smol::block_on(run(&mut s));
+        let r = smol::block_on(run(&mut s, Duration::from_secs(60)));
         (r, s.written)
     }
 
@@ -102,6 +120,39 @@ mod tests {
         assert_eq!(r.unwrap(), b"{\"id\":1}\n\x7f\x05");
         assert_eq!(written, CONN_TEST_REQUEST);
         assert_eq!(run_with(&[b"x\n"]).0.unwrap(), b"");
+    }
+
+    /// A pool that answers nothing (an old sserver before authorize).
+    struct Silent;
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+    impl AsyncWrite for Silent {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_silent_pool_passes_after_the_patience() {
+        let r = smol::block_on(run(&mut Silent, Duration::from_millis(20)));
+        assert_eq!(r.unwrap(), b"");
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Connector {
         if self.pool_use_tls {
             stream = tls::connect(self.tls_config()?, host, stream).await?;
         }
-        let leftover = conn_test::run(&mut stream).await?;
+        let leftover = conn_test::run(&mut stream, conn_test::PATIENCE).await?;
         Ok(Connected {
             stream,
             leftover,
