@@ -937,3 +937,153 @@ fn truncated_client_agent(expected: &mut [Line], actual: &[Line]) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The rules accept what they say and nothing more
+
+fn line(text: &str) -> Line {
+    Line::parse(text)
+}
+
+#[test]
+fn job_ids_lose_only_a_numeric_connection_prefix() {
+    assert_eq!(strip_connection("3-17"), "17");
+    assert_eq!(strip_connection("17"), "17");
+    assert_eq!(strip_connection("a-17"), "a-17");
+    assert_eq!(strip_connection("3-"), "3-");
+    assert_eq!(strip_connection("3-1-7"), "3-1-7");
+    let mut l = line(
+        r#"miner1>agent json {"id":3,"method":"mining.submit","params":["w","3-17","00000001","665f1a00","00000000"]}"#,
+    );
+    strip_connection_from_job_id(&mut l);
+    assert_eq!(l.json().unwrap()["params"][1], "17");
+    // Only the job id slot: a worker name that looks like one stays.
+    let mut l = line(
+        r#"miner1>agent json {"id":3,"method":"mining.submit","params":["3-17","1","00000001","665f1a00","00000000"]}"#,
+    );
+    strip_connection_from_job_id(&mut l);
+    assert_eq!(l.json().unwrap()["params"][0], "3-17");
+}
+
+#[test]
+fn a_submit_with_time_is_short_only_with_its_jobs_own_ntime() {
+    let mut ntimes = HashMap::new();
+    let mut notify = line(
+        r#"pool>agent json {"id":null,"method":"mining.notify","params":["1","p","c1","c2",[],"20000000","1705dd01","665f1a00",true]}"#,
+    );
+    short_submit_form(&mut notify, &mut ntimes);
+    let submit = |ntime: &str, job: u8| {
+        line(&format!(
+            r#"agent>pool ex SUBMIT_SHARE_WITH_TIME {{"extranonce2":"00000001","job_id":{job},"nonce":"00000002","ntime":"{ntime}","session":"{{miner1}}"}}"#
+        ))
+    };
+    let mut same = submit("665f1a00", 1);
+    short_submit_form(&mut same, &mut ntimes);
+    assert_eq!(
+        same.text(),
+        r#"agent>pool ex SUBMIT_SHARE {"extranonce2":"00000001","job_id":1,"nonce":"00000002","session":"{miner1}"}"#
+    );
+    for (ntime, job) in [("665f1a01", 1), ("665f1a00", 2)] {
+        let mut other = submit(ntime, job);
+        let before = other.text();
+        short_submit_form(&mut other, &mut ntimes);
+        assert_eq!(other.text(), before, "ntime {ntime} on job {job}");
+    }
+}
+
+#[test]
+fn only_difficulty_and_mask_swap_and_never_across_a_job() {
+    let d = r#"agent>miner1 json {"id":null,"method":"mining.set_difficulty","params":[8192]}"#;
+    let m =
+        r#"agent>miner1 json {"id":null,"method":"mining.set_version_mask","params":["1fffe000"]}"#;
+    let n = r#"agent>miner1 json {"id":null,"method":"mining.notify","params":["1"]}"#;
+    let d2 = r#"agent>miner1 json {"id":null,"method":"mining.set_difficulty","params":[4096]}"#;
+    let sorted = |texts: &[&str]| {
+        let mut lines: Vec<Line> = texts.iter().map(|t| line(t)).collect();
+        settings_in_one_order(&mut lines);
+        lines.iter().map(Line::text).collect::<Vec<_>>()
+    };
+    assert_eq!(sorted(&[m, d, n]), sorted(&[d, m, n]));
+    assert_ne!(sorted(&[n, d]), sorted(&[d, n]));
+    assert_ne!(sorted(&[d, d2]), sorted(&[d2, d]));
+}
+
+#[test]
+fn a_cut_user_agent_must_be_a_prefix_and_fit_100_bytes() {
+    let reg = |agent: &str| {
+        line(&format!(
+            r#"agent>pool ex REGISTER_WORKER {{"client_agent":"{agent}","session":"{{miner1}}","worker_name":"rig1"}}"#
+        ))
+    };
+    let full = "x".repeat(120);
+    let cut = "x".repeat(60);
+    let mut expected = vec![reg(&full)];
+    truncated_client_agent(&mut expected, &[reg(&cut)]);
+    assert_eq!(expected[0].text(), reg(&cut).text());
+    for theirs in ["y".repeat(60), "x".repeat(95), String::new()] {
+        let mut expected = vec![reg(&full)];
+        truncated_client_agent(&mut expected, &[reg(&theirs)]);
+        assert_eq!(expected[0].text(), reg(&full).text(), "{theirs:?}");
+    }
+}
+
+#[test]
+fn only_36_and_37_become_21() {
+    for (code, becomes) in [(36, 21), (37, 21), (23, 23), (21, 21)] {
+        let mut l = line(&format!(
+            r#"agent>miner1 json {{"error":[{code},"x",null],"id":5,"result":null}}"#
+        ));
+        stale_as_21(&mut l);
+        assert_eq!(l.json().unwrap()["error"][0], becomes);
+    }
+}
+
+#[test]
+fn the_configure_answer_is_the_miners_mask_and_the_pools() {
+    let mut masks = VersionMasks::default();
+    let mut lines = [
+        line(
+            r#"pool>agent json {"id":null,"method":"mining.set_version_mask","params":["1fffe000"]}"#,
+        ),
+        line(
+            r#"miner3>agent json {"id":2,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff"}]}"#,
+        ),
+        line(
+            r#"agent>miner3 json {"error":null,"id":2,"result":{"version-rolling":true,"version-rolling.mask":"ffffffff"}}"#,
+        ),
+    ];
+    for l in lines.iter_mut() {
+        masks.configure_result_as_allowed(l);
+    }
+    assert_eq!(
+        lines[2].json().unwrap()["result"]["version-rolling.mask"],
+        "1fffe000"
+    );
+}
+
+#[test]
+fn sserver_drops_comma_and_equals_from_worker_names() {
+    assert_eq!(sserver_filter("rig-3,a=bc"), "rig-3abc");
+    assert_eq!(sserver_filter("a.b_c:d|e^f/g"), "a.b_c:d|e^f/g");
+}
+
+#[test]
+fn committed_transcripts_read_back_line_for_line() {
+    for s in [&MULTI_USER, &SINGLE_USER] {
+        let text = std::fs::read_to_string(data_path(s)).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("== "))
+            .collect();
+        let steps = parse_transcript(&text);
+        let back: Vec<String> = steps
+            .iter()
+            .flat_map(|s| s.lines.iter().map(Line::text))
+            .collect();
+        assert_eq!(lines, back, "{}", s.name);
+        assert!(steps
+            .iter()
+            .flat_map(|s| &s.lines)
+            .all(|l| !matches!(l.kind, Kind::Other(_))));
+    }
+}
