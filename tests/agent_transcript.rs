@@ -5,6 +5,13 @@
 //! format and the normalization) is compared with the one recorded from the original,
 //! committed in tests/data/go-agent/.
 //!
+//! Normalized in both transcripts (so not compared): the session ids the agents give
+//! miners (`{minerN}`), the ids an agent picks for its requests to the pool
+//! (`<method#k>`), the version after `btccom-agent/` in the user agent, JSON key order
+//! and whitespace, timing and how writes are split into TCP segments (btcagent
+//! coalesces its writes; messages are parsed from the streams), and the interleaving of
+//! different connections within a step. Everything else is compared.
+//!
 //! Recording (a fact-gathering run, not part of the suite): with
 //! `AGENT_TRANSCRIPT_RECORD=/path/to/agent` the scenarios run that binary instead (it
 //! must take `-c <config> -l stderr`, as both agents do) and write
