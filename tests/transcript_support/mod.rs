@@ -349,6 +349,10 @@ struct ConnState {
     subres: bool,
     submits: u16,
     registered: HashSet<u16>,
+    /// Job ids sent before the latest clean job: stale at sserver (37).
+    stale_jobs: HashSet<u8>,
+    /// Job ids sent since the latest clean job.
+    live_jobs: HashSet<u8>,
 }
 
 struct PoolConn {
@@ -412,6 +416,8 @@ impl PoolStandIn {
                         subres: false,
                         submits: 0,
                         registered: HashSet::new(),
+                        stale_jobs: HashSet::new(),
+                        live_jobs: HashSet::new(),
                     }),
                 });
                 conns.push(conn.clone());
@@ -484,6 +490,16 @@ impl PoolStandIn {
 
 fn send_line(rec: &Recorder, peer: Peer, st: &mut ConnState, line: &str) {
     let v: Value = serde_json::from_str(line).expect("the stand-in writes JSON");
+    if v["method"] == "mining.notify" {
+        if let Some(id) = v["params"][0].as_str().and_then(|id| id.parse::<u8>().ok()) {
+            if v["params"][8] == Value::Bool(true) {
+                let live: Vec<u8> = st.live_jobs.drain().collect();
+                st.stale_jobs.extend(live);
+            }
+            st.stale_jobs.remove(&id);
+            st.live_jobs.insert(id);
+        }
+    }
     rec.push(peer, true, Payload::Json(v));
     st.unsent.extend_from_slice(line.as_bytes());
     if !line.ends_with('\n') {
@@ -665,6 +681,15 @@ fn react(shared: &PoolShared, peer: Peer, st: &mut ConnState, msg: &Payload) {
                     }
                     let index = st.submits;
                     st.submits = st.submits.wrapping_add(1);
+                    if st.stale_jobs.contains(&frame[4]) {
+                        // A job from before the latest new block: sserver marked it
+                        // stale (StratumServerBitcoin.cc), whatever the scenario plans.
+                        if st.subres {
+                            let stale = submit_response(index, status::STALE_SHARE);
+                            send_ex(rec, peer, st, &stale);
+                        }
+                        return;
+                    }
                     let plan = shared.plans.lock().unwrap().pop_front();
                     if let Some(Plan::Answer(status)) = plan {
                         if st.subres {
