@@ -88,7 +88,20 @@ if busybox sh -n "$INIT"; then pass "busybox sh parses the script"; else fail "b
 run_init disabled start_service CONFIG_main_enabled=0 CONFIG_main_log_verbosity=3 &&
 	expect_not_started disabled
 run_init unset start_service && expect_not_started unset
-run_init nonsense start_service CONFIG_main_enabled=maybe && expect_not_started nonsense
+# OpenWrt's config_get_bool is case-sensitive: 'TRUE' is no boolean, and the log says so.
+for spelling in maybe TRUE Yes ON; do
+	if run_init "bad-bool-$spelling" start_service CONFIG_main_enabled=$spelling; then
+		if grep -q '^procd_' "$WORK/bad-bool-$spelling"; then
+			fail "bad-bool-$spelling: an instance was started" "$WORK/bad-bool-$spelling"
+		else
+			expect_line "bad-bool-$spelling" "logger [-t] [btcagent] [not starting: enabled '$spelling' is not a boolean; use 1 or 0 (OpenWrt reads only 1/0, on/off, true/false, yes/no, enabled/disabled, in lower case)]"
+		fi
+	fi
+done
+for spelling in 1 on true yes enabled; do
+	run_init "bool-$spelling" start_service CONFIG_main_enabled=$spelling &&
+		expect_line "bool-$spelling" "procd_set_param [respawn] [3600] [5] [5]"
+done
 
 if run_init defaults start_service CONFIG_main_enabled=1; then
 	expect_line defaults "config_load [btcagent]"
