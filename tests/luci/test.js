@@ -180,7 +180,9 @@ check('settings: proxy list rejects bad URLs and accepts socks5/http/https/syste
 	const items = () => page.$$eval('.cbi-value[data-name="proxy"] .item', (l) => l.map((x) => x.getAttribute('data-value')));
 	assert.deepEqual(await items(), [ 'socks5://user:pass@192.0.2.1:1080' ]);
 	for (const bad of [ 'ftp://192.0.2.1:21', 'socks4://192.0.2.1:1080', 'socks5://192.0.2.1', 'socks5://192.0.2.1:99999',
-		'socks5://user@192.0.2.1:1080', 'http://:8080', 'just words', 'proxy.lan', 'SYSTEM ' ]) {
+		'socks5://user@192.0.2.1:1080', 'http://:8080', 'just words', 'proxy.lan', 'SYSTEM ',
+		/* The agent refuses these too: '#' and '?' end a URL's address. */
+		'socks5://u:p#1@192.0.2.1:1080', 'http://u:a?b@proxy.lan:3128' ]) {
 		assert.notEqual(await typeInto(page, adder, bad), '', `proxy ${JSON.stringify(bad)} must be rejected`);
 		await page.click(addBtn);
 	}
