@@ -1,13 +1,15 @@
 #!/bin/sh
 # Installs what tests/openwrt/*.sh need: busybox (OpenWrt's shell, to run the init
 # script in), the shellcheck linter and GNU make (to read openwrt/Makefile); GNU tar
-# and gzip come with Debian. Idempotent.
+# and gzip come with Debian; python3 compares the procd JSON. Idempotent.
 set -eu
 
 missing=
 command -v busybox >/dev/null 2>&1 || missing="$missing busybox"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 command -v make >/dev/null 2>&1 || missing="$missing make"
+# Turns the init script's recorded procd calls into procd's JSON for the comparison.
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 [ -z "$missing" ] && exit 0
 
 export DEBIAN_FRONTEND=noninteractive

@@ -72,9 +72,12 @@ impl Section {
 
 fn parse(text: &str) -> Result<Vec<Section>, String> {
     let mut sections: Vec<Section> = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let at = |message: String| format!("line {}: {message}", index + 1);
-        let words = split_words(line).map_err(at)?;
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    while chars.peek().is_some() {
+        let first_line = line;
+        let at = |message: String| format!("line {first_line}: {message}");
+        let words = split_words(&mut chars, &mut line).map_err(at)?;
         let Some((keyword, args)) = words.split_first() else {
             continue;
         };
@@ -142,34 +145,50 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// Split one line into words the way libuci does: whitespace separates words; '...'
-/// keeps everything literally; "..." keeps everything but lets `\` escape the next
-/// character; a bare `\` escapes the next character; pieces next to each other join
-/// (`'it'\''s'` is `it's`, as `uci export` writes it); `#` at the start of a word
-/// comments out the rest of the line.
-fn split_words(line: &str) -> Result<Vec<String>, String> {
+/// Split one statement into words the way libuci does (checked against the real `uci`
+/// command): whitespace separates words and a newline ends the statement; '...' keeps
+/// everything literally, newlines included; "..." too, but `\` escapes the next character
+/// there; a bare `\` escapes the next character; `\` before a newline (bare or in "...")
+/// joins the next line; pieces next to each other join (`'it'\''s'` is `it's`, as
+/// `uci export` writes it); an unquoted `#` comments out the rest of the line, even in
+/// the middle of a word (`a#b` is `a`). `line` counts the newlines consumed.
+fn split_words(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    line: &mut usize,
+) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
+    let mut newline = |c: char| {
+        if c == '\n' {
+            *line += 1;
+        }
+        c
+    };
     loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        match chars.peek() {
-            None | Some('#') => return Ok(words),
-            Some(_) => {}
+        while let Some(c) = chars.next_if(|c| c.is_whitespace()) {
+            if newline(c) == '\n' {
+                return Ok(words);
+            }
         }
         let mut word = String::new();
+        let mut comment = false;
         while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
             match c {
+                '#' => {
+                    comment = true;
+                    break;
+                }
                 '\'' => loop {
-                    match chars.next() {
+                    match chars.next().map(&mut newline) {
                         Some('\'') => break,
                         Some(c) => word.push(c),
                         None => return Err("unterminated single quote".into()),
                     }
                 },
                 '"' => loop {
-                    match chars.next() {
+                    match chars.next().map(&mut newline) {
                         Some('"') => break,
-                        Some('\\') => match chars.next() {
+                        Some('\\') => match chars.next().map(&mut newline) {
+                            Some('\n') => {}
                             Some(c) => word.push(c),
                             None => return Err("unterminated double quote".into()),
                         },
@@ -177,14 +196,27 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
                         None => return Err("unterminated double quote".into()),
                     }
                 },
-                '\\' => match chars.next() {
+                '\\' => match chars.next().map(&mut newline) {
+                    Some('\n') | None => {}
                     Some(c) => word.push(c),
-                    None => return Err("line ends with a lone backslash".into()),
                 },
                 c => word.push(c),
             }
         }
-        words.push(word);
+        if !word.is_empty() || !comment {
+            words.push(word);
+        }
+        if comment {
+            for c in chars.by_ref() {
+                if newline(c) == '\n' {
+                    break;
+                }
+            }
+            return Ok(words);
+        }
+        if chars.peek().is_none() {
+            return Ok(words);
+        }
     }
 }
 
@@ -466,13 +498,16 @@ fn convert(value: &OptionValue, kind: Kind) -> Result<Option<Value>, String> {
     Ok(Some(json))
 }
 
-/// The spellings OpenWrt's `config_get_bool` understands.
+/// The spellings OpenWrt's `config_get_bool` (`get_bool` in /lib/functions.sh)
+/// understands, and only those: it is case-sensitive, so the init script would read
+/// `TRUE` as "not set" while a case-blind reading here would turn the option on.
 fn parse_bool(text: &str) -> Result<bool, String> {
-    match text.to_ascii_lowercase().as_str() {
+    match text {
         "1" | "true" | "yes" | "on" | "enabled" => Ok(true),
         "0" | "false" | "no" | "off" | "disabled" => Ok(false),
         _ => Err(format!(
-            "'{text}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled)"
+            "'{text}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled, \
+             in lower case as OpenWrt's config_get_bool reads them)"
         )),
     }
 }
@@ -568,7 +603,7 @@ mod tests {
             option ip_worker_name_format '{3}-{4}'
             option fixed_worker_name 'rack7'
             option submit_response_from_server 'enabled'
-            option pool_use_tls 'TRUE'
+            option pool_use_tls 'true'
             option tls_skip_certificate_verify 'disabled'
             option use_proxy 'false'
             option direct_connect_with_proxy '1'
@@ -667,7 +702,7 @@ config pool
     fn comments_blank_lines_tabs_spaces_and_crlf() {
         let text = "# header\r\n\r\n   \t\r\nconfig\tbtcagent\t'main' # trailing\r\n  \
                     option  use_proxy   '0'\t# why\r\n#option use_proxy '1'\r\n\
-                    config pool\r\n option host a#b\r\n option port 2\r\n";
+                    config pool\r\n option host 'a#b'\r\n option port 2#3\r\n";
         let json = uci_to_json(text).unwrap();
         assert_eq!(json, json!({"use_proxy": false, "pools": [["a#b", 2, ""]]}));
     }
@@ -813,9 +848,69 @@ config pool
             "line 1: unterminated double quote"
         );
         assert_eq!(
-            err("config pool x\\"),
-            "line 1: line ends with a lone backslash"
+            err("config pool\n option host 'a\n option port 1\n"),
+            "line 2: unterminated single quote"
         );
+    }
+
+    // What the real `uci` command (openwrt/uci) wrote and read back; see
+    // tests/uci_real_files.rs for whole files it wrote.
+    #[test]
+    fn quoted_values_span_lines_as_uci_writes_them() {
+        let json = uci_to_json(&main_with(
+            "option fixed_worker_name 'a\nb'\noption ip_worker_name_format \"x\n\ny\"",
+        ))
+        .unwrap();
+        assert_eq!(json["fixed_worker_name"], "a\nb");
+        assert_eq!(json["ip_worker_name_format"], "x\n\ny");
+        // Errors after a multi-line value still name the right line.
+        assert_eq!(
+            err(
+                "config btcagent main\n option fixed_worker_name 'a\nb'\n option use_proxy maybe\n"
+            ),
+            "btcagent.main.use_proxy: 'maybe' is not a boolean (1/0, true/false, yes/no, on/off, \
+             enabled/disabled, in lower case as OpenWrt's config_get_bool reads them)"
+        );
+        assert_eq!(
+            err("config btcagent main\n option fixed_worker_name 'a\nb'\n opton x y\n"),
+            "line 4: unknown keyword 'opton' (expected config, option or list)"
+        );
+    }
+
+    #[test]
+    fn backslash_newline_joins_lines_and_hash_ends_a_bare_word() {
+        let text =
+            "config pool\n option host \"a\\\nb\"\n option port 1\\\n\n option subaccount x#y\n";
+        assert_eq!(uci_to_json(text).unwrap()["pools"], json!([["ab", 1, "x"]]));
+        let json = uci_to_json(&main_with("list proxy 'socks5://u:p#1@h:1' # note")).unwrap();
+        assert_eq!(json["proxy"], json!(["socks5://u:p#1@h:1"]));
+    }
+
+    #[test]
+    fn booleans_are_spelt_as_config_get_bool_reads_them() {
+        for (text, value) in [
+            ("1", true),
+            ("on", true),
+            ("true", true),
+            ("yes", true),
+            ("enabled", true),
+            ("0", false),
+            ("off", false),
+            ("false", false),
+            ("no", false),
+            ("disabled", false),
+        ] {
+            let json = uci_to_json(&main_with(&format!("option use_proxy '{text}'"))).unwrap();
+            assert_eq!(json["use_proxy"], value, "{text}");
+        }
+        for text in ["TRUE", "True", "ON", "Yes", "2", " 1", "enable"] {
+            assert!(
+                err(&main_with(&format!("option use_proxy '{text}'"))).starts_with(&format!(
+                    "btcagent.main.use_proxy: '{text}' is not a boolean"
+                )),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -105,3 +105,56 @@ fn every_json_option_has_a_uci_spelling() {
     let (config, _) = Config::from_json_value(&json).unwrap();
     assert_eq!(config.proxy.len(), 1);
 }
+
+/// tests/luci checks that the settings page shows these values for absent options; here
+/// each one must mean exactly what the absent option means to the agent.
+#[test]
+fn agent_defaults_fixture_states_the_agents_defaults() {
+    let fixture: serde_json::Map<String, Value> =
+        serde_json::from_str(include_str!("../tests/luci/fixtures/agent-defaults.json")).unwrap();
+    let pool = "config pool\n\toption host 'h'\n\toption port '1'\n\toption subaccount 's'\n";
+    let absent = uci::uci_to_json(pool).unwrap();
+    let (absent, _) = Config::from_json_value(&absent).unwrap();
+    let init = include_str!("../openwrt/files/btcagent.init");
+    let init_script_defaults = [
+        ("btcagent.enabled", "config_get_bool enabled main enabled 0"),
+        (
+            "btcagent.log_verbosity",
+            "config_get verbosity main log_verbosity 0",
+        ),
+        (
+            "btcagent.log_target",
+            "config_get target main log_target syslog",
+        ),
+    ];
+    for (name, value) in fixture.iter().filter(|(k, _)| !k.starts_with('_')) {
+        let value = value.as_str().unwrap();
+        if let Some((_, line)) = init_script_defaults.iter().find(|(n, _)| n == name) {
+            assert!(
+                init.contains(line),
+                "{name}: the init script reads `{line}`"
+            );
+            assert!(line.ends_with(&format!(" {value}")), "{name}");
+            continue;
+        }
+        let option = name.strip_prefix("btcagent.").unwrap();
+        let text = format!("config btcagent 'main'\n\toption {option} '{value}'\n{pool}");
+        let json = uci::uci_to_json(&text).unwrap();
+        let (set, _) = Config::from_json_value(&json).unwrap();
+        assert_eq!(
+            format!("{set:?}"),
+            format!("{absent:?}"),
+            "{name}='{value}'"
+        );
+    }
+    let expected: BTreeSet<String> = uci::option_names()
+        .into_iter()
+        .filter(|n| n.starts_with("btcagent.") && n != "btcagent.proxy")
+        .collect();
+    let listed: BTreeSet<String> = fixture
+        .keys()
+        .filter(|k| !k.starts_with('_'))
+        .cloned()
+        .collect();
+    assert_eq!(listed, expected);
+}

@@ -84,7 +84,9 @@ pub fn redact(url: &str) -> String {
         Some(i) => url.split_at(i + 3),
         None => ("", url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The authority ends at the first '/' only: a password may hold '?' or '#' as typed
+    // (not %-escaped), and what comes before them must not reach a log.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rfind('@') {
         Some(at) => format!("{scheme}***@{}{tail}", &authority[at + 1..]),
@@ -117,6 +119,19 @@ impl ProxyUrl {
         // A trailing "/" is common in HTTP_PROXY values; any real path is a mistake.
         let authority = match rest.find(['/', '?', '#']) {
             Some(i) if rest[i..] == *"/" => &rest[..i],
+            // Most often a password holding one of them (UCI and LuCI take it as written).
+            Some(i) if rest.as_bytes()[i] != b'/' => {
+                return Err(bad(&format!(
+                    "'{}' ends the address part of a URL: write it as {} in a user name or \
+                     password",
+                    &rest[i..=i],
+                    if rest.as_bytes()[i] == b'#' {
+                        "%23"
+                    } else {
+                        "%3F"
+                    }
+                )))
+            }
             Some(_) => return Err(bad("a proxy URL has no path")),
             None => rest,
         };
@@ -398,5 +413,18 @@ mod tests {
             err.contains("from ALL_PROXY") && !err.contains("pw"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_hash_or_question_mark_is_explained() {
+        let err = ProxyUrl::parse("socks5://u:p#1@h:1").unwrap_err();
+        assert!(
+            err.contains("'#' ends the address part of a URL: write it as %23"),
+            "{err}"
+        );
+        assert!(!err.contains("p#1"), "the password is not shown: {err}");
+        let err = ProxyUrl::parse("http://u:a?b@h:1").unwrap_err();
+        assert!(err.contains("write it as %3F"), "{err}");
+        assert!(ProxyUrl::parse("socks5://u:p%231@h:1").is_ok());
     }
 }

@@ -17,7 +17,8 @@ const MOUNTS = {
 	'/luci-static/': path.join(REPO, 'luci-app-btcagent/htdocs/luci-static'),
 	'/po/': path.join(REPO, 'luci-app-btcagent/po'),
 	'/standin/': path.join(__dirname, 'www'),
-	'/fixtures/': path.join(__dirname, 'fixtures')
+	'/fixtures/': path.join(__dirname, 'fixtures'),
+	'/recordings/': path.join(__dirname, 'recordings')
 };
 const TYPES = { '.js': 'text/javascript', '.json': 'application/json', '.html': 'text/html',
 	'.css': 'text/css', '.po': 'text/plain' };

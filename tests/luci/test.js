@@ -93,9 +93,10 @@ check('acl.d JSON grants exactly what the pages use', () => {
 	assert.deepEqual(declared, [ 'file.read', 'rc.list' ]);
 });
 
-check('Makefile follows luci.mk conventions', () => {
+check('Makefile follows luci.mk conventions and builds from an external feed', () => {
 	const mk = fs.readFileSync(path.join(APP, 'Makefile'), 'utf8');
-	assert.match(mk, /^include \.\.\/\.\.\/luci\.mk$/m);
+	/* ../../luci.mk exists only inside the luci feed itself. */
+	assert.match(mk, /^include \$\(TOPDIR\)\/feeds\/luci\/luci\.mk$/m);
 	assert.match(mk, /^LUCI_TITLE:=.+/m);
 	assert.match(mk, /^LUCI_DEPENDS:=.*\+btcagent\b/m);
 	assert.match(mk, /^PKG_LICENSE:=\S+/m);
@@ -142,8 +143,10 @@ check('settings: uci-options.txt lists exactly the options the view edits', asyn
 check('settings: ports 0, 70000, abc, -1, 1.5 are rejected; 1 and 65535 accepted', async () => {
 	const page = await openView('view=btcagent/settings');
 	const sel = id('main', 'agent_listen_port');
-	for (const bad of [ '0', '70000', 'abc', '-1', '1.5', '' ])
+	for (const bad of [ '0', '70000', 'abc', '-1', '1.5' ])
 		assert.notEqual(await typeInto(page, sel, bad), '', `listen port ${JSON.stringify(bad)} must be rejected`);
+	/* Empty: the option is removed and the agent listens on its default, 3333. */
+	assert.equal(await typeInto(page, sel, ''), '', 'an empty listen port is the default');
 	assert.match(await typeInto(page, sel, '70000'), /1 to 65535/);
 	for (const good of [ '1', '3334', '65535' ])
 		assert.equal(await typeInto(page, sel, good), '', `listen port ${good} must be accepted`);
@@ -177,7 +180,9 @@ check('settings: proxy list rejects bad URLs and accepts socks5/http/https/syste
 	const items = () => page.$$eval('.cbi-value[data-name="proxy"] .item', (l) => l.map((x) => x.getAttribute('data-value')));
 	assert.deepEqual(await items(), [ 'socks5://user:pass@192.0.2.1:1080' ]);
 	for (const bad of [ 'ftp://192.0.2.1:21', 'socks4://192.0.2.1:1080', 'socks5://192.0.2.1', 'socks5://192.0.2.1:99999',
-		'socks5://user@192.0.2.1:1080', 'http://:8080', 'just words', 'proxy.lan', 'SYSTEM ' ]) {
+		'socks5://user@192.0.2.1:1080', 'http://:8080', 'just words', 'proxy.lan', 'SYSTEM ',
+		/* The agent refuses these too: '#' and '?' end a URL's address. */
+		'socks5://u:p#1@192.0.2.1:1080', 'http://u:a?b@proxy.lan:3128' ]) {
 		assert.notEqual(await typeInto(page, adder, bad), '', `proxy ${JSON.stringify(bad)} must be rejected`);
 		await page.click(addBtn);
 	}
@@ -259,6 +264,102 @@ check('settings: zh_Hans translation renders', async () => {
 	await typeInto(page, id('main', 'agent_listen_port'), '3333');
 	await shot(page, 'settings-basic-zh_Hans.png');
 	await page.close();
+});
+
+/* ---------------- the stand-in form against the real form.js ---------------- */
+
+const RECORDINGS = path.join(__dirname, 'recordings');
+const AGENT_DEFAULTS = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures/agent-defaults.json'), 'utf8'));
+
+check('rule: every option shows the agent\'s default when absent, and a hidden option keeps its value', async () => {
+	const page = await openView('view=btcagent/settings');
+	const rules = await page.evaluate(() => window.__test.optionRules());
+	await page.close();
+	const problems = [];
+	for (const r of rules) {
+		if (r.name.startsWith('pool.') || r.widget === 'DynamicList') continue;
+		const want = AGENT_DEFAULTS[r.name];
+		if (want === undefined) { problems.push(`${r.name}: not in fixtures/agent-defaults.json`); continue; }
+		/* A switch or list shows o.default; a text box shows its placeholder over an empty value. */
+		const shown = (r.widget === 'Flag' || r.widget === 'ListValue') ? r.default : (r.placeholder == null ? '' : r.placeholder);
+		if (shown !== want) problems.push(`${r.name}: the page shows ${JSON.stringify(shown)} when absent, the agent's default is ${JSON.stringify(want)}`);
+		if ((r.widget === 'Value') && r.default != null) problems.push(`${r.name}: a text box with o.default would write it on Save`);
+		if (r.depends && !r.retain) problems.push(`${r.name}: depends() without o.retain: Save deletes it while hidden`);
+	}
+	assert.deepEqual(problems, []);
+});
+
+/* The same user actions as in the recorded flows, on the stand-in page. */
+const FLAG_TABS = { enabled: 'basic', multi_user_mode: 'basic', use_ip_as_worker_name: 'workers', pool_use_tls: 'network',
+	tls_skip_certificate_verify: 'network', direct_connect_with_proxy: 'network', direct_connect_after_proxy: 'network', use_proxy: 'network',
+	always_keep_downconn: 'advanced', disconnect_when_lost_asicboost: 'advanced', submit_response_from_server: 'advanced', http_debug_enable: 'advanced' };
+async function flipAll(page) {
+	const todo = Object.keys(FLAG_TABS);
+	for (let round = 0; round < 3 && todo.length; round++)
+		for (const f of todo.slice()) {
+			await showTab(page, FLAG_TABS[f]);
+			if (!(await page.isVisible(id('main', f)))) continue;
+			await page.setChecked(id('main', f), !(await page.isChecked(id('main', f))));
+			todo.splice(todo.indexOf(f), 1);
+		}
+	assert.deepEqual(todo, [], 'every switch was shown');
+}
+const FLOW_STEPS = {
+	'untouched-shipped': [ async () => {} ],
+	'untouched-minimal': [ async () => {} ],
+	'untouched-no-listen': [ async () => {} ],
+	'proxy-off-then-on': [
+		async (page) => { await showTab(page, 'network'); await page.uncheck(id('main', 'use_proxy')); },
+		async (page) => { await showTab(page, 'network'); await page.check(id('main', 'use_proxy')); } ],
+	'edit-port-and-proxy': [ async (page) => {
+		await page.fill(id('main', 'agent_listen_port'), '3334');
+		await showTab(page, 'network');
+		const adder = '.cbi-value[data-name="proxy"] input.cbi-dynlist-add';
+		for (const v of [ "socks5://u:p'q@[2001:db8::1]:1080", 'system' ]) { await page.fill(adder, v); await page.press(adder, 'Enter'); }
+	} ],
+	'flags-all-flipped': [ flipAll, flipAll ]
+};
+
+/* uci calls as rpcd gets them, with what makes no difference left out. */
+function normalCalls(calls) {
+	return calls.filter((c) => [ 'add', 'set', 'delete', 'order' ].includes(c.method)).map((c) => {
+		const a = Object.assign({}, c.args);
+		if (a.options == null) delete a.options;
+		if (a.values) a.values = Object.fromEntries(Object.entries(a.values).sort());
+		if (a.options) a.options = a.options.slice().sort();
+		return { method: c.method, args: Object.fromEntries(Object.entries(a).sort()) };
+	});
+}
+
+for (const flow of Object.keys(FLOW_STEPS)) {
+	check(`recording ${flow}: the stand-in form sends the uci calls the real form.js sent`, async () => {
+		const rec = JSON.parse(fs.readFileSync(path.join(RECORDINGS, flow + '.json'), 'utf8'));
+		assert.equal(rec.saves.length, FLOW_STEPS[flow].length);
+		for (let i = 0; i < rec.saves.length; i++) {
+			const page = await openView(`view=btcagent/settings&rec=${flow}&step=${i}`);
+			await FLOW_STEPS[flow][i](page);
+			await page.click('#btn-save');
+			await page.waitForFunction(() => document.getElementById('save-result').textContent !== '');
+			assert.equal(await page.textContent('#save-result'), 'saved', `step ${i}`);
+			const sent = await page.evaluate(() => window.__test.ubusCalls || []);
+			assert.deepEqual(normalCalls(sent), normalCalls(rec.saves[i].calls), `step ${i}`);
+			assert.deepEqual(page.consoleErrors, []);
+			await page.close();
+		}
+	});
+}
+
+check('recordings: under the real LuCI an untouched Save changed nothing the agent does, and proxies survived', () => {
+	for (const flow of [ 'untouched-shipped', 'untouched-minimal', 'untouched-no-listen', 'proxy-off-then-on' ]) {
+		const rec = JSON.parse(fs.readFileSync(path.join(RECORDINGS, flow + '.json'), 'utf8'));
+		assert.ok(!rec.print_config_before.error, flow + ': ' + rec.print_config_before.error);
+		assert.deepEqual(rec.saves[rec.saves.length - 1].print_config_after, rec.print_config_before, flow);
+	}
+	const proxy = JSON.parse(fs.readFileSync(path.join(RECORDINGS, 'proxy-off-then-on.json'), 'utf8'));
+	assert.match(proxy.saves[0].uci_file_after, /list proxy 'socks5:\/\/user:pass@192\.0\.2\.1:1080'/);
+	assert.match(proxy.saves[0].uci_file_after, /option use_proxy '0'/);
+	const pools = JSON.parse(fs.readFileSync(path.join(RECORDINGS, 'pools-add-delete-reorder.json'), 'utf8'));
+	assert.deepEqual(pools.saves[1].print_config_after.pools, [ [ 'cn.ss.btc.com', 443, 'farm3' ], [ 'us.ss.btc.com', 1800, 'YourSubAccountName' ], [ 'us.ss.btc.com', 3333, 'YourSubAccountName' ] ]);
 });
 
 /* ---------------- status view ---------------- */

@@ -88,7 +88,20 @@ if busybox sh -n "$INIT"; then pass "busybox sh parses the script"; else fail "b
 run_init disabled start_service CONFIG_main_enabled=0 CONFIG_main_log_verbosity=3 &&
 	expect_not_started disabled
 run_init unset start_service && expect_not_started unset
-run_init nonsense start_service CONFIG_main_enabled=maybe && expect_not_started nonsense
+# OpenWrt's config_get_bool is case-sensitive: 'TRUE' is no boolean, and the log says so.
+for spelling in maybe TRUE Yes ON; do
+	if run_init "bad-bool-$spelling" start_service CONFIG_main_enabled=$spelling; then
+		if grep -q '^procd_' "$WORK/bad-bool-$spelling"; then
+			fail "bad-bool-$spelling: an instance was started" "$WORK/bad-bool-$spelling"
+		else
+			expect_line "bad-bool-$spelling" "logger [-t] [btcagent] [not starting: enabled '$spelling' is not a boolean; use 1 or 0 (OpenWrt reads only 1/0, on/off, true/false, yes/no, enabled/disabled, in lower case)]"
+		fi
+	fi
+done
+for spelling in 1 on true yes enabled; do
+	run_init "bool-$spelling" start_service CONFIG_main_enabled=$spelling &&
+		expect_line "bool-$spelling" "procd_set_param [respawn] [3600] [5] [5]"
+done
 
 if run_init defaults start_service CONFIG_main_enabled=1; then
 	expect_line defaults "config_load [btcagent]"
@@ -113,6 +126,48 @@ if run_init defaults start_service CONFIG_main_enabled=1; then
 	fi
 fi
 
+run_init triggers service_triggers &&
+	expect_line triggers "procd_add_reload_trigger [btcagent]"
+
+# The stand-in record of the defaults run, turned into the JSON procd.sh builds from
+# those calls (arrays for command/respawn/file, a table for limits, booleans for
+# stdout/stderr, config.change for the reload trigger), must equal what the real
+# procd.sh + jshn sent (tests/openwrt/recorded/procd-start.json).
+if command -v python3 >/dev/null; then
+	if python3 - "$WORK/defaults" "$WORK/triggers" "$ROOT/tests/openwrt/recorded/procd-start.json" >"$WORK/procd-json.out" 2>&1 <<'PY'; then
+import json, re, sys
+def calls(path):
+    for line in open(path):
+        name, *args = line.rstrip("\n").split(" ", 1)
+        yield name, re.findall(r"\[([^]]*)\]", args[0] if args else "")
+instance = {}
+for name, args in calls(sys.argv[1]):
+    if name != "procd_set_param":
+        continue
+    key, values = args[0], args[1:]
+    if key in ("command", "respawn", "file"):
+        instance[key] = values
+    elif key == "limits":
+        instance[key] = dict(v.split("=", 1) for v in values)
+    elif key in ("stdout", "stderr"):
+        instance[key] = values[0] == "1"
+    else:
+        raise SystemExit("no rule for procd_set_param " + key)
+triggers = [["config.change", ["if", ["eq", "package", a[0]], ["run_script", "/etc/init.d/btcagent", "reload"]], 1000]
+            for n, a in calls(sys.argv[2]) if n == "procd_add_reload_trigger"]
+built = {"name": "btcagent", "script": "/etc/init.d/btcagent", "instances": {"instance1": instance}, "triggers": triggers}
+recorded = json.load(open(sys.argv[3]))
+if built != recorded:
+    raise SystemExit("built " + json.dumps(built) + "\nrecorded " + json.dumps(recorded))
+PY
+		pass "defaults: the procd JSON matches the real procd.sh recording"
+	else
+		fail "defaults: the procd JSON differs from the real procd.sh recording" "$WORK/procd-json.out"
+	fi
+else
+	fail "python3 is missing (compares the procd JSON): run scripts/test-deps-openwrt.sh"
+fi
+
 if run_init stderr start_service CONFIG_main_enabled=yes CONFIG_main_log_verbosity=2 \
 	CONFIG_main_log_target=stderr; then
 	expect_line stderr "procd_set_param [command] [/usr/bin/btcagent] [--uci] [/etc/config/btcagent] [-v] [2] [-l] [stderr]"
@@ -125,8 +180,6 @@ if run_init bad-values start_service CONFIG_main_enabled=on CONFIG_main_log_verb
 	expect_line bad-values "logger [-t] [btcagent] [log_target '/tmp' is neither syslog nor stderr, using syslog]"
 fi
 
-run_init triggers service_triggers &&
-	expect_line triggers "procd_add_reload_trigger [btcagent]"
 
 if ! command -v shellcheck >/dev/null; then
 	fail "shellcheck is missing: run scripts/test-deps-openwrt.sh"

@@ -12,6 +12,7 @@
 	var M = window.__modules, dom = M.dom, uci = M.uci, S = window.__standin;
 	var E = window.E;
 
+	function isEmpty(v) { return v == null || v === '' || (Array.isArray(v) && !v.length); }
 	function cbid(map, sid, opt) { return 'cbid.' + map.config + '.' + sid + '.' + opt; }
 
 	/* ---------- options ---------- */
@@ -24,6 +25,9 @@
 			this.description = description || '';
 			this.deps = [];
 			this.rmempty = true;
+			this.optional = false;
+			/* As form.js: an option hidden by depends() is deleted on save unless retained. */
+			this.retain = false;
 			this.widgets = {};
 		},
 		depends: function(field, value) {
@@ -31,8 +35,12 @@
 			if (typeof field === 'object') d = field; else d[field] = value;
 			this.deps.push(d);
 		},
+		/* The stored value, null when absent; widgets show this.default then. */
 		cfgvalue: function(sid) {
-			var v = uci.get(this.map.config, sid, this.option);
+			return uci.get(this.map.config, sid, this.option);
+		},
+		shownvalue: function(sid) {
+			var v = this.cfgvalue(sid);
 			return v == null ? this.default : v;
 		},
 		formvalue: function(sid) {
@@ -65,18 +73,29 @@
 			box.textContent = msg || '';
 			box.style.display = msg ? '' : 'none';
 		},
-		/* Validation of the value as it will be saved. */
+		/* Validation of the value as it will be saved, as form.js parse() does it. */
 		problems: function(sid) {
 			if (!this.isActive(sid))
 				return [];
-			var err = this.checkValue(sid, this.formvalue(sid));
+			var v = this.formvalue(sid);
+			var err = this.checkValue(sid, v);
+			if (!err && isEmpty(v) && !(this.rmempty || this.optional))
+				err = 'must not be empty';
 			return err ? [ err ] : [];
 		},
+		/* form.js AbstractValue.parse(): an empty value removes the option, a
+		 * changed one is written, a hidden one is removed unless retained. */
 		write: function(sid) {
-			if (!this.isActive(sid))
+			if (!this.isActive(sid)) {
+				if (!this.retain)
+					uci.unset(this.map.config, sid, this.option);
 				return;
-			var v = this.formvalue(sid);
-			uci.set(this.map.config, sid, this.option, v);
+			}
+			var v = this.formvalue(sid), cur = this.cfgvalue(sid);
+			if (isEmpty(v))
+				uci.unset(this.map.config, sid, this.option);
+			else if (JSON.stringify(v) !== JSON.stringify(cur))
+				uci.set(this.map.config, sid, this.option, v);
 		},
 		renderFrame: function(sid, widget) {
 			var self = this;
@@ -102,7 +121,7 @@
 	var Value = AbstractValue.extend({
 		renderWidget: function(sid) {
 			var self = this;
-			var v = this.cfgvalue(sid);
+			var v = this.shownvalue(sid);
 			var input = E('input', {
 				'type': this.password ? 'password' : 'text',
 				'class': 'cbi-input-text',
@@ -125,12 +144,27 @@
 			AbstractValue.prototype.__init__.apply(this, arguments);
 			this.enabled = '1';
 			this.disabled = '0';
-			this.default = '0';
+			/* As form.js: unchecked when absent, unless the view sets o.default. */
+			this.default = this.disabled;
+		},
+		/* form.js Flag.parse(): written whenever shown (removed when equal to the
+		 * default only with rmempty), removed when hidden unless retained. */
+		write: function(sid) {
+			if (!this.isActive(sid)) {
+				if (!this.retain)
+					uci.unset(this.map.config, sid, this.option);
+				return;
+			}
+			var v = this.formvalue(sid);
+			if (v == this.default && (this.optional || this.rmempty))
+				uci.unset(this.map.config, sid, this.option);
+			else
+				uci.set(this.map.config, sid, this.option, v);
 		},
 		render: function(sid) {
 			var self = this;
 			var input = E('input', { 'type': 'checkbox', 'class': 'cbi-input-checkbox', 'id': 'widget.' + cbid(this.map, sid, this.option) });
-			input.checked = String(this.cfgvalue(sid)) === this.enabled;
+			input.checked = String(this.shownvalue(sid)) === this.enabled;
 			var widget = { node: input, input: input, getValue: function() { return input.checked ? self.enabled : self.disabled; } };
 			input.addEventListener('change', function() { widget.onchange(); });
 			return this.renderFrame(sid, widget);
@@ -148,7 +182,7 @@
 			var self = this;
 			var select = E('select', { 'class': 'cbi-input-select', 'id': 'widget.' + cbid(this.map, sid, this.option) },
 				this.keylist.map(function(k, i) { return E('option', { 'value': k }, [ self.vallist[i] ]); }));
-			var v = this.cfgvalue(sid);
+			var v = this.shownvalue(sid);
 			if (v != null)
 				select.value = String(v);
 			var widget = { node: select, input: select, getValue: function() { return select.value; } };
@@ -160,7 +194,7 @@
 	var DynamicList = AbstractValue.extend({
 		render: function(sid) {
 			var self = this;
-			var v = this.cfgvalue(sid);
+			var v = this.shownvalue(sid);
 			var items = v == null ? [] : (Array.isArray(v) ? v.slice() : [ String(v) ]);
 			var list = E('div', { 'class': 'cbi-dynlist', 'id': 'widget.' + cbid(this.map, sid, this.option) });
 			var itemsBox = E('div', { 'class': 'cbi-dynlist-items' });
@@ -427,6 +461,27 @@
 		(window.__test.maps || []).forEach(function(m) { m.sections.forEach(walk); });
 		return out;
 	};
+
+	/* What the rule test checks of every option: widget, default, placeholder, depends, retain. */
+	window.__test.optionRules = function() {
+		var out = [];
+		function walk(section) {
+			section.children.forEach(function(c) {
+				if (c.subsection)
+					return walk(c.subsection);
+				out.push({ name: section.sectiontype + '.' + c.option, widget: c.widgetType,
+					default: c.default == null ? null : String(c.default), placeholder: c.placeholder == null ? null : String(c.placeholder),
+					depends: c.deps.length, retain: !!c.retain, rmempty: !!c.rmempty });
+			});
+		}
+		(window.__test.maps || []).forEach(function(m) { m.sections.forEach(walk); });
+		return out;
+	};
+
+	Value.prototype.widgetType = 'Value';
+	Flag.prototype.widgetType = 'Flag';
+	ListValue.prototype.widgetType = 'ListValue';
+	DynamicList.prototype.widgetType = 'DynamicList';
 
 	M.form = {
 		Map: Map, NamedSection: NamedSection, TypedSection: TypedSection, GridSection: GridSection,

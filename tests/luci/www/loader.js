@@ -48,9 +48,14 @@
 	}
 
 	var steps = [];
-	steps.push(fetchText('/fixtures/' + (q.get('uci') || 'uci-btcagent') + '.json').then(function(t) {
-		M.uci.data.btcagent = JSON.parse(t);
-	}));
+	/* ?rec=FLOW&step=N: the uci values the real LuCI loaded before step N of a recorded flow. */
+	steps.push(q.get('rec')
+		? fetchText('/recordings/' + q.get('rec') + '.json').then(function(t) {
+			M.uci.data.btcagent = JSON.parse(t).saves[+q.get('step') || 0].before;
+		})
+		: fetchText('/fixtures/' + (q.get('uci') || 'uci-btcagent') + '.json').then(function(t) {
+			M.uci.data.btcagent = JSON.parse(t);
+		}));
 	if (q.get('lang'))
 		steps.push(fetchText('/po/' + q.get('lang') + '/btcagent.po').then(function(t) { T.i18n = parsePo(t); }));
 	if (q.get('status'))

@@ -113,54 +113,114 @@
 		error: function(type, msg) { var e = new Error(msg); e.name = type; throw e; }
 	};
 
-	/* ---------- uci ---------- */
+	/* ---------- uci ----------
+	 * Like LuCI's uci.js: edits are kept as pending creates/changes/deletes over
+	 * the loaded values, and save() turns them into the same rpcd calls in the
+	 * same order (delete, add, set, order), logged on T.ubusCalls, then applies
+	 * them to the data as rpcd + uci would (an empty value deletes the option).
+	 * tests/luci/recordings/ holds what the real uci.js sent for the same flows. */
+	function isEmptyValue(v) { return v == null || v === '' || (Array.isArray(v) && !v.length); }
 	var uci = {
 		data: {},
 		seq: 0,
+		pending: { creates: {}, changes: {}, deletes: {}, reorder: false },
 		load: function(config) {
 			if (!uci.data[config])
 				return Promise.reject(new Error('uci: no config ' + config));
 			return Promise.resolve([ config ]);
 		},
+		/* The sections as uci.js sees them: loaded ones less deleted, plus created. */
+		view: function(config) {
+			var P = uci.pending, c = uci.data[config] || {}, out = {};
+			Object.keys(c).forEach(function(sid) {
+				if (P.deletes[sid] === true) return;
+				var s = Object.assign({}, c[sid]);
+				Object.keys(P.deletes[sid] || {}).forEach(function(o) { delete s[o]; });
+				Object.assign(s, P.changes[sid] || {});
+				out[sid] = s;
+			});
+			Object.keys(P.creates).forEach(function(sid) { out[sid] = P.creates[sid]; });
+			return out;
+		},
 		sections: function(config, type) {
-			var c = uci.data[config] || {};
+			var c = uci.view(config);
 			return Object.keys(c).map(function(k) { return c[k]; })
 				.filter(function(s) { return type == null || s['.type'] === type; })
 				.sort(function(a, b) { return a['.index'] - b['.index']; });
 		},
 		get: function(config, sid, opt) {
-			var s = (uci.data[config] || {})[sid];
+			var s = uci.view(config)[sid];
 			if (!s)
 				return null;
 			return opt == null ? s : (s[opt] === undefined ? null : s[opt]);
 		},
 		set: function(config, sid, opt, value) {
-			var s = (uci.data[config] || {})[sid];
-			if (!s)
-				return;
-			if (value == null || value === '' || (Array.isArray(value) && !value.length))
-				delete s[opt];
-			else
-				s[opt] = value;
+			var P = uci.pending, loaded = (uci.data[config] || {})[sid];
+			if (P.creates[sid]) {
+				if (value != null) P.creates[sid][opt] = value; else delete P.creates[sid][opt];
+			}
+			else if (!isEmptyValue(value)) {
+				if (!loaded || P.deletes[sid] === true) return;
+				if (P.deletes[sid]) delete P.deletes[sid][opt];
+				(P.changes[sid] = P.changes[sid] || {})[opt] = value;
+			}
+			else {
+				if (P.changes[sid]) delete P.changes[sid][opt];
+				if (loaded && Object.prototype.hasOwnProperty.call(loaded, opt) && P.deletes[sid] !== true)
+					(P.deletes[sid] = P.deletes[sid] || {})[opt] = true;
+			}
 		},
 		unset: function(config, sid, opt) { uci.set(config, sid, opt, null); },
 		add: function(config, type) {
-			var c = uci.data[config];
 			var sid = 'new' + (++uci.seq);
-			var max = uci.sections(config).reduce(function(m, s) { return Math.max(m, s['.index']); }, -1);
-			c[sid] = { '.type': type, '.name': sid, '.anonymous': true, '.index': max + 1 };
+			uci.pending.creates[sid] = { '.type': type, '.name': sid, '.anonymous': true, '.index': 1000 + uci.seq };
 			return sid;
 		},
-		remove: function(config, sid) { delete (uci.data[config] || {})[sid]; },
+		remove: function(config, sid) {
+			if (uci.pending.creates[sid]) delete uci.pending.creates[sid];
+			else { delete uci.pending.changes[sid]; uci.pending.deletes[sid] = true; }
+		},
 		move: function(config, sid, beforeSid) {
 			var list = uci.sections(config);
-			var moving = uci.data[config][sid];
+			var moving = list.filter(function(s) { return s['.name'] === sid; })[0];
 			list = list.filter(function(s) { return s !== moving; });
-			var at = beforeSid ? list.indexOf(uci.data[config][beforeSid]) : list.length;
+			var at = beforeSid ? list.map(function(s) { return s['.name']; }).indexOf(beforeSid) : list.length;
 			list.splice(at < 0 ? list.length : at, 0, moving);
-			list.forEach(function(s, i) { s['.index'] = i; });
+			list.forEach(function(s, i) {
+				s['.index'] = i;
+				var stored = (uci.data[config] || {})[s['.name']];
+				if (stored) stored['.index'] = i;
+			});
+			uci.pending.reorder = true;
 		},
-		save: function() { T.uciSaved = JSON.parse(JSON.stringify(uci.data)); return Promise.resolve(); },
+		save: function() {
+			var config = 'btcagent', P = uci.pending, c = uci.data[config], calls = [];
+			var log = function(method, args) { calls.push({ object: 'uci', method: method, args: args }); };
+			Object.keys(P.deletes).forEach(function(sid) {
+				var d = P.deletes[sid];
+				if (d === true) { log('delete', { config: config, section: sid }); delete c[sid]; return; }
+				log('delete', { config: config, section: sid, options: Object.keys(d) });
+				Object.keys(d).forEach(function(o) { delete c[sid][o]; });
+			});
+			Object.keys(P.creates).forEach(function(sid) {
+				var s = P.creates[sid], values = {};
+				Object.keys(s).forEach(function(k) { if (k.charAt(0) !== '.') values[k] = s[k]; });
+				log('add', { config: config, type: s['.type'], values: values });
+				var stored = Object.assign({}, s);
+				Object.keys(values).forEach(function(k) { if (isEmptyValue(values[k])) delete stored[k]; });
+				c[sid] = stored;
+			});
+			Object.keys(P.changes).forEach(function(sid) {
+				log('set', { config: config, section: sid, values: P.changes[sid] });
+				Object.keys(P.changes[sid]).forEach(function(k) { c[sid][k] = P.changes[sid][k]; });
+			});
+			if (P.reorder)
+				log('order', { config: config, sections: uci.sections(config).map(function(s) { return s['.name']; }) });
+			uci.pending = { creates: {}, changes: {}, deletes: {}, reorder: false };
+			T.ubusCalls = (T.ubusCalls || []).concat(calls);
+			T.uciSaved = JSON.parse(JSON.stringify(uci.data));
+			return Promise.resolve();
+		},
 		apply: function() { return Promise.resolve(); }
 	};
 

@@ -7,6 +7,12 @@
  * script translates into the agent's JSON config. Option names are fixed by
  * that contract (see uci-options.txt beside the Makefile).
  *
+ * Every option shows the agent's own default when it is absent from the file
+ * (o.default for switches, the placeholder for text), so that saving an
+ * untouched page changes nothing the agent does; options hidden by depends()
+ * keep their value (o.retain), since LuCI would otherwise delete them on Save.
+ * tests/luci checks both rules against the agent's defaults.
+ *
  * Validation is written out here rather than left to LuCI datatypes so that
  * every rule the agent enforces at start-up is caught while typing, with a
  * message that says what is wrong.
@@ -94,6 +100,13 @@ function validatePort(section_id, value) {
 	return isPort(String(value)) ? true : _('Port must be a whole number from 1 to 65535');
 }
 
+/* An absent option means the agent's default (the placeholder shows it). */
+function optionalPort(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	return validatePort(section_id, value);
+}
+
 function validateHost(section_id, value) {
 	if (value == null || value === '')
 		return _('Enter a host name or IP address');
@@ -102,7 +115,7 @@ function validateHost(section_id, value) {
 
 function validateListenIP(section_id, value) {
 	if (value == null || value === '')
-		return _('Enter an IP address, 0.0.0.0 or :: for all');
+		return true; /* absent: 0.0.0.0, the agent's default */
 	return (isIPv4(value) || isIPv6(value)) ? true : _('Not a valid IPv4 or IPv6 address');
 }
 
@@ -120,6 +133,9 @@ function validateProxy(section_id, value) {
 	if (scheme !== 'socks5' && scheme !== 'http' && scheme !== 'https')
 		return _('Unknown proxy scheme: use socks5://, http:// or https://');
 	var rest = m[2];
+	/* As the agent: '#' and '?' end a URL's address, so a password must %-escape them. */
+	if (/[#?]/.test(rest))
+		return _('Write # as %23 and ? as %3F in a proxy user name or password');
 	var at = rest.lastIndexOf('@');
 	if (at >= 0) {
 		if (rest.substring(0, at).indexOf(':') < 1)
@@ -160,7 +176,7 @@ function validateWorkerFormat(section_id, value) {
 
 function validateListenHostPort(section_id, value) {
 	if (value == null || value === '')
-		return _('Enter an address as ip:port');
+		return true; /* absent: 127.0.0.1:9999, the agent's default */
 	return isHostPort(String(value)) ? true : _('Use ip:port, e.g. 127.0.0.1:9999');
 }
 
@@ -188,6 +204,7 @@ return view.extend({
 		/* --- Basic --- */
 		o = s.taboption('basic', form.Flag, 'enabled', _('Enable'),
 			_('Start the agent now and at every boot.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('basic', form.Value, 'agent_listen_ip', _('Listen address'),
@@ -198,10 +215,11 @@ return view.extend({
 		o = s.taboption('basic', form.Value, 'agent_listen_port', _('Listen port'),
 			_('Port the miners connect to (point their pool URL at stratum+tcp://this-router:port).'));
 		o.placeholder = '3333';
-		o.validate = validatePort;
+		o.validate = optionalPort;
 
 		o = s.taboption('basic', form.Flag, 'multi_user_mode', _('Multi-user mode'),
 			_('On: the sub-account is the part of each miner\'s user name before the first ".", and each sub-account gets its own pool connections. Off: every miner mines for the sub-account of the pool entry.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('basic', form.SectionValue, '_pools', form.GridSection, 'pool', _('Pools'),
@@ -213,16 +231,19 @@ return view.extend({
 		pools.nodescriptions = true;
 
 		o = pools.option(form.Value, 'host', _('Pool host'));
+		o.editable = true;
 		o.placeholder = 'us.ss.btc.com';
 		o.rmempty = false;
 		o.validate = validateHost;
 
 		o = pools.option(form.Value, 'port', _('Pool port'));
+		o.editable = true;
 		o.placeholder = '1800';
 		o.rmempty = false;
 		o.validate = validatePort;
 
 		o = pools.option(form.Value, 'subaccount', _('Sub-account'));
+		o.editable = true;
 		o.placeholder = 'YourSubAccountName';
 		o.validate = function(section_id, value) {
 			if (value == null || value === '') {
@@ -238,12 +259,14 @@ return view.extend({
 		/* --- Worker names --- */
 		o = s.taboption('workers', form.Flag, 'use_ip_as_worker_name', _('Use IP as worker name'),
 			_('Name each worker after the miner\'s IP address instead of the name it logs in with. Useful when miners all use the same login.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('workers', form.Value, 'ip_worker_name_format', _('IP worker name format'),
 			_('{1} to {4} stand for the four parts of the IPv4 address: {1}x{2}x{3}x{4} turns 192.168.1.23 into 192x168x1x23.'));
 		o.placeholder = '{1}x{2}x{3}x{4}';
 		o.depends('use_ip_as_worker_name', '1');
+		o.retain = true;
 		o.validate = validateWorkerFormat;
 
 		o = s.taboption('workers', form.Value, 'fixed_worker_name', _('Fixed worker name'),
@@ -253,49 +276,61 @@ return view.extend({
 		/* --- Network --- */
 		o = s.taboption('network', form.Flag, 'pool_use_tls', _('TLS to the pool'),
 			_('Encrypt the connection to the pool. Miners still talk plain TCP to this router. The pool must offer TLS on the port given.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('network', form.Flag, 'tls_skip_certificate_verify', _('Skip certificate check'),
 			_('On: accept any certificate from the pool or an https proxy (encrypted, but not protected against impersonation). Off: verify it, which needs correct time on the router.'));
+		o.default = '1';
 		o.rmempty = false;
 
 		o = s.taboption('network', form.Flag, 'use_proxy', _('Use proxies'),
 			_('Off ignores the proxy list below and always connects directly.'));
+		o.default = '1';
 		o.rmempty = false;
 
 		o = s.taboption('network', form.DynamicList, 'proxy', _('Proxies'),
 			_('socks5://[user:pass@]host:port, http://host:port, https://host:port (TLS to the proxy), host:port, or system (take ALL_PROXY / HTTPS_PROXY / HTTP_PROXY from the environment). With several, all are tried at once and the first that connects wins.'));
 		o.placeholder = 'socks5://user:pass@192.0.2.1:1080';
 		o.depends('use_proxy', '1');
+		o.retain = true;
 		o.validate = validateProxy;
 
 		o = s.taboption('network', form.Flag, 'direct_connect_with_proxy', _('Race a direct connection'),
 			_('Also try a direct connection at the same time as the proxies, and use whichever connects first.'));
 		o.depends('use_proxy', '1');
+		o.retain = true;
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('network', form.Flag, 'direct_connect_after_proxy', _('Direct connection if proxies fail'),
 			_('When every proxy fails, try connecting directly. Turn off where direct traffic to the pool must never leave the farm.'));
 		o.depends('use_proxy', '1');
+		o.retain = true;
+		o.default = '1';
 		o.rmempty = false;
 
 		/* --- Advanced --- */
 		o = s.taboption('advanced', form.Flag, 'always_keep_downconn', _('Keep miners connected when pools are lost'),
 			_('On: when every pool connection is lost, keep miners connected and give them placeholder work until a pool is back; their shares in that time are not paid. Off: disconnect miners so they fail over to their own backup pools.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('advanced', form.Value, 'fake_job_notify_interval_seconds', _('Placeholder job interval (s)'),
 			_('How often miners kept connected without a pool get new placeholder work.'));
 		o.placeholder = '30';
 		o.depends('always_keep_downconn', '1');
+		o.retain = true;
 		o.validate = positiveInteger;
 
 		o = s.taboption('advanced', form.Flag, 'disconnect_when_lost_asicboost', _('Reconnect miners that lose AsicBoost'),
 			_('After a miner has sent more than 100 version-rolling shares, a share without version rolling makes the agent ask it to reconnect, which usually restores AsicBoost (lower power per hash).'));
+		o.default = '1';
 		o.rmempty = false;
 
 		o = s.taboption('advanced', form.Flag, 'submit_response_from_server', _('Forward pool share results'),
 			_('On: miners see the pool\'s real accept or reject for each share (the pool must support it), so reject counts on the miners are true. Off: shares are acknowledged at once, which is faster.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('advanced', form.Value, 'pool_connection_number_per_subaccount', _('Pool connections per sub-account'),
@@ -320,11 +355,13 @@ return view.extend({
 
 		o = s.taboption('advanced', form.Flag, 'http_debug_enable', _('HTTP debug endpoint'),
 			_('Serve status and metrics over HTTP. Keep it on 127.0.0.1 unless the LAN may read it.'));
+		o.default = '0';
 		o.rmempty = false;
 
 		o = s.taboption('advanced', form.Value, 'http_debug_listen', _('HTTP debug address'));
 		o.placeholder = '127.0.0.1:9999';
 		o.depends('http_debug_enable', '1');
+		o.retain = true;
 		o.validate = validateListenHostPort;
 
 		o = s.taboption('advanced', form.Value, 'status_file', _('Status file'),
