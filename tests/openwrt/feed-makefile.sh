@@ -54,6 +54,8 @@ dump:
 	@echo 'PKG_VERSION=$$(PKG_VERSION)'
 	@echo 'PKG_RELEASE=$$(PKG_RELEASE)'
 	@echo 'PKG_LICENSE=$$(PKG_LICENSE)'
+	@echo 'PKG_LICENSE_FILES=$$(PKG_LICENSE_FILES)'
+	@echo 'PKG_MAINTAINER=$$(PKG_MAINTAINER)'
 	@echo 'PKG_BUILD_DEPENDS=$$(PKG_BUILD_DEPENDS)'
 	@echo 'SECTION=$$(SECTION)'
 	@echo 'CATEGORY=$$(CATEGORY)'
@@ -88,6 +90,11 @@ value() { sed -n "s/^$1=//p" "$WORK/dump"; }
 same "PKG_NAME" btcagent "$(value PKG_NAME)"
 same "PKG_RELEASE" 1 "$(value PKG_RELEASE)"
 same "PKG_LICENSE" MIT "$(value PKG_LICENSE)"
+same "PKG_LICENSE_FILES" LICENSE "$(value PKG_LICENSE_FILES)"
+check "the license file is in the tree" test -f "$ROOT/$(value PKG_LICENSE_FILES)"
+# The packages feed wants "Name <address>".
+check "PKG_MAINTAINER has a name and an address" \
+	sh -c 'printf %s "$1" | grep -Eq "^[^<]+ <[^<>@ ]+@[^<>@ ]+>$"' _ "$(value PKG_MAINTAINER)"
 same "PKG_BUILD_DEPENDS" rust/host "$(value PKG_BUILD_DEPENDS)"
 same "SECTION" net "$(value SECTION)"
 same "CATEGORY" Network "$(value CATEGORY)"
