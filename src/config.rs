@@ -33,6 +33,10 @@ pub struct Advanced {
     pub pool_connection_dial_timeout: Duration,
     pub pool_connection_read_timeout: Duration,
     pub fake_job_notify_interval: Duration,
+    /// btcagent only: when every pool connection of a sub-account is lost, its miners
+    /// stay connected this long while the connections dial the next pools; 0 lets them
+    /// go at once (the original's behaviour).
+    pub pool_failover_hold: Duration,
     pub tls_skip_certificate_verify: bool,
     /// The original's channel sizes; btcagent maps `miner_session` onto the bound of a
     /// miner's unsent output and `pool_session` onto the pool writer's buffer.
@@ -98,6 +102,9 @@ impl Default for Advanced {
             pool_connection_dial_timeout: Duration::from_secs(15),
             pool_connection_read_timeout: Duration::from_secs(60),
             fake_job_notify_interval: Duration::from_secs(30),
+            // Twice the dial timeout: a first pool whose host is down costs one dial
+            // timeout before the next pool of the list is tried.
+            pool_failover_hold: Duration::from_secs(30),
             tls_skip_certificate_verify: true,
             message_queue_size: MessageQueueSize::default(),
             bitcoin_default_version_mask: 0x1fff_e000,
@@ -255,6 +262,7 @@ const ADVANCED_FIELDS: &[&str] = &[
     "pool_connection_dial_timeout_seconds",
     "pool_connection_read_timeout_seconds",
     "fake_job_notify_interval_seconds",
+    "pool_failover_hold_seconds",
     "tls_skip_certificate_verify",
     "message_queue_size",
     "bitcoin_default_version_mask",
@@ -416,6 +424,7 @@ impl Config {
                  \"pool_connection_dial_timeout_seconds\": {},\n        \
                  \"pool_connection_read_timeout_seconds\": {},\n        \
                  \"fake_job_notify_interval_seconds\": {},\n        \
+                 \"pool_failover_hold_seconds\": {},\n        \
                  \"tls_skip_certificate_verify\": {},\n        \
                  \"message_queue_size\": {{\n            \"session_manager\": {},\n            \
                  \"pool_session_manager\": {},\n            \"pool_session\": {},\n            \
@@ -426,6 +435,7 @@ impl Config {
                 a.pool_connection_dial_timeout.as_secs(),
                 a.pool_connection_read_timeout.as_secs(),
                 a.fake_job_notify_interval.as_secs(),
+                a.pool_failover_hold.as_secs(),
                 a.tls_skip_certificate_verify,
                 q.session_manager,
                 q.pool_session_manager,
@@ -933,6 +943,11 @@ fn read_advanced(value: &Value, warnings: &mut Vec<String>) -> Result<Advanced, 
             "fake_job_notify_interval_seconds",
             d.fake_job_notify_interval,
         )?,
+        pool_failover_hold: Duration::from_secs(f.uint(
+            "pool_failover_hold_seconds",
+            d.pool_failover_hold.as_secs(),
+            (0, MAX_SECONDS),
+        )?),
         tls_skip_certificate_verify: f
             .bool("tls_skip_certificate_verify", d.tls_skip_certificate_verify)?,
         message_queue_size,

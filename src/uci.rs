@@ -351,6 +351,12 @@ const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
         Kind::Number,
     ),
     (
+        "pool_failover_hold_seconds",
+        "pool_failover_hold_seconds",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
         "submit_coalesce_ms",
         "submit_coalesce_ms",
         Place::Advanced,
@@ -564,6 +570,7 @@ mod tests {
                     "pool_connection_dial_timeout_seconds": 15,
                     "pool_connection_read_timeout_seconds": 60,
                     "fake_job_notify_interval_seconds": 30,
+                    "pool_failover_hold_seconds": 30,
                     "submit_coalesce_ms": 50
                 },
                 "status_file": "/var/run/btcagent/status.json",

@@ -573,9 +573,12 @@ fn miners_move_to_a_sibling_connection_without_disconnecting() {
 }
 
 #[test]
-fn miners_are_disconnected_when_no_connection_is_up() {
+fn miners_are_disconnected_when_no_connection_comes_back_within_the_hold() {
     let pool = pool();
-    let agent = AgentProc::start(config_for(&[pool.addr()], json!({})));
+    let agent = AgentProc::start(config_for(
+        &[pool.addr()],
+        json!({"advanced": {"pool_failover_hold_seconds": 1}}),
+    ));
     block_on(async {
         let mut m = Miner::login(&agent, "farm1.w1", false).await;
         pool.refuse_connections();
@@ -585,6 +588,64 @@ fn miners_are_disconnected_when_no_connection_is_up() {
             "miner must be free to fail over to its backup pool"
         );
     });
+    assert!(agent.wait_log("1 s failover hold", T), "{}", agent.log());
+}
+
+#[test]
+fn a_lost_pool_is_replaced_by_the_next_without_disconnecting_miners() {
+    // The first pool of the list goes away for good; the second is up. The miners
+    // stay connected, get the second pool's job as clean and are registered there.
+    let first = pool();
+    let second = pool();
+    let agent = AgentProc::start(config_for(
+        &[first.addr(), second.addr()],
+        json!({"submit_response_from_server": true, "advanced": {"pool_connection_number_per_subaccount": 2}}),
+    ));
+    block_on(async {
+        let mut miners = Vec::new();
+        for i in 0..4 {
+            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
+        }
+        for m in miners.iter_mut() {
+            assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        }
+        first.refuse_connections();
+        first.drop_all();
+        let sids: Vec<u16> = miners.iter().map(Miner::session_id).collect();
+        wait_pool(
+            &second,
+            &agent,
+            "all 4 miners registered at the second pool",
+            |s| {
+                sids.iter()
+                    .all(|sid| s.open_connections().any(|c| c.sessions.contains_key(sid)))
+            },
+        );
+        for (i, m) in miners.iter_mut().enumerate() {
+            // A share on a job of the first pool (or of a connection to it that was
+            // dying when the miner moved there) is answered stale, never sent anywhere;
+            // the second pool's job comes as clean and its shares count.
+            let bits = if i % 2 == 0 { 0x2000 } else { 0 };
+            let mut accepted = false;
+            for _ in 0..4 {
+                let r = m.submit_share(0, bits).await;
+                if r["result"] == json!(true) {
+                    accepted = true;
+                    break;
+                }
+                assert_eq!(error_code(&r), Some(21), "{r}");
+                m.catch_up().await;
+            }
+            assert!(accepted, "miner {i} mines at the second pool");
+        }
+        // Checked while the miners are still connected (their own goodbye is logged).
+        assert!(!agent.log().contains("disconnected"), "{}", agent.log());
+    });
+    wait_pool(&second, &agent, "4 shares at the second pool", |s| {
+        s.totals.valid == 4
+    });
+    assert_clean(&first);
+    assert_clean(&second);
 }
 
 #[test]
@@ -592,7 +653,7 @@ fn always_keep_downconn_feeds_fake_jobs_then_returns_to_the_pool() {
     let pool = pool();
     let agent = AgentProc::start(config_for(
         &[pool.addr()],
-        json!({"always_keep_downconn": true, "advanced": {"fake_job_notify_interval_seconds": 1}}),
+        json!({"always_keep_downconn": true, "advanced": {"fake_job_notify_interval_seconds": 1, "pool_failover_hold_seconds": 1}}),
     ));
     block_on(async {
         let mut m = Miner::login(&agent, "farm1.w1", false).await;

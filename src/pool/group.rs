@@ -3,7 +3,10 @@
 //! Each of the `pool_connection_number_per_subaccount` slots keeps one connection up,
 //! walking the pool list in order. Miners go to the connection with the fewest miners;
 //! when a connection dies its miners move to a sibling without noticing (their
-//! extranonce1 is their session id, not tied to a connection).
+//! extranonce1 is their session id, not tied to a connection). When the last one dies
+//! (the pool itself went away), the miners are held, still connected, for
+//! `pool_failover_hold` while the slots dial the next pools of the list: the first
+//! connection up takes them all, and they see a new job, not a disconnect.
 
 use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
@@ -30,6 +33,10 @@ pub struct PoolGroup {
     waiting: RefCell<Vec<Rc<MinerSession>>>,
     /// Miners kept on fake jobs while no connection is up (`always_keep_downconn`).
     orphans: RefCell<Vec<Rc<MinerSession>>>,
+    /// Miners whose last connection died, kept connected until the hold runs out.
+    held: RefCell<Vec<Rc<MinerSession>>>,
+    /// Counts holds, so a hold timer knows whether its hold is still the current one.
+    hold_epoch: Cell<u32>,
     miners: Cell<usize>,
     closed: Cell<bool>,
     last_job: RefCell<Option<Rc<Job>>>,
@@ -45,6 +52,8 @@ impl PoolGroup {
             sessions: RefCell::new(Vec::new()),
             waiting: RefCell::new(Vec::new()),
             orphans: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
+            hold_epoch: Cell::new(0),
             miners: Cell::new(0),
             closed: Cell::new(false),
             last_job: RefCell::new(None),
@@ -158,6 +167,7 @@ impl PoolGroup {
         }
         self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.miners.set(self.miners.get().saturating_sub(1));
         if self.miners.get() == 0 && self.subaccount.is_some() {
             log::info!(
@@ -197,6 +207,22 @@ impl PoolGroup {
             self.least_loaded()
                 .unwrap_or_else(|| session.clone())
                 .adopt(agent, &miner);
+        }
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        if !held.is_empty() {
+            log::info!(
+                "{}: takes over the {} miners held since the last connection of {} was lost",
+                session.name(),
+                held.len(),
+                self.name()
+            );
+        }
+        for miner in held {
+            if !miner.is_closed() {
+                self.least_loaded()
+                    .unwrap_or_else(|| session.clone())
+                    .adopt(agent, &miner);
+            }
         }
         let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
         if !orphans.is_empty() {
@@ -269,36 +295,65 @@ impl PoolGroup {
         if miners.is_empty() {
             return;
         }
-        let target = self.least_loaded();
-        match target {
-            Some(_) => log::info!(
+        if self.least_loaded().is_some() {
+            log::info!(
                 "{}: moving {} miners to sibling connections",
                 session.name(),
                 miners.len()
-            ),
-            None if agent.config().always_keep_downconn => {
-                log::warn!(
-                    "{}: no connection of {} is up: {} miners stay on fake jobs",
-                    session.name(),
-                    self.name(),
-                    miners.len()
-                )
+            );
+            for miner in miners.iter().filter(|m| !m.is_closed()) {
+                if let Some(s) = self.least_loaded() {
+                    s.adopt(agent, miner);
+                }
             }
-            None => log::warn!(
-                "{}: no connection of {} is up: disconnecting {} miners",
-                session.name(),
+            return;
+        }
+        let hold = agent.config().advanced.pool_failover_hold;
+        if hold.is_zero() {
+            self.no_pool_for(agent, miners, &session.name());
+            return;
+        }
+        log::warn!(
+            "{}: no connection of {} is up: holding {} miners for up to {} s while the next pools are dialled",
+            session.name(),
+            self.name(),
+            miners.len(),
+            hold.as_secs()
+        );
+        let first_of_hold = self.held.borrow().is_empty();
+        self.held
+            .borrow_mut()
+            .extend(miners.into_iter().filter(|m| !m.is_closed()));
+        if first_of_hold {
+            let epoch = self.hold_epoch.get().wrapping_add(1);
+            self.hold_epoch.set(epoch);
+            agent.spawn(end_hold(agent.clone(), self.clone(), epoch, hold));
+        }
+    }
+
+    /// No connection is up for these miners (any more): fake jobs or a disconnect.
+    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miners: Vec<Rc<MinerSession>>, why: &str) {
+        let miners: Vec<_> = miners.into_iter().filter(|m| !m.is_closed()).collect();
+        if miners.is_empty() {
+            return;
+        }
+        if agent.config().always_keep_downconn {
+            log::warn!(
+                "{why}: no connection of {} is up: {} miners stay on fake jobs",
                 self.name(),
                 miners.len()
-            ),
-        }
-        for miner in miners {
-            if miner.is_closed() {
-                continue;
+            );
+            for miner in miners {
+                self.orphan(agent, miner);
             }
-            match self.least_loaded() {
-                Some(s) => s.adopt(agent, &miner),
-                None if agent.config().always_keep_downconn => self.orphan(agent, miner),
-                None => miner.close("no pool connection is up"),
+        } else {
+            log::warn!(
+                "{why}: no connection of {} is up: disconnecting {} miners",
+                self.name(),
+                miners.len()
+            );
+            for miner in miners {
+                miner.close("no pool connection is up");
             }
         }
     }
@@ -347,6 +402,17 @@ fn unix_now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0)
+}
+
+/// Lets the held miners go when no connection came up within the hold.
+async fn end_hold(agent: Rc<Agent>, group: Rc<PoolGroup>, epoch: u32, hold: Duration) {
+    Timer::after(hold).await;
+    if group.hold_epoch.get() != epoch || group.is_closed() {
+        return;
+    }
+    let held = std::mem::take(&mut *group.held.borrow_mut());
+    let why = format!("{} s failover hold", hold.as_secs());
+    group.no_pool_for(&agent, held, &why);
 }
 
 /// Sends every orphan a fresh fake job each `fake_job_notify_interval` until none is left.

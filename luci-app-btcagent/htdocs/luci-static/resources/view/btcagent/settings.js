@@ -312,9 +312,14 @@ return view.extend({
 
 		/* --- Advanced --- */
 		o = s.taboption('advanced', form.Flag, 'always_keep_downconn', _('Keep miners connected when pools are lost'),
-			_('On: when every pool connection is lost, keep miners connected and give them placeholder work until a pool is back; their shares in that time are not paid. Off: disconnect miners so they fail over to their own backup pools.'));
+			_('When no pool connection has come back within the failover hold. On: keep miners connected and give them placeholder work until a pool is back; their shares in that time are not paid. Off: disconnect miners so they fail over to their own backup pools.'));
 		o.default = '0';
 		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Value, 'pool_failover_hold_seconds', _('Hold miners during pool failover (s)'),
+			_('When every pool connection is lost, miners stay connected this long while the next pools in the list are dialled, so they never notice a failover. 0 lets them go at once.'));
+		o.placeholder = '30';
+		o.validate = nonNegativeInteger;
 
 		o = s.taboption('advanced', form.Value, 'fake_job_notify_interval_seconds', _('Placeholder job interval (s)'),
 			_('How often miners kept connected without a pool get new placeholder work.'));
