@@ -13,6 +13,7 @@
 //!
 //! docs/stratum-upstream.md describes the design these serve.
 
+pub mod extranonce;
 pub mod hash;
 pub mod hex;
 pub mod job;
