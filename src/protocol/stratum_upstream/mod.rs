@@ -17,6 +17,7 @@ pub mod extranonce;
 pub mod hash;
 pub mod hex;
 pub mod job;
+pub mod vardiff;
 
 use std::fmt;
 
