@@ -17,6 +17,8 @@ pub mod extranonce;
 pub mod hash;
 pub mod hex;
 pub mod job;
+pub mod messages;
+pub mod user;
 pub mod vardiff;
 
 use std::fmt;
