@@ -91,6 +91,13 @@ pub struct StratumPoolConfig {
     pub extranonce_subscribe: bool,
     /// Rejections as a bare string (ckpool before 2025) instead of `[code, "msg", null]`.
     pub string_errors: bool,
+    /// ckpool's gating (stratifier.c parse_method): before `mining.subscribe`, any
+    /// method but subscribe, authorize and configure closes the connection; before
+    /// authorize, the others (submits too) are ignored without a reply.
+    pub ckpool_gating: bool,
+    /// ckpool "fixes" an extranonce2 of the wrong length (cut or zero-padded to size)
+    /// and judges the share on that, instead of refusing it.
+    pub fix_extranonce2_length: bool,
     /// Answer `mining.authorize` with error 24.
     pub reject_authorize: bool,
 }
@@ -110,6 +117,8 @@ impl Default for StratumPoolConfig {
             silent_on_unknown_methods: false,
             extranonce_subscribe: true,
             string_errors: false,
+            ckpool_gating: false,
+            fix_extranonce2_length: false,
             reject_authorize: false,
         }
     }
@@ -119,13 +128,17 @@ impl StratumPoolConfig {
     /// ckpool's behaviour (ckolivas/ckpool src/stratifier.c, commit 050cc55): 4-byte
     /// extranonce1, 8-byte extranonce2, its own mask for `mining.configure`, diff and
     /// job right after subscribe, silence for unknown methods (so for
-    /// `mining.extranonce.subscribe` too), `[code, "msg", null]` rejections.
+    /// `mining.extranonce.subscribe` too), its gating of methods before subscribe and
+    /// authorize, wrong-length extranonce2s cut or padded, `[code, "msg", null]`
+    /// rejections.
     pub fn ckpool() -> StratumPoolConfig {
         StratumPoolConfig {
             configure: ConfigureAnswer::PoolMask,
             notify_on_subscribe: true,
             silent_on_unknown_methods: true,
             extranonce_subscribe: false,
+            ckpool_gating: true,
+            fix_extranonce2_length: true,
             ..StratumPoolConfig::default()
         }
     }
@@ -798,6 +811,18 @@ impl Pool {
                 c.methods.push(method.to_string());
             }
         });
+        let handshake = matches!(
+            method,
+            "mining.subscribe" | "mining.authorize" | "mining.configure"
+        );
+        if self.config.ckpool_gating && !handshake {
+            if !conn.subscribed.get() {
+                return false; // "Dropping ... from unsubscribed client"
+            }
+            if !conn.authorized.get() {
+                return true; // "Dropping ... from unauthorised client": no reply
+            }
+        }
         match method {
             "mining.configure" => self.on_configure(conn, &id, &params),
             "mining.subscribe" => {
@@ -1013,10 +1038,16 @@ impl Pool {
         let Some(sent) = jobs.iter_mut().find(|j| j.job.id == job_id) else {
             return Judgement::refuse(21, "Job not found");
         };
-        let Some(extranonce2) = hex_decode(ex2_text).filter(|e| e.len() == sent.extranonce2_size)
-        else {
-            return Judgement::refuse(20, "Invalid nonce2 length");
+        let Some(mut extranonce2) = hex_decode(ex2_text) else {
+            return Judgement::refuse(20, "Invalid params");
         };
+        if extranonce2.len() != sent.extranonce2_size {
+            if !self.config.fix_extranonce2_length {
+                return Judgement::refuse(20, "Invalid nonce2 length");
+            }
+            // ckpool: "Fix broken clients sending too many/few chars".
+            extranonce2.resize(sent.extranonce2_size, 0);
+        }
         if ntime < sent.job.work.ntime || ntime > sent.job.work.ntime.saturating_add(NTIME_ROLL) {
             return Judgement::refuse(20, "Ntime out of range");
         }

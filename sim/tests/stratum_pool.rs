@@ -252,6 +252,72 @@ fn ckpool_quirks() {
 }
 
 #[test]
+fn ckpool_gates_methods_before_subscribe_and_authorize() {
+    let pool = pool(StratumPoolConfig::ckpool());
+    smol::block_on(async {
+        // Anything but the handshake before subscribe: dropped.
+        let mut early = MinerConn::connect(pool.addr()).await.unwrap();
+        early
+            .request("mining.extranonce.subscribe", json!([]))
+            .await
+            .unwrap();
+        assert!(early.closed_within(T).await);
+        // After subscribe, before authorize: ignored, submits included.
+        let mut conn = MinerConn::connect(pool.addr()).await.unwrap();
+        let id = conn
+            .request("mining.subscribe", json!(["x"]))
+            .await
+            .unwrap();
+        conn.read_response(id, T).await.unwrap();
+        let notify = conn.read_method("mining.notify", T).await.unwrap();
+        let job = Job::from_notify_params(&notify["params"]).unwrap();
+        let params = json!([
+            "acct.rig",
+            job.id,
+            "0000000000000000",
+            format!("{:08x}", job.work.ntime),
+            "00000000"
+        ]);
+        conn.request("mining.submit", params).await.unwrap();
+        let id = conn
+            .request("mining.authorize", json!(["acct.rig", "x"]))
+            .await
+            .unwrap();
+        let answer = conn
+            .read_matching(T, |v| v.get("method").is_none())
+            .await
+            .unwrap();
+        assert_eq!(answer["id"], id, "the submit got no answer: {answer}");
+        // A wrong-length extranonce2 is padded, then judged on its hash.
+        let mut c = Client {
+            conn,
+            extranonce1: vec![],
+            extranonce2_size: 8,
+        };
+        c.extranonce1 = hex_decode(
+            &pool
+                .stats()
+                .connections
+                .values()
+                .last()
+                .unwrap()
+                .extranonce1,
+        )
+        .unwrap();
+        let ex2 = [0u8, 0, 0, 7, 0, 0, 0, 0];
+        let d = 2f64.powi(-20);
+        let n = find_nonce(&job, &c.extranonce1.clone(), &ex2, 0, d, true);
+        let answer = submit(&mut c, "acct.rig", &job, &ex2[..4], n, None).await;
+        assert_eq!(
+            answer["result"],
+            json!(true),
+            "00000007 padded is the mined 0000000700000000: {answer}"
+        );
+    });
+    assert_eq!(pool.stats().totals.valid, 1);
+}
+
+#[test]
 fn version_rolling_masks() {
     let pool = pool(StratumPoolConfig::default());
     smol::block_on(async {
