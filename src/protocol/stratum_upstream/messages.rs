@@ -2,6 +2,7 @@
 //! Every refusal says which message and which field were wrong; nothing here panics
 //! on any input.
 
+use super::extranonce::{MAX_POOL_EXTRANONCE1_SIZE, MAX_POOL_EXTRANONCE2_SIZE};
 use super::hex;
 use super::job::UpstreamJob;
 use super::UpstreamError;
@@ -74,10 +75,8 @@ pub struct Verdict {
     pub reason: Option<String>,
 }
 
-/// A pool extranonce1 longer than this is refused (ckpool's own are 4 bytes, 16 at most).
-const MAX_EXTRANONCE1: usize = 16;
-/// Extranonce2 sizes accepted from a pool (sizes a split can use are checked there).
-const MAX_EXTRANONCE2: u64 = 32;
+const MAX_EXTRANONCE1: usize = MAX_POOL_EXTRANONCE1_SIZE;
+const MAX_EXTRANONCE2: u64 = MAX_POOL_EXTRANONCE2_SIZE as u64;
 /// Show-message texts are cut to this many characters.
 const MAX_MESSAGE: usize = 256;
 
