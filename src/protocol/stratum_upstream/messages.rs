@@ -491,7 +491,17 @@ mod tests {
                 wait_seconds: None
             })
         );
-        // ckpool sends it with no params (reconnect to the same place).
+        // ckpool's request_reconnect: the port as a string, wait 0.
+        assert_eq!(
+            parse(r#"{"id":null,"method":"client.reconnect","params":["pool.example","3334",0]}"#)
+                .unwrap(),
+            UpstreamMessage::Reconnect(Reconnect {
+                host: Some("pool.example".into()),
+                port: Some(3334),
+                wait_seconds: Some(0)
+            })
+        );
+        // ckpool sends it with no params too (reconnect to the same place).
         assert_eq!(
             parse(r#"{"id":null,"method":"client.reconnect","params":[]}"#).unwrap(),
             UpstreamMessage::Reconnect(Reconnect::default())
