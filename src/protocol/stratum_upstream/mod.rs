@@ -6,6 +6,7 @@
 //!   verdicts in every dialect seen);
 //! - [`job`]: a notify in binary form, and one share rebuilt, hashed and compared with
 //!   the pool's and the miner's targets;
+//! - [`requests`]: what the agent writes upstream, and the notify its miners get;
 //! - [`extranonce`]: one connection's extranonce2 split among its miners;
 //! - [`vardiff`]: each miner's own difficulty, never above the pool's;
 //! - [`user`]: the user name the pool sees;
@@ -18,6 +19,7 @@ pub mod hash;
 pub mod hex;
 pub mod job;
 pub mod messages;
+pub mod requests;
 pub mod user;
 pub mod vardiff;
 
