@@ -56,6 +56,16 @@ pub struct Response {
     pub id: String,
     pub result: Value,
     pub error: Value,
+    /// ckpool before 2025 judges a share with `"result": false, "error": null` and the
+    /// reason in this extra field (`json_set_string(json_msg, "reject-reason", ...)`).
+    pub reject_reason: Option<String>,
+}
+
+/// The one field beyond JSON-RPC's that a pool's answer is known to carry.
+#[derive(serde::Deserialize)]
+struct ResponseExtras {
+    #[serde(rename = "reject-reason", default)]
+    reject_reason: Option<Value>,
 }
 
 /// What `mining.subscribe` returned.
@@ -104,10 +114,15 @@ impl UpstreamMessage {
     pub fn parse(line: &[u8]) -> Result<UpstreamMessage, UpstreamError> {
         let msg = Message::parse(line).map_err(|e| UpstreamError::new("line", e))?;
         let Some(method) = msg.method() else {
+            let reject_reason = serde_json::from_slice::<ResponseExtras>(line)
+                .ok()
+                .and_then(|e| e.reject_reason)
+                .and_then(|r| r.as_str().map(short));
             return Ok(UpstreamMessage::Response(Response {
                 id: msg.id_text().to_string(),
                 result: raw_value(msg.result),
                 error: raw_value(msg.error),
+                reject_reason,
             }));
         };
         match method {
@@ -300,9 +315,10 @@ impl Response {
     }
 
     /// A submit's (or authorize's) verdict. Pools write errors as
-    /// `[code, "message", traceback]` (the Stratum way, current ckpool too), as a bare
-    /// string (ckpool before 2025), or as an object; `result` true with no error is
-    /// the only acceptance.
+    /// `[code, "message", traceback]` (the Stratum way, ckpool since 2025), as a bare
+    /// string, or as an object; ckpool before 2025 gives a judged share's reason in
+    /// `reject-reason` beside `"error": null`. `result` true with no error is the only
+    /// acceptance.
     pub fn verdict(&self) -> Verdict {
         let accepted = self.result == Value::Bool(true) && self.error.is_null();
         let (code, reason) = match &self.error {
@@ -321,7 +337,7 @@ impl Response {
         Verdict {
             accepted,
             code,
-            reason,
+            reason: reason.or_else(|| self.reject_reason.clone()),
         }
     }
 }
@@ -349,16 +365,16 @@ mod tests {
 
     #[test]
     fn ckpool_subscribe_result() {
-        // ckpool (stratifier.c parse_subscribe): only mining.notify in the
-        // subscriptions, 4-byte extranonce1, 8-byte extranonce2.
+        // As ckpool (bb7b0aeb) answered in a run against it: only mining.notify in the
+        // subscriptions, a 4-byte extranonce1, an 8-byte extranonce2.
         let r = response(
-            r#"{"result":[[["mining.notify","0000a3f2"]],"5f2a0b11",8],"id":1,"error":null}"#,
+            r#"{"result":[[["mining.notify","6b102cee"]],"ee2c106b",8],"id":1,"error":null}"#,
         );
         assert_eq!(r.id, "1");
         assert_eq!(
             r.subscribed().unwrap(),
             Subscribed {
-                extranonce1: vec![0x5f, 0x2a, 0x0b, 0x11],
+                extranonce1: vec![0xee, 0x2c, 0x10, 0x6b],
                 extranonce2_size: 8
             }
         );
@@ -434,9 +450,9 @@ mod tests {
 
     #[test]
     fn configure_results() {
-        // ckpool answers with its own mask whatever was asked.
+        // ckpool answered its own mask to a request for 00006000 (the run against it).
         let r = response(
-            r#"{"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":2,"error":null}"#,
+            r#"{"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":1,"error":null}"#,
         );
         assert_eq!(r.version_rolling().unwrap(), Some(0x1fffe000));
         let off = |line: &str| response(line).version_rolling();
@@ -545,13 +561,28 @@ mod tests {
                 reason: Some("Above target".into())
             }
         );
-        // ckpool before the error codes: a bare string.
+        // ckpool at bb7b0aeb (2024-11-28), as it answered in a run against it: a judged
+        // share's reason in "reject-reason"; a malformed one's as a bare string.
         assert_eq!(
-            v(r#"{"result":false,"error":"Stale","id":9}"#),
+            v(r#"{"reject-reason":"Above target","result":false,"error":null,"id":9}"#),
             Verdict {
                 accepted: false,
                 code: None,
-                reason: Some("Stale".into())
+                reason: Some("Above target".into())
+            }
+        );
+        assert_eq!(
+            v(r#"{"reject-reason":"Invalid JobID","result":false,"error":null,"id":10}"#)
+                .reason
+                .as_deref(),
+            Some("Invalid JobID")
+        );
+        assert_eq!(
+            v(r#"{"result":false,"error":"Invalid version mask","id":11}"#),
+            Verdict {
+                accepted: false,
+                code: None,
+                reason: Some("Invalid version mask".into())
             }
         );
         assert_eq!(
