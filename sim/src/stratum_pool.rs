@@ -55,6 +55,18 @@ pub enum ConfigureAnswer {
     Refuse,
 }
 
+/// How rejections are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictStyle {
+    /// `{"result": null, "error": [code, "reason", null]}`: the Stratum way, ckpool
+    /// since 2025 (`sshare_process_sv1`).
+    Codes,
+    /// ckpool before 2025, as a run against it (bb7b0aeb) answered: a judged share
+    /// `{"reject-reason": "Above target", "result": false, "error": null}`, a
+    /// malformed one `{"result": false, "error": "Worker mismatch"}`.
+    RejectReason,
+}
+
 /// The pool's own vardiff per connection (ckpool-like: every `retarget_shares` valid
 /// shares or `retarget_after`, aim at `share_interval` seconds per share).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,8 +101,7 @@ pub struct StratumPoolConfig {
     /// Answer `mining.extranonce.subscribe` with `true`; when false it is an unknown
     /// method (ckpool).
     pub extranonce_subscribe: bool,
-    /// Rejections as a bare string (ckpool before 2025) instead of `[code, "msg", null]`.
-    pub string_errors: bool,
+    pub verdicts: VerdictStyle,
     /// ckpool's gating (stratifier.c parse_method): before `mining.subscribe`, any
     /// method but subscribe, authorize and configure closes the connection; before
     /// authorize, the others (submits too) are ignored without a reply.
@@ -116,7 +127,7 @@ impl Default for StratumPoolConfig {
             notify_on_subscribe: false,
             silent_on_unknown_methods: false,
             extranonce_subscribe: true,
-            string_errors: false,
+            verdicts: VerdictStyle::Codes,
             ckpool_gating: false,
             fix_extranonce2_length: false,
             reject_authorize: false,
@@ -140,6 +151,15 @@ impl StratumPoolConfig {
             ckpool_gating: true,
             fix_extranonce2_length: true,
             ..StratumPoolConfig::default()
+        }
+    }
+
+    /// ckpool as built from ckolivas' tree at bb7b0aeb (2024-11-28) answered in a run
+    /// against it: [`StratumPoolConfig::ckpool`] with [`VerdictStyle::RejectReason`].
+    pub fn ckpool_2024() -> StratumPoolConfig {
+        StratumPoolConfig {
+            verdicts: VerdictStyle::RejectReason,
+            ..StratumPoolConfig::ckpool()
         }
     }
 }
@@ -448,6 +468,8 @@ struct Conn {
     difficulty: Cell<f64>,
     window: RefCell<Window>,
     jobs: RefCell<VecDeque<SentJob>>,
+    /// Ids of jobs voided by a clean job (bounded), answered "Stale".
+    stale_ids: RefCell<VecDeque<String>>,
     next_job_id: Cell<u64>,
 }
 
@@ -670,6 +692,7 @@ impl Pool {
                 work: 0.0,
             }),
             jobs: RefCell::new(VecDeque::new()),
+            stale_ids: RefCell::new(VecDeque::new()),
             next_job_id: Cell::new(0x67d5_e1a4_0000_0000),
         });
         {
@@ -752,22 +775,22 @@ impl Pool {
     }
 
     fn respond(&self, conn: &Conn, id: &Value, result: Value, error: Option<(i64, &str)>) {
-        let error = match error {
-            None => Value::Null,
-            Some((_, reason)) if self.config.string_errors => json!(reason),
-            Some((code, reason)) => json!([code, reason, null]),
+        let message = match (error, self.config.verdicts) {
+            (None, _) => json!({"id": id, "result": result, "error": null}),
+            (Some((code, reason)), VerdictStyle::Codes) => {
+                json!({"id": id, "result": null, "error": [code, reason, null]})
+            }
+            // A share that was judged (stale, duplicate, above target, ntime).
+            (Some((code, reason)), VerdictStyle::RejectReason)
+                if matches!(code, 21..=23) || reason == "Ntime out of range" =>
+            {
+                json!({"reject-reason": reason, "result": false, "error": null, "id": id})
+            }
+            (Some((_, reason)), VerdictStyle::RejectReason) => {
+                json!({"result": false, "error": reason, "id": id})
+            }
         };
-        let result = if error.is_null() {
-            result
-        } else if self.config.string_errors {
-            json!(false)
-        } else {
-            Value::Null
-        };
-        self.send(
-            conn,
-            line(json!({"id": id, "result": result, "error": error})),
-        );
+        self.send(conn, line(message));
         self.conn_stats(conn.id, |c| c.responses_sent += 1);
     }
 
@@ -874,6 +897,17 @@ impl Pool {
                 }
             }
             "mining.submit" => self.on_submit(conn, &id, &params),
+            // ckpool (suggest_diff): the difficulty is set at once, the request unanswered.
+            "mining.suggest_difficulty" if self.config.ckpool_gating => {
+                if let Some(d) = params
+                    .first()
+                    .and_then(Value::as_f64)
+                    .filter(|d| d.is_finite() && *d > 0.0)
+                {
+                    let d = self.config.vardiff.map_or(d, |v| d.max(v.min));
+                    self.send_difficulty(conn, &format!("{d:?}"), d);
+                }
+            }
             _ if self.config.silent_on_unknown_methods => {}
             _ => self.respond(conn, &id, Value::Null, Some((20, "Method not found"))),
         }
@@ -950,7 +984,13 @@ impl Pool {
         let text = job.notify_line();
         let mut jobs = conn.jobs.borrow_mut();
         if clean {
-            jobs.clear();
+            let mut stale = conn.stale_ids.borrow_mut();
+            for old in jobs.drain(..) {
+                if stale.len() >= 4 * JOBS_KEPT {
+                    stale.pop_front();
+                }
+                stale.push_back(old.job.id);
+            }
         }
         if jobs.len() >= JOBS_KEPT {
             jobs.pop_front();
@@ -1036,7 +1076,12 @@ impl Pool {
         };
         let mut jobs = conn.jobs.borrow_mut();
         let Some(sent) = jobs.iter_mut().find(|j| j.job.id == job_id) else {
-            return Judgement::refuse(21, "Job not found");
+            // ckpool keeps the work of the last blocks: a job before the last clean one
+            // is "Stale", one it never sent "Invalid JobID" (both 21).
+            if conn.stale_ids.borrow().iter().any(|id| id == job_id) {
+                return Judgement::refuse(21, "Stale");
+            }
+            return Judgement::refuse(21, "Invalid JobID");
         };
         let Some(mut extranonce2) = hex_decode(ex2_text) else {
             return Judgement::refuse(20, "Invalid params");

@@ -153,7 +153,7 @@ fn shares_are_judged_by_hashing_them() {
         rejected(
             &submit(&mut c, "acct.farm", &unknown, &ex2, good, None).await,
             21,
-            "Job not found",
+            "Invalid JobID",
         );
         // A clean job makes the old one stale.
         pool.new_job(true);
@@ -164,7 +164,7 @@ fn shares_are_judged_by_hashing_them() {
         rejected(
             &submit(&mut c, "acct.farm", &job, &ex2b, old, None).await,
             21,
-            "Job not found",
+            "Stale",
         );
         let n = find_nonce(&fresh, &ex1, &ex2b, 0, d, true);
         assert_eq!(
@@ -433,7 +433,7 @@ fn set_extranonce_and_reconnect_on_demand() {
         rejected(
             &submit(&mut c, "acct.xn", &old_job, &ex2o, n, None).await,
             21,
-            "Job not found",
+            "Stale",
         );
         pool.reconnect(cid, json!(["pool.example", 3334, 2]))
             .unwrap();
@@ -446,20 +446,164 @@ fn set_extranonce_and_reconnect_on_demand() {
     assert_eq!(conn.extranonce2_size, 6);
 }
 
+/// Submits and returns the answer without its id.
+async fn ask(conn: &mut MinerConn, params: Value) -> Value {
+    let id = conn.request("mining.submit", params).await.unwrap();
+    let mut answer = conn.read_response(id, T).await.unwrap();
+    answer.as_object_mut().unwrap().remove("id");
+    answer
+}
+
+/// The run against ckpool (ckolivas' tree at bb7b0aeb, 2024-11-28, built in the
+/// session with a bitcoind RPC stand-in; nothing of it committed), replayed against
+/// `StratumPoolConfig::ckpool_2024()`: each answer as ckpool gave it (values; ckpool
+/// orders keys otherwise).
 #[test]
-fn older_ckpool_rejections_are_bare_strings() {
-    let pool = pool(StratumPoolConfig {
-        string_errors: true,
-        ..StratumPoolConfig::default()
-    });
+fn replays_the_run_against_ckpool_2024() {
+    let pool = pool(StratumPoolConfig::ckpool_2024());
     smol::block_on(async {
-        let mut c = subscribe(&pool, "acct.old").await;
-        let job = next_job(&mut c).await;
-        let ex2 = extranonce2(&c, 1);
-        let bad = find_nonce(&job, &c.extranonce1.clone(), &ex2, 0, 2f64.powi(-20), false);
-        let answer = submit(&mut c, "acct.old", &job, &ex2, bad, None).await;
-        assert_eq!(answer["result"], json!(false));
-        assert_eq!(answer["error"], json!("Above target"));
+        let mut conn = MinerConn::connect(pool.addr()).await.unwrap();
+        let id = conn
+            .request(
+                "mining.configure",
+                json!([["version-rolling"], {"version-rolling.mask": "00006000", "version-rolling.min-bit-count": 2}]),
+            )
+            .await
+            .unwrap();
+        // ckpool: {"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":1,"error":null}
+        assert_eq!(
+            conn.read_response(id, T).await.unwrap(),
+            json!({"result": {"version-rolling": true, "version-rolling.mask": "1fffe000"}, "id": id, "error": null})
+        );
+        let id = conn
+            .request("mining.subscribe", json!(["btcagent-probe/0.1"]))
+            .await
+            .unwrap();
+        // ckpool: {"result":[[["mining.notify","6b102cee"]],"ee2c106b",8],"id":2,"error":null}
+        let sub = conn.read_response(id, T).await.unwrap();
+        assert_eq!(sub["result"][0].as_array().unwrap().len(), 1);
+        assert_eq!(sub["result"][0][0][0], "mining.notify");
+        assert_eq!(sub["result"][1].as_str().unwrap().len(), 8);
+        assert_eq!(sub["result"][2], 8);
+        assert_eq!(
+            conn.read_json(T).await.unwrap()["method"],
+            "mining.set_difficulty"
+        );
+        let notify = conn.read_json(T).await.unwrap();
+        let job = Job::from_notify_params(&notify["params"]).unwrap();
+        // Before authorize: extranonce.subscribe, an unknown method and a submit get
+        // nothing; the next answer is authorize's.
+        conn.request("mining.extranonce.subscribe", json!([]))
+            .await
+            .unwrap();
+        conn.request("mining.bogus", json!([1])).await.unwrap();
+        conn.request("mining.submit", json!(["acct.rig", "1", "00", "00", "00"]))
+            .await
+            .unwrap();
+        let id = conn
+            .request("mining.authorize", json!(["acct.rig", "x"]))
+            .await
+            .unwrap();
+        // ckpool: {"result":true,"error":null,"id":6}
+        assert_eq!(
+            conn.read_matching(T, |v| v.get("method").is_none())
+                .await
+                .unwrap(),
+            json!({"result": true, "error": null, "id": id})
+        );
+        let ex1 = hex_decode(sub["result"][1].as_str().unwrap()).unwrap();
+        let mut c = Client {
+            conn,
+            extranonce1: ex1.clone(),
+            extranonce2_size: 8,
+        };
+        let ex2 = [0u8; 8];
+        let d = 2f64.powi(-20);
+        let bad = find_nonce(&job, &ex1, &ex2, 0, d, false);
+        let ntime = format!("{:08x}", job.work.ntime);
+        let judged =
+            |reason: &str| json!({"reject-reason": reason, "result": false, "error": null});
+        let refused = |reason: &str| json!({"result": false, "error": reason});
+        // ckpool: {"reject-reason":"Above target","result":false,"error":null,"id":9}
+        let nonce = format!("{bad:08x}");
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!(["acct.rig", job.id, hex_encode(&ex2), ntime, nonce])
+            )
+            .await,
+            judged("Above target")
+        );
+        // ckpool: {"reject-reason":"Invalid JobID","result":false,"error":null,"id":10}
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!(["acct.rig", "deadbeef", hex_encode(&ex2), ntime, nonce])
+            )
+            .await,
+            judged("Invalid JobID")
+        );
+        // ckpool: {"result":false,"error":"Invalid version mask","id":11}
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!([
+                    "acct.rig",
+                    job.id,
+                    hex_encode(&ex2),
+                    ntime,
+                    nonce,
+                    "e0000000"
+                ])
+            )
+            .await,
+            refused("Invalid version mask")
+        );
+        // ckpool: {"result":false,"error":"Worker mismatch","id":12}
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!(["acct.other", job.id, hex_encode(&ex2), ntime, nonce])
+            )
+            .await,
+            refused("Worker mismatch")
+        );
+        // A 2-byte extranonce2 is padded to 8 and judged. ckpool: "Above target".
+        let short = find_nonce(&job, &ex1, &[0, 1, 0, 0, 0, 0, 0, 0], 0, d, false);
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!(["acct.rig", job.id, "0001", ntime, format!("{short:08x}")])
+            )
+            .await,
+            judged("Above target")
+        );
+        // ntime 8000 s ahead. ckpool: {"reject-reason":"Ntime out of range",...}
+        let late = format!("{:08x}", job.work.ntime + 8000);
+        assert_eq!(
+            ask(
+                &mut c.conn,
+                json!(["acct.rig", job.id, hex_encode(&ex2), late, nonce])
+            )
+            .await,
+            judged("Ntime out of range")
+        );
+        // suggest_difficulty: the difficulty at once, the request unanswered.
+        // ckpool: {"params":[1000],"id":null,"method":"mining.set_difficulty"}
+        c.conn
+            .request("mining.suggest_difficulty", json!([1000]))
+            .await
+            .unwrap();
+        let next = c.conn.read_json(T).await.unwrap();
+        assert_eq!(next["method"], "mining.set_difficulty");
+        assert_eq!(next["params"][0].as_f64(), Some(1000.0));
+        // A method before subscribe on a new connection: closed.
+        let mut early = MinerConn::connect(pool.addr()).await.unwrap();
+        early
+            .request("mining.extranonce.subscribe", json!([]))
+            .await
+            .unwrap();
+        assert!(early.closed_within(T).await);
     });
 }
 
