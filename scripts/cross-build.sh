@@ -17,6 +17,8 @@
 #   CARGO_TARGET_DIR      where to build (default: <repo>/target)
 #   BTCAGENT_NO_INSTALL=1 never install missing tools, just fail
 #   BTCAGENT_PROFILE      cargo profile (default: release)
+#   BTCAGENT_EXAMPLE      build this example (examples/NAME.rs) instead of the agent,
+#                         e.g. share_check_bench to run under qemu-user
 #   BTCAGENT_PANIC_MESSAGES=1  keep panic messages (panic=abort, as in
 #                         Cargo.toml) instead of panic=immediate-abort
 #
@@ -34,6 +36,13 @@ cd "$ROOT"
 
 ALL_TARGETS="mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
 PROFILE=${BTCAGENT_PROFILE:-release}
+if [ -n "${BTCAGENT_EXAMPLE:-}" ]; then
+	ARTIFACT="--example $BTCAGENT_EXAMPLE"
+	ARTIFACT_PATH="examples/$BTCAGENT_EXAMPLE"
+else
+	ARTIFACT="--bin btcagent"
+	ARTIFACT_PATH="btcagent"
+fi
 
 die() {
 	echo "cross-build: error: $*" >&2
@@ -162,7 +171,7 @@ for t in $TARGETS; do
 		"CC_${cc_t}=$wrapper" \
 		"AR_${cc_t}=$ar_wrapper" \
 		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS ${RUSTFLAGS:-}" \
-		"$CARGO" build --profile "$PROFILE" --target "$t" --bin btcagent \
+		"$CARGO" build --profile "$PROFILE" --target "$t" $ARTIFACT \
 		-Zbuild-std=std,panic_abort ${BTCAGENT_STD_FEATURES:+-Zbuild-std-features=$BTCAGENT_STD_FEATURES} ||
 		die "cargo build for $t failed"
 	end=$(date +%s)
@@ -173,12 +182,12 @@ done
 echo
 printf '%-34s %10s %8s\n' target bytes KiB
 for t in $TARGETS; do
-	bin="$CARGO_TARGET_DIR/$t/$PROFILE/btcagent"
+	bin="$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
 	[ -f "$bin" ] || die "$bin missing after build"
 	bytes=$(wc -c <"$bin")
 	printf '%-34s %10d %8d\n' "$t" "$bytes" $(((bytes + 1023) / 1024))
 done
 echo
 for t in $TARGETS; do
-	file "$CARGO_TARGET_DIR/$t/$PROFILE/btcagent"
+	file "$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
 done

@@ -27,6 +27,7 @@ pub mod miner;
 pub mod pool;
 pub mod rlimit;
 pub mod share;
+pub mod stratum_pool;
 
 /// Wall-clock microseconds since the Unix epoch (comparable across processes).
 pub fn now_us() -> u64 {

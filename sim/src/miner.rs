@@ -507,6 +507,18 @@ impl Miner {
                     s.extranonce2_size = (size as usize).min(8);
                 }
             }
+            // BIP 310: the mask granted here holds until a mining.set_version_mask.
+            "mining.configure" if result.get("version-rolling") == Some(&json!(true)) => {
+                if let Some(mask) = result
+                    .get("version-rolling.mask")
+                    .and_then(Value::as_str)
+                    .and_then(parse_hex_u32)
+                {
+                    s.version_mask = Some(mask);
+                    stats.last_version_mask = Some(mask);
+                    stats.miners[self.index].version_mask = Some(mask);
+                }
+            }
             "mining.authorize" if result == &json!(true) && !s.authorized => {
                 s.authorized = true;
                 stats.authorized += 1;
