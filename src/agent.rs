@@ -294,7 +294,6 @@ pub fn run_blocking(
     stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-    crate::timer_check::ensure_timers_fire(ex);
     let agent = Agent::new(cfg, ex)?;
     crate::status::start(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
