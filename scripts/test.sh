@@ -4,45 +4,49 @@
 # tests of the OpenWrt package, the LuCI page in headless Chromium, and the end-to-end
 # tests against the MIPS (big-endian) and ARMv7 binaries under qemu-user.
 #
-#   scripts/test.sh            everything
+# Every stage runs even when an earlier one failed; a summary with each stage's result
+# and time comes at the end, and the exit status is non-zero if any stage failed.
+#
+#   scripts/test.sh               everything
 #   SKIP_QEMU=1 scripts/test.sh   without the cross builds (quicker while developing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/stages.sh
+. scripts/stages.sh
 
 for deps in scripts/test-deps-*.sh; do
-    echo "== $deps"
-    bash "$deps"
+    stage "$deps" bash "$deps"
 done
 
-echo "== cargo fmt --check"
-if ! cargo fmt --version >/dev/null 2>&1; then
-    rustup component add rustfmt >/dev/null 2>&1 || true
-fi
-if cargo fmt --version >/dev/null 2>&1; then
-    cargo fmt --all --check
-else
-    echo "rustfmt is not installable here: formatting not checked"
-fi
+check_format() {
+    if ! cargo fmt --version >/dev/null 2>&1; then
+        rustup component add rustfmt >/dev/null 2>&1 || true
+    fi
+    if cargo fmt --version >/dev/null 2>&1; then
+        cargo fmt --all --check
+    else
+        echo "rustfmt is not installable here: formatting not checked"
+    fi
+}
+stage "cargo fmt --check" check_format
 
-echo "== cargo test (workspace)"
-cargo test --workspace
+# --no-fail-fast: a failing test binary does not hide the ones after it.
+stage "cargo test (workspace)" cargo test --workspace --no-fail-fast
 
-echo "== cargo build --release (the binary the ipk and demo tests package and run)"
-cargo build --release -p btcagent
+stage "cargo build --release (the binary the ipk and demo tests run)" \
+    cargo build --release -p btcagent
 
 for t in tests/openwrt/*.sh; do
     [ -e "$t" ] || continue
-    echo "== $t"
-    bash "$t"
+    stage "$t" bash "$t"
 done
 
 if [ -x tests/luci/run.sh ]; then
-    echo "== tests/luci/run.sh"
-    bash tests/luci/run.sh
+    stage "tests/luci/run.sh" bash tests/luci/run.sh
 fi
 
 if [ "${SKIP_QEMU:-0}" != 1 ] && [ -f scripts/test-qemu.sh ]; then
-    echo "== scripts/test-qemu.sh"
-    bash scripts/test-qemu.sh
+    stage "scripts/test-qemu.sh (MIPS and ARMv7 under qemu-user)" bash scripts/test-qemu.sh
 fi
-echo "== all test suites passed"
+
+stages_summary "scripts/test.sh summary"
