@@ -152,9 +152,14 @@ impl Agent {
             .retain(|_, g| !std::ptr::eq(&**g, group));
     }
 
-    /// Binds the miner port.
+    /// Binds the miner port, with room in the kernel for a farm reconnecting at once.
     pub fn bind(cfg: &Config) -> io::Result<Async<TcpListener>> {
-        Async::<TcpListener>::bind(SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port))
+        let listener = Async::<TcpListener>::bind(SocketAddr::new(
+            cfg.agent_listen_ip,
+            cfg.agent_listen_port,
+        ))?;
+        deepen_backlog(listener.get_ref());
+        Ok(listener)
     }
 
     /// Accepts miners until the listener fails.
@@ -165,7 +170,14 @@ impl Agent {
         }
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => self.on_accept(stream, peer),
+                Ok((stream, peer)) => {
+                    self.on_accept(stream, peer);
+                    // An accept that succeeds at once does not yield: under a flood the
+                    // loop would run through the whole queue before the miners' tasks
+                    // (and the closing of evicted handshakes, which frees descriptors)
+                    // get a turn.
+                    smol::future::yield_now().await;
+                }
                 Err(e) => {
                     // Out of descriptors: wait for miners to leave instead of spinning.
                     if self.refused.allow() {
@@ -296,6 +308,25 @@ impl Agent {
         }
     }
 }
+
+/// Connections the kernel completes and queues for `accept`: std listens with 128,
+/// and beyond that a SYN is dropped and the miner retries a second later. Thousands of
+/// miners reconnect at once after a restart, and a flood must not crowd them out of a
+/// short queue either. Linux takes a second listen() as a new backlog (capped by
+/// net.core.somaxconn, 4096 by default since 5.4).
+#[cfg(unix)]
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a descriptor the listener owns; it only changes the backlog.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG);
+    }
+}
+
+#[cfg(not(unix))]
+fn deepen_backlog(_: &TcpListener) {}
+
+const ACCEPT_BACKLOG: i32 = 4096;
 
 /// Connected or subscribed: not authorized yet, so possibly anyone.
 fn is_handshake(state: MinerState) -> bool {
