@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh Debian machine: installs what the tests need
-# (apt packages, PyPI and npm tools) when missing, then runs the Rust tests, the shell
-# tests of the OpenWrt package, the LuCI page in headless Chromium, and the end-to-end
-# tests against the MIPS (big-endian) and ARMv7 binaries under qemu-user.
+# (apt packages, PyPI and npm tools) when missing, then runs the Rust tests, the
+# hostile end-to-end test against the release binary, the shell tests of the OpenWrt
+# package, the LuCI page in headless Chromium, and the end-to-end tests against the
+# MIPS (big-endian) and ARMv7 binaries under qemu-user.
 #
 # Every stage runs even when an earlier one failed; a summary with each stage's result
 # and time comes at the end, and the exit status is non-zero if any stage failed.
@@ -33,8 +34,18 @@ stage "cargo fmt --check" check_format
 # --no-fail-fast: a failing test binary does not hide the ones after it.
 stage "cargo test (workspace)" cargo test --workspace --no-fail-fast
 
-stage "cargo build --release (the binary the ipk and demo tests run)" \
+stage "cargo build --release (the binary the ipk, hostile and demo tests run)" \
     cargo build --release -p btcagent
+
+# The flood test opens as many sockets as this process may hold: run it alone, against
+# the release binary (the quick tests of the same file ran above).
+if [ -x target/release/btcagent ]; then
+    stage "hostile end-to-end test (release binary)" \
+        env BTCAGENT_BIN="$PWD/target/release/btcagent" \
+        cargo test --test hostile_e2e -- --ignored --nocapture
+else
+    stage_skip "hostile end-to-end test (release binary)" "no release binary"
+fi
 
 for t in tests/openwrt/*.sh; do
     [ -e "$t" ] || continue
