@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh Debian machine: installs what the tests need
-# (apt packages, PyPI and npm tools) when missing, then runs the Rust tests, the
-# hostile end-to-end test against the release binary, the shell tests of the OpenWrt
-# package, the LuCI page in headless Chromium, and the end-to-end tests against the
-# MIPS (big-endian) and ARMv7 binaries under qemu-user.
+# (apt packages, PyPI and npm tools, cargo-fuzz) when missing, then runs the Rust tests,
+# the hostile end-to-end test against the release binary, the fuzz targets for a
+# bounded time, the shell tests of the OpenWrt package, the LuCI page in headless
+# Chromium, and the end-to-end tests against the MIPS (big-endian) and ARMv7 binaries
+# under qemu-user.
 #
 # Every stage runs even when an earlier one failed; a summary with each stage's result
 # and time comes at the end, and the exit status is non-zero if any stage failed.
 #
 #   scripts/test.sh               everything
 #   SKIP_QEMU=1 scripts/test.sh   without the cross builds (quicker while developing)
+#   FUZZ_SECONDS=N scripts/test.sh  seconds per fuzz target (docs/fuzzing.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/stages.sh
@@ -25,6 +27,7 @@ check_format() {
     fi
     if cargo fmt --version >/dev/null 2>&1; then
         cargo fmt --all --check
+        cargo fmt --all --check --manifest-path fuzz/Cargo.toml
     else
         echo "rustfmt is not installable here: formatting not checked"
     fi
@@ -46,6 +49,9 @@ if [ -x target/release/btcagent ]; then
 else
     stage_skip "hostile end-to-end test (release binary)" "no release binary"
 fi
+
+# Every parser reachable from a socket or a config file, FUZZ_SECONDS (10) each.
+stage "fuzz targets (scripts/fuzz.sh)" sh scripts/fuzz.sh
 
 for t in tests/openwrt/*.sh; do
     [ -e "$t" ] || continue
