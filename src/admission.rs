@@ -179,8 +179,8 @@ mod tests {
         a.admit(7, ip("10.0.0.1"));
         a.finished(7);
         a.admit(8, ip("10.0.0.1"));
-        a.admit(7, ip("10.0.0.2")); // id 7 again, a new handshake
-        // The oldest handshake in progress is 8, not the first 7.
+        // Id 7 again, a new handshake: the oldest in progress is now 8, not the first 7.
+        a.admit(7, ip("10.0.0.2"));
         assert_eq!(a.admit(9, ip("10.0.0.3")), Verdict::AdmitEvicting(8));
     }
 
