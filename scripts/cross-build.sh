@@ -156,6 +156,18 @@ write_ar_wrapper() {
 	echo "$wrapper"
 }
 
+# Flags a target needs to be correct, not just smaller.
+# 32-bit MIPS: rustix (under async-io's reactor) uses its libc backend there and hands
+# its own itimerspec (64-bit seconds) to the libc crate's 32-bit timerfd_settime, so the
+# kernel is given 4 bytes of padding as the timeout: reactor timers never fire, fire at
+# random, or make every wait fail with EINVAL. `--cfg fix_y2038` selects rustix's
+# converting path (src/timer_check.rs has the details and refuses builds without it).
+target_flags() {
+	case "$1" in
+	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo "--cfg fix_y2038" ;;
+	esac
+}
+
 # ---- build ------------------------------------------------------------------
 ar_wrapper=$(write_ar_wrapper)
 for t in $TARGETS; do
@@ -170,7 +182,7 @@ for t in $TARGETS; do
 		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
 		"CC_${cc_t}=$wrapper" \
 		"AR_${cc_t}=$ar_wrapper" \
-		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS ${RUSTFLAGS:-}" \
+		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS $(target_flags "$t") ${RUSTFLAGS:-}" \
 		"$CARGO" build --profile "$PROFILE" --target "$t" $ARTIFACT \
 		-Zbuild-std=std,panic_abort ${BTCAGENT_STD_FEATURES:+-Zbuild-std-features=$BTCAGENT_STD_FEATURES} ||
 		die "cargo build for $t failed"

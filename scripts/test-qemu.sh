@@ -18,22 +18,25 @@ die() {
 	exit 1
 }
 
+# shellcheck source=scripts/stages.sh
+. "$ROOT/scripts/stages.sh"
+
 # ---- portability guard ------------------------------------------------------
-# 32-bit MIPS has no 64-bit atomics: AtomicU64/AtomicI64 do not exist there and
-# the build would fail only on the router targets. Catch it early, by name.
-if grep -rnE '\bAtomic[UI]64\b' src/ sim/src/ 2>/dev/null; then
-	die "64-bit atomics are not available on 32-bit MIPS; use a Cell/RefCell on the single-threaded executor or a 32-bit counter"
-fi
-# Transmutes of wire data depend on host byte order; encode explicitly instead.
-if grep -rnE '\btransmute\b' src/ 2>/dev/null; then
-	die "transmute found in src/: use explicit to_le_bytes/from_le_bytes"
-fi
+portability_guard() {
+	# 32-bit MIPS has no 64-bit atomics: AtomicU64/AtomicI64 do not exist there and
+	# the build would fail only on the router targets. Catch it early, by name.
+	if grep -rnE '\bAtomic[UI]64\b' src/ sim/src/ 2>/dev/null; then
+		die "64-bit atomics are not available on 32-bit MIPS; use a Cell/RefCell on the single-threaded executor or a 32-bit counter"
+	fi
+	# Transmutes of wire data depend on host byte order; encode explicitly instead.
+	if grep -rnE '\btransmute\b' src/ 2>/dev/null; then
+		die "transmute found in src/: use explicit to_le_bytes/from_le_bytes"
+	fi
+}
 
 TARGETS=${*:-mips-unknown-linux-musl armv7-unknown-linux-musleabihf}
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-# shellcheck disable=SC2086 # one argument per target is wanted
-sh "$ROOT/scripts/cross-build.sh" $TARGETS || die "cross build failed"
 
 # qemu binary and the `file` description each target must match.
 qemu_for() {
@@ -63,50 +66,63 @@ file_pattern_for() {
 	esac
 }
 
-for t in $TARGETS; do
+# The binary is what it claims, and starts and exits cleanly under emulation.
+check_binary() {
+	t=$1
 	bin="$CARGO_TARGET_DIR/$t/release/btcagent"
 	qemu=$(qemu_for "$t") || die "no qemu known for $t"
 	command -v "$qemu" >/dev/null 2>&1 || die "$qemu not found (scripts/test-deps-cross.sh)"
-
 	desc=$(file -b "$bin")
 	echo "$desc" | grep -qF "$(file_pattern_for "$t")" ||
 		die "$bin: file says '$desc', expected '$(file_pattern_for "$t")'"
 	echo "$desc" | grep -qF 'statically linked' ||
 		die "$bin is not statically linked: $desc"
 	echo "test-qemu: $t: $desc" >&2
-
-	# The binary must start and exit cleanly under emulation.
 	version=$("$qemu" "$bin" --version) || die "$qemu $bin --version exited with $?"
 	echo "test-qemu: $t: --version under $qemu: ${version:-<no output>}" >&2
+}
 
-	if [ -f "$ROOT/tests/e2e.rs" ]; then
-		echo "test-qemu: $t: end-to-end tests under $qemu" >&2
-		# The e2e tests spawn `$BTCAGENT_RUNNER $BTCAGENT_BIN -c conf.json`
-		# instead of the host binary; the test harness itself runs natively.
-		# The harness is an ordinary host build (same as `cargo test`), so it
-		# reuses the normal test build instead of compiling a second profile.
-		BTCAGENT_BIN="$bin" BTCAGENT_RUNNER="$qemu" \
-			cargo test --test e2e ||
-			die "end-to-end tests failed against $t under $qemu"
-	else
-		echo "test-qemu: $t: tests/e2e.rs not present yet; only --version was checked" >&2
-	fi
+# The e2e tests spawn `$BTCAGENT_RUNNER $BTCAGENT_BIN -c conf.json` instead of the host
+# binary; the test harness itself runs natively. The harness is an ordinary host build
+# (same as `cargo test`), so it reuses the normal test build instead of compiling a
+# second profile.
+e2e_under_qemu() {
+	t=$1
+	BTCAGENT_BIN="$CARGO_TARGET_DIR/$t/release/btcagent" BTCAGENT_RUNNER=$(qemu_for "$t") \
+		cargo test --test e2e
+}
 
-	# The ipk for this target, as opkg would unpack it: its binary, run from the
-	# package's own UCI defaults (pool and port rewritten by the test), serves miners.
+# The ipk for this target, as opkg would unpack it: its binary, run from the package's
+# own UCI defaults (pool and port rewritten by the test), serves miners.
+packaged_binary_under_qemu() {
+	t=$1
 	arch=$(openwrt_arch_for "$t")
 	ipk_dir=$(mktemp -d)
-	bash "$ROOT/scripts/build-ipk.sh" "$arch" "$bin" "$ipk_dir" || die "build-ipk.sh $arch failed"
+	trap 'rm -rf "$ipk_dir"' EXIT
+	bash "$ROOT/scripts/build-ipk.sh" "$arch" "$CARGO_TARGET_DIR/$t/release/btcagent" "$ipk_dir" ||
+		die "build-ipk.sh $arch failed"
 	mkdir -p "$ipk_dir/outer" "$ipk_dir/root"
 	tar -xzf "$ipk_dir"/btcagent_*_"$arch".ipk -C "$ipk_dir/outer" || die "$arch ipk is not a gzip'd tar"
 	tar -xzf "$ipk_dir/outer/data.tar.gz" -C "$ipk_dir/root" || die "$arch ipk has no data.tar.gz"
 	cmp -s "$ipk_dir/root/etc/config/btcagent" "$ROOT/openwrt/files/btcagent.config" ||
 		die "$arch ipk: etc/config/btcagent differs from openwrt/files/btcagent.config"
-	echo "test-qemu: $t: the $arch ipk's binary, from its UCI config, under $qemu" >&2
-	BTCAGENT_BIN="$ipk_dir/root/usr/bin/btcagent" BTCAGENT_RUNNER="$qemu" \
-		cargo test --test e2e runs_from_the_packaged_uci_config ||
-		die "the $arch ipk's binary failed under $qemu"
-	rm -rf "$ipk_dir"
+	echo "test-qemu: $t: the $arch ipk's binary, from its UCI config, under $(qemu_for "$t")" >&2
+	BTCAGENT_BIN="$ipk_dir/root/usr/bin/btcagent" BTCAGENT_RUNNER=$(qemu_for "$t") \
+		cargo test --test e2e runs_from_the_packaged_uci_config
+}
+
+stage "portability guard (no 64-bit atomics, no transmute)" portability_guard
+# Every target is built, checked and tested on its own: one that fails does not keep
+# the others from running.
+for t in $TARGETS; do
+	stage "$t: cross build" sh "$ROOT/scripts/cross-build.sh" "$t"
+	if [ "$stage_rc" -ne 0 ]; then
+		stage_skip "$t: binary, e2e and packaged binary" "the build failed"
+		continue
+	fi
+	stage "$t: binary format and --version" check_binary "$t"
+	stage "$t: end-to-end tests under $(qemu_for "$t")" e2e_under_qemu "$t"
+	stage "$t: packaged binary (ipk) under $(qemu_for "$t")" packaged_binary_under_qemu "$t"
 done
 
-echo "test-qemu: ok ($TARGETS)" >&2
+stages_summary "test-qemu summary ($TARGETS)"

@@ -1,5 +1,6 @@
 //! The agent: accepts miners, keeps the pool groups, and shuts down cleanly.
 
+use crate::admission::{Admission, Verdict};
 use crate::config::Config;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::{MinerSession, MinerState};
@@ -32,6 +33,9 @@ pub struct Agent {
     next_pool_id: Cell<u32>,
     /// The newest version mask a pool gave, offered to miners before they have a pool.
     version_mask: Cell<u32>,
+    /// Connections that have not authorized yet, bounded against floods.
+    admission: RefCell<Admission>,
+    /// Log lines about connections strangers can open at will (scans, floods).
     refused: RateLimit,
     pub started: Instant,
     /// Share accounting for the status report.
@@ -48,6 +52,7 @@ impl Agent {
             fixed_worker_name: cfg.fixed_worker_name.clone(),
         };
         let version_mask = cfg.advanced.bitcoin_default_version_mask;
+        let admission = handshake_limits(&cfg, crate::fd_limit::current());
         Ok(Rc::new(Agent {
             cfg,
             ex,
@@ -58,6 +63,7 @@ impl Agent {
             groups: RefCell::new(HashMap::new()),
             next_pool_id: Cell::new(1),
             version_mask: Cell::new(version_mask),
+            admission: RefCell::new(admission),
             refused: RateLimit::new(),
             started: Instant::now(),
             status: crate::status::Tracker::new(),
@@ -142,9 +148,14 @@ impl Agent {
             .retain(|_, g| !std::ptr::eq(&**g, group));
     }
 
-    /// Binds the miner port.
+    /// Binds the miner port, with room in the kernel for a farm reconnecting at once.
     pub fn bind(cfg: &Config) -> io::Result<Async<TcpListener>> {
-        Async::<TcpListener>::bind(SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port))
+        let listener = Async::<TcpListener>::bind(SocketAddr::new(
+            cfg.agent_listen_ip,
+            cfg.agent_listen_port,
+        ))?;
+        deepen_backlog(listener.get_ref());
+        Ok(listener)
     }
 
     /// Accepts miners until the listener fails.
@@ -155,7 +166,14 @@ impl Agent {
         }
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => self.on_accept(stream, peer),
+                Ok((stream, peer)) => {
+                    self.on_accept(stream, peer);
+                    // An accept that succeeds at once does not yield: under a flood the
+                    // loop would run through the whole queue before the miners' tasks
+                    // (and the closing of evicted handshakes, which frees descriptors)
+                    // get a turn.
+                    smol::future::yield_now().await;
+                }
                 Err(e) => {
                     // Out of descriptors: wait for miners to leave instead of spinning.
                     if self.refused.allow() {
@@ -174,6 +192,28 @@ impl Agent {
             }
             return; // dropping the stream closes it
         };
+        let verdict = self.admission.borrow_mut().admit(sid, peer.ip());
+        match verdict {
+            Verdict::Admit => {}
+            Verdict::RefuseSource(n) => {
+                self.ids.borrow_mut().release(sid);
+                if self.refused.allow() {
+                    log::warn!(
+                        "refusing {peer}: {n} connections from its address have not authorized yet (advanced.max_unauthorized_connections_per_ip)"
+                    );
+                }
+                return;
+            }
+            Verdict::AdmitEvicting(old) => {
+                let evicted = self.miners.borrow().get(&old).cloned();
+                if let Some(m) = evicted {
+                    m.close(format!(
+                        "closed to make room: {} connections had not authorized (advanced.max_unauthorized_connections)",
+                        self.admission.borrow().max_total()
+                    ));
+                }
+            }
+        }
         let _ = stream.get_ref().set_nodelay(true);
         let miner = Rc::new(MinerSession::new(
             sid,
@@ -190,14 +230,29 @@ impl Agent {
         });
     }
 
+    /// A miner's handshake is over: it gave a login the agent takes.
+    pub fn handshake_done(&self, miner: &MinerSession) {
+        self.admission.borrow_mut().finished(miner.sid);
+    }
+
+    /// Whether a line about `miner` may be logged: always once it authorized; before
+    /// that it may be anyone (a scan, a flood), so such lines are rate-limited.
+    pub fn may_log_about(&self, miner: &MinerSession) -> bool {
+        !is_handshake(miner.state.get()) || self.refused.allow()
+    }
+
     fn miner_gone(self: &Rc<Self>, miner: &Rc<MinerSession>, why: &str) {
         miner.close(why);
-        if miner.state.get() == MinerState::Connected && why.starts_with("not Stratum") {
-            if self.refused.allow() {
-                log::warn!("{}: {why}; closed", miner.name());
-            }
-        } else {
+        self.admission.borrow_mut().finished(miner.sid);
+        let state = miner.state.get();
+        if !is_handshake(state) {
             log::info!("{}: disconnected: {why}", miner.name());
+        } else if self.refused.allow() {
+            if state == MinerState::Connected && why.starts_with("not Stratum") {
+                log::warn!("{}: {why}; closed", miner.name());
+            } else {
+                log::info!("{}: disconnected: {why}", miner.name());
+            }
         }
         let group = miner.group.borrow_mut().take();
         if let Some(group) = group {
@@ -250,11 +305,55 @@ impl Agent {
     }
 }
 
+/// Connections the kernel completes and queues for `accept`: std listens with 128,
+/// and beyond that a SYN is dropped and the miner retries a second later. Thousands of
+/// miners reconnect at once after a restart, and a flood must not crowd them out of a
+/// short queue either. Linux takes a second listen() as a new backlog (capped by
+/// net.core.somaxconn, 4096 by default since 5.4).
+#[cfg(unix)]
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a descriptor the listener owns; it only changes the backlog.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG);
+    }
+}
+
+#[cfg(not(unix))]
+fn deepen_backlog(_: &TcpListener) {}
+
+const ACCEPT_BACKLOG: i32 = 4096;
+
+/// Connected or subscribed: not authorized yet, so possibly anyone.
+fn is_handshake(state: MinerState) -> bool {
+    matches!(state, MinerState::Connected | MinerState::Subscribed)
+}
+
+/// The handshake bounds of `cfg`, capped so that strangers' handshakes can take at
+/// most a quarter of the open-files limit (`nofile`): the rest stays for miners.
+fn handshake_limits(cfg: &Config, nofile: Option<u64>) -> Admission {
+    let wanted = cfg.advanced.max_unauthorized_connections as usize;
+    let total = match nofile {
+        Some(n) => wanted.min(usize::try_from(n / 4).unwrap_or(usize::MAX).max(16)),
+        None => wanted,
+    };
+    if total < wanted {
+        log::warn!(
+            "advanced.max_unauthorized_connections {wanted} taken as {total}: a quarter of the open-files limit ({})",
+            nofile.unwrap_or(0)
+        );
+    }
+    let per_ip = (cfg.advanced.max_unauthorized_connections_per_ip as usize).min(total);
+    Admission::new(total, per_ip)
+}
+
 /// At most a burst of log lines per second for events a stranger can trigger at will
-/// (port scans, floods), so the log of a router cannot be filled by them.
+/// (port scans, floods), so the log of a router cannot be filled by them. The lines
+/// left out are counted in one line when the next window opens.
 struct RateLimit {
     window: Cell<Option<Instant>>,
     count: Cell<u32>,
+    suppressed: Cell<u64>,
 }
 
 impl RateLimit {
@@ -264,6 +363,7 @@ impl RateLimit {
         RateLimit {
             window: Cell::new(None),
             count: Cell::new(0),
+            suppressed: Cell::new(0),
         }
     }
 
@@ -272,9 +372,19 @@ impl RateLimit {
         match self.window.get() {
             Some(start) if now.duration_since(start) < Duration::from_secs(1) => {
                 self.count.set(self.count.get() + 1);
-                self.count.get() <= Self::BURST
+                let allowed = self.count.get() <= Self::BURST;
+                if !allowed {
+                    self.suppressed.set(self.suppressed.get() + 1);
+                }
+                allowed
             }
             _ => {
+                let suppressed = self.suppressed.replace(0);
+                if suppressed > 0 {
+                    log::warn!(
+                        "{suppressed} more lines about connections that had not authorized were left out"
+                    );
+                }
                 self.window.set(Some(now));
                 self.count.set(1);
                 true
@@ -290,7 +400,10 @@ pub fn run_blocking(
     stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-    crate::timer_check::ensure_timers_fire(ex);
+    match crate::fd_limit::raise() {
+        Some(n) => log::debug!("open-files limit: {n}"),
+        None => log::debug!("open-files limit unknown"),
+    }
     let agent = Agent::new(cfg, ex)?;
     crate::status::start(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));

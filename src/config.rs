@@ -46,6 +46,12 @@ pub struct Advanced {
     /// btcagent only: submits written to a pool connection within this window are sent
     /// in one TCP write. 0 writes every share at once.
     pub submit_coalesce: Duration,
+    /// btcagent only: connections that have not authorized yet, in all; beyond it the
+    /// oldest is closed (see `admission.rs`).
+    pub max_unauthorized_connections: u32,
+    /// btcagent only: the same per source address (IPv6: per /64); beyond it new
+    /// connections from that source are closed.
+    pub max_unauthorized_connections_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,8 @@ impl Default for Advanced {
             message_queue_size: MessageQueueSize::default(),
             bitcoin_default_version_mask: 0x1fff_e000,
             submit_coalesce: Duration::from_millis(DEFAULT_SUBMIT_COALESCE_MS),
+            max_unauthorized_connections: DEFAULT_MAX_UNAUTHORIZED,
+            max_unauthorized_connections_per_ip: DEFAULT_MAX_UNAUTHORIZED_PER_IP,
         }
     }
 }
@@ -120,6 +128,14 @@ impl Default for Advanced {
 pub const DEFAULT_SUBMIT_COALESCE_MS: u64 = 50;
 /// Beyond a second the coalescing delay would be noticed as share latency.
 pub const MAX_SUBMIT_COALESCE_MS: u64 = 1000;
+
+/// Connections still in their handshake at one time. A farm needs a handful (a miner
+/// authorizes within milliseconds of connecting) and a few hundred when thousands of
+/// miners reconnect at once after a restart; a flood gets no more than this.
+pub const DEFAULT_MAX_UNAUTHORIZED: u32 = 4096;
+/// The same from one address: well above a rack of miners behind one NAT reconnecting
+/// together.
+pub const DEFAULT_MAX_UNAUTHORIZED_PER_IP: u32 = 256;
 
 /// /var/run is tmpfs on OpenWrt and on systemd hosts: rewriting it costs no flash wear.
 pub const DEFAULT_STATUS_FILE: &str = "/var/run/btcagent/status.json";
@@ -267,6 +283,8 @@ const ADVANCED_FIELDS: &[&str] = &[
     "message_queue_size",
     "bitcoin_default_version_mask",
     "submit_coalesce_ms",
+    "max_unauthorized_connections",
+    "max_unauthorized_connections_per_ip",
 ];
 const QUEUE_FIELDS: &[&str] = &[
     "session_manager",
@@ -430,7 +448,9 @@ impl Config {
                  \"pool_session_manager\": {},\n            \"pool_session\": {},\n            \
                  \"miner_session\": {}\n        }},\n        \
                  \"bitcoin_default_version_mask\": {},\n        \
-                 \"submit_coalesce_ms\": {}\n    }}",
+                 \"submit_coalesce_ms\": {},\n        \
+                 \"max_unauthorized_connections\": {},\n        \
+                 \"max_unauthorized_connections_per_ip\": {}\n    }}",
                 a.pool_connection_number_per_subaccount,
                 a.pool_connection_dial_timeout.as_secs(),
                 a.pool_connection_read_timeout.as_secs(),
@@ -443,6 +463,8 @@ impl Config {
                 q.miner_session,
                 a.bitcoin_default_version_mask,
                 a.submit_coalesce.as_millis(),
+                a.max_unauthorized_connections,
+                a.max_unauthorized_connections_per_ip,
             ),
             false,
         );
@@ -961,6 +983,16 @@ fn read_advanced(value: &Value, warnings: &mut Vec<String>) -> Result<Advanced, 
             d.submit_coalesce.as_millis() as u64,
             (0, MAX_SUBMIT_COALESCE_MS),
         )?),
+        max_unauthorized_connections: f.uint(
+            "max_unauthorized_connections",
+            d.max_unauthorized_connections.into(),
+            (1, 65_535),
+        )? as u32,
+        max_unauthorized_connections_per_ip: f.uint(
+            "max_unauthorized_connections_per_ip",
+            d.max_unauthorized_connections_per_ip.into(),
+            (1, 65_535),
+        )? as u32,
     })
 }
 
@@ -1247,6 +1279,25 @@ mod tests {
         assert_eq!(config.pools[1].port, 2);
         let (_, warnings) = parse(r#"{"pools": [["a", 1, "x", "extra"]]}"#);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn handshake_bounds_default_and_refuse_zero() {
+        let (config, _) = parse(&with_pool(
+            r#""advanced": {"max_unauthorized_connections_per_ip": 16}"#,
+        ));
+        assert_eq!(config.advanced.max_unauthorized_connections, 4096);
+        assert_eq!(config.advanced.max_unauthorized_connections_per_ip, 16);
+        assert_field_error(
+            &with_pool(r#""advanced": {"max_unauthorized_connections": 0}"#),
+            "advanced.max_unauthorized_connections",
+            "must be 1..=65535, got 0",
+        );
+        assert_field_error(
+            &with_pool(r#""advanced": {"max_unauthorized_connections_per_ip": 65536}"#),
+            "advanced.max_unauthorized_connections_per_ip",
+            "65535",
+        );
     }
 
     #[test]

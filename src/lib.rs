@@ -8,9 +8,11 @@
 //! - [`pool`] and [`miner`]: the sessions on each side, on one smol executor;
 //! - [`agent`]: ties the two sides together; `main.rs` only parses the command line.
 
+pub mod admission;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod http_debug;
 pub mod logging;
 pub mod miner;

@@ -1,76 +1,40 @@
-//! Makes sure async-io's timers fire where the kernel (or emulator) cannot arm them.
+//! Refuses to build a 32-bit MIPS (or PowerPC) musl binary whose reactor timers would
+//! be garbage.
 //!
-//! async-io arms a timerfd with `timerfd_settime64` on 32-bit targets. qemu-user (7.2
-//! and 10.0 seen) does not implement that syscall for MIPS and ARM, and the reactor
-//! then sleeps until the next I/O event: no dial timeout, no backoff, no coalescing
-//! flush. A kernel that lacked it would do the same. The agent checks once at start;
-//! where timers do not fire, a helper thread wakes the reactor every [`TICK`], so
-//! timers run at most that late.
-
-use async_io::{Async, Timer};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
-/// How late a timer may fire in the fallback.
-pub const TICK: Duration = Duration::from_millis(10);
-
-/// True when a short timer fires on its own (checked against a wake-up from a thread).
-fn timers_fire() -> bool {
-    let Ok((probe, waker)) = UnixStream::pair() else {
-        return true;
-    };
-    let Ok(probe) = Async::new(probe) else {
-        return true;
-    };
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = (&waker).write(&[1]);
-        // Keep the socket open until the probe has surely looked.
-        std::thread::sleep(Duration::from_millis(100));
-    });
-    let start = std::time::Instant::now();
-    smol::block_on(smol::future::or(
-        async {
-            Timer::after(Duration::from_millis(10)).await;
-        },
-        async {
-            let _ = probe.readable().await;
-        },
-    ));
-    // Woken by the thread rather than by the timer: a late timer is ready too when
-    // polled again, so judge by the time it took.
-    start.elapsed() < Duration::from_millis(250)
-}
-
-/// Starts the fallback tick when timers do not fire on their own.
-pub fn ensure_timers_fire(ex: &'static smol::LocalExecutor<'static>) {
-    if timers_fire() {
-        return;
-    }
-    log::warn!(
-        "timers do not fire on this kernel or emulator (no timerfd_settime64?): waking the reactor every {} ms instead",
-        TICK.as_millis()
-    );
-    let Ok((tick, ticker)) = UnixStream::pair() else {
-        return;
-    };
-    let Ok(tick) = Async::new(tick) else { return };
-    std::thread::spawn(move || loop {
-        std::thread::sleep(TICK);
-        if (&ticker).write(&[0]).is_err() {
-            return;
-        }
-    });
-    ex.spawn(async move {
-        let mut buf = [0u8; 64];
-        while tick.readable().await.is_ok() {
-            while let Ok(n) = tick.get_ref().read(&mut buf) {
-                if n == 0 {
-                    return;
-                }
-            }
-        }
-    })
-    .detach();
-}
+//! async-io's reactor (through `polling`) arms a timerfd with rustix's
+//! `timerfd_settime`. On these targets rustix uses its libc backend, and on musl it
+//! assumes its own `Itimerspec` (64-bit seconds, 32-bit nanoseconds, 4 padding bytes:
+//! 32 bytes) is the libc crate's `itimerspec` (32-bit `time_t`: 16 bytes) and passes a
+//! cast pointer. The libc function then reads `it_value` = 0 s and the padding after
+//! `it_interval.tv_nsec` as nanoseconds; the timeout the reactor asked for never reaches
+//! the kernel. Measured under qemu-mips with the padding set by hand, asking for 2 s:
+//! padding 0 never fires, 5,000,000 fires after 5 ms, 500,000,000 after 500 ms, and
+//! anything of 10^9 or more fails with EINVAL, in which case `polling` returns before
+//! `epoll_wait` and async-io calls it again at once: the agent spins and handles no I/O
+//! until the timer list changes. The padding is whatever the stack held, so a build hit
+//! all three at random: timeouts that never fired, and stalls. This is in the binary,
+//! not in qemu or the kernel (qemu 7.2 handles `timerfd_settime64` correctly, and ARMv7,
+//! where rustix makes the system call itself, is fine), so real routers were affected
+//! the same way.
+//!
+//! `--cfg fix_y2038` selects rustix's converting path (rustix sets it itself for 32-bit
+//! glibc and x86 musl, not for MIPS musl), which hands libc a real 32-bit `itimerspec`;
+//! musl then calls `timerfd_settime64` and falls back to `timerfd_settime` on a kernel
+//! older than 5.1. `scripts/cross-build.sh` and `openwrt/Makefile` pass it. Without
+//! it, the build stops here instead of producing a binary that stalls.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "musl",
+    target_pointer_width = "32",
+    any(
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "powerpc"
+    ),
+    not(fix_y2038)
+))]
+compile_error!(
+    "build with RUSTFLAGS=\"--cfg fix_y2038\" on 32-bit MIPS/PowerPC musl: without it \
+     rustix hands the kernel garbage timer values (see src/timer_check.rs); \
+     scripts/cross-build.sh does this for you"
+);

@@ -362,6 +362,18 @@ const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
         Place::Advanced,
         Kind::Number,
     ),
+    (
+        "max_unauthorized_connections",
+        "max_unauthorized_connections",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "max_unauthorized_connections_per_ip",
+        "max_unauthorized_connections_per_ip",
+        Place::Advanced,
+        Kind::Number,
+    ),
     ("status_file", "status_file", Place::Top, Kind::Text),
     (
         "status_interval_seconds",
@@ -571,7 +583,9 @@ mod tests {
                     "pool_connection_read_timeout_seconds": 60,
                     "fake_job_notify_interval_seconds": 30,
                     "pool_failover_hold_seconds": 30,
-                    "submit_coalesce_ms": 50
+                    "submit_coalesce_ms": 50,
+                    "max_unauthorized_connections": 4096,
+                    "max_unauthorized_connections_per_ip": 256
                 },
                 "status_file": "/var/run/btcagent/status.json",
                 "status_interval_seconds": 5,

@@ -35,11 +35,17 @@ fn status_matches_what_the_pool_and_miners_saw() {
     });
     let agent = start_agent(&dir, &config);
 
-    let mut miners = vec![
-        Miner::connect(agent.miner_addr, "farm1.w1"),
-        Miner::connect(agent.miner_addr, "farm1.w2"),
-        Miner::connect(agent.miner_addr, "farm2.w3"),
-    ];
+    // The first miner of each sub-account opens its two connections. The second farm1
+    // miner comes only once the agent has all four up: had it joined while one was
+    // still dialling, the agent would move one of the two to balance the load, and a
+    // share in flight during a move is answered stale.
+    let w1 = Miner::connect(agent.miner_addr, "farm1.w1");
+    let w3 = Miner::connect(agent.miner_addr, "farm2.w3");
+    wait_for_live_status(agent.http_addr, "all four pool connections up", |doc| {
+        doc["totals"]["pools_up"] == 4
+    });
+    let w2 = Miner::connect(agent.miner_addr, "farm1.w2");
+    let mut miners = vec![w1, w2, w3];
     // 2 + 3 + 1 good shares, one bad one from w1.
     for (i, m) in miners.iter_mut().enumerate() {
         for k in 0..[2, 3, 1][i] {

@@ -24,6 +24,7 @@ pub mod framing;
 pub mod histogram;
 pub mod job;
 pub mod miner;
+pub mod net;
 pub mod pool;
 pub mod rlimit;
 pub mod share;

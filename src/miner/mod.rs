@@ -294,7 +294,9 @@ impl MinerSession {
                 }
                 Err(e) => {
                     *bad_lines += 1;
-                    log::warn!("{}: {e}", self.name());
+                    if agent.may_log_about(self) {
+                        log::warn!("{}: {e}", self.name());
+                    }
                     self.send(
                         agent,
                         &stratum::error_line("null", code::OTHER, "Malformed JSON-RPC line"),
@@ -421,11 +423,14 @@ impl MinerSession {
         let (sub, login_worker) = match worker::split_login(login, cfg.multi_user_mode) {
             Ok(v) => v,
             Err(why) => {
-                log::warn!("{}: refused login {login:?}: {why}", self.name());
+                if agent.may_log_about(self) {
+                    log::warn!("{}: refused login {login:?}: {why}", self.name());
+                }
                 self.send(agent, &stratum::error_line(id, code::EMPTY_SUBACCOUNT, why));
                 return;
             }
         };
+        agent.handshake_done(self);
         let name = agent.naming().worker_name(login_worker, self.peer.ip());
         *self.worker.borrow_mut() = name.into();
         let group = agent.group_for(sub);

@@ -6,7 +6,7 @@ use super::PoolGroup;
 use crate::agent::Agent;
 use crate::config::PoolEntry;
 use crate::miner::MinerSession;
-use crate::protocol::exmessage::{ExMessage, Share};
+use crate::protocol::exmessage::{ExError, ExMessage, Share};
 use crate::protocol::framing::{Frame, FrameReader};
 use crate::protocol::job::{rewrite_notify, Job};
 use crate::protocol::stratum::{self, Message};
@@ -470,7 +470,12 @@ impl PoolSession {
                     session_ids,
                 }) => self.on_set_diff(agent, diff_exp, &session_ids),
                 Ok(other) => log::debug!("{}: ignoring {other:?} from the pool", self.name()),
-                Err(e) => log::warn!("{}: skipping a bad ex-message: {e}", self.name()),
+                // A newer pool's command: skip it. A known one of the wrong size is a
+                // broken or hostile pool: drop the connection (miners move to a sibling).
+                Err(e @ ExError::UnknownCmd(_)) => {
+                    log::debug!("{}: skipping an ex-message: {e}", self.name())
+                }
+                Err(e) => return Err(format!("pool sent a bad ex-message: {e}")),
             },
             Frame::Line(line) => {
                 let msg = Message::parse(line).map_err(|e| format!("pool sent garbage: {e}"))?;

@@ -312,6 +312,23 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Polls the agent's HTTP /status until `cond` holds; fails after 10 s with the last one.
+pub fn wait_for_live_status(addr: SocketAddr, what: &str, cond: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = http(addr, b"GET /status HTTP/1.0\r\n\r\n");
+        let doc: Option<Value> = serde_json::from_str(body(&resp)).ok();
+        if doc.as_ref().is_some_and(&cond) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last /status:\n{resp}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn body(response: &str) -> &str {
     response
         .split_once("\r\n\r\n")

@@ -358,6 +358,16 @@ return view.extend({
 		o.placeholder = '50';
 		o.validate = nonNegativeInteger;
 
+		o = s.taboption('advanced', form.Value, 'max_unauthorized_connections', _('Connections not logged in, in all'),
+			_('Connections that have not authorized yet (a port scan, a flood) are bounded; beyond this the oldest is closed, so miners still get in. A farm needs far fewer.'));
+		o.placeholder = '4096';
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'max_unauthorized_connections_per_ip', _('Connections not logged in, per address'),
+			_('New connections from an address with this many not yet authorized are closed at once. Raise it only for many miners behind one NAT address.'));
+		o.placeholder = '256';
+		o.validate = positiveInteger;
+
 		o = s.taboption('advanced', form.Flag, 'http_debug_enable', _('HTTP debug endpoint'),
 			_('Serve status and metrics over HTTP. Keep it on 127.0.0.1 unless the LAN may read it.'));
 		o.default = '0';
