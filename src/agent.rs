@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 const MINER_QUEUE_UNIT: usize = 2048;
 
 pub struct Agent {
-    cfg: Config,
+    /// Replaced whole by a reload; tasks that hold the old one finish with it.
+    cfg: RefCell<Rc<Config>>,
     ex: &'static LocalExecutor<'static>,
-    connector: Connector,
-    naming: NamingRules,
+    connector: RefCell<Rc<Connector>>,
+    naming: RefCell<Rc<NamingRules>>,
     ids: RefCell<SessionIds>,
     miners: RefCell<HashMap<u16, Rc<MinerSession>>>,
     /// Keyed by sub-account; the single-user group under "".
@@ -45,19 +46,14 @@ pub struct Agent {
 impl Agent {
     pub fn new(cfg: Config, ex: &'static LocalExecutor<'static>) -> Result<Rc<Agent>, String> {
         let connector = Connector::from_config(&cfg)?;
-        let naming = NamingRules {
-            multi_user_mode: cfg.multi_user_mode,
-            use_ip_as_worker_name: cfg.use_ip_as_worker_name,
-            ip_worker_name_format: cfg.ip_worker_name_format.clone(),
-            fixed_worker_name: cfg.fixed_worker_name.clone(),
-        };
+        let naming = naming_rules(&cfg);
         let version_mask = cfg.advanced.bitcoin_default_version_mask;
         let admission = handshake_limits(&cfg, crate::fd_limit::current());
         Ok(Rc::new(Agent {
-            cfg,
+            cfg: RefCell::new(Rc::new(cfg)),
             ex,
-            connector,
-            naming,
+            connector: RefCell::new(Rc::new(connector)),
+            naming: RefCell::new(Rc::new(naming)),
             ids: RefCell::new(SessionIds::new()),
             miners: RefCell::new(HashMap::new()),
             groups: RefCell::new(HashMap::new()),
@@ -70,16 +66,17 @@ impl Agent {
         }))
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The config in force now (a reload may replace it between two calls).
+    pub fn config(&self) -> Rc<Config> {
+        self.cfg.borrow().clone()
     }
 
-    pub fn connector(&self) -> &Connector {
-        &self.connector
+    pub fn connector(&self) -> Rc<Connector> {
+        self.connector.borrow().clone()
     }
 
-    pub fn naming(&self) -> &NamingRules {
-        &self.naming
+    pub fn naming(&self) -> Rc<NamingRules> {
+        self.naming.borrow().clone()
     }
 
     pub fn spawn(&self, fut: impl Future<Output = ()> + 'static) {
@@ -99,11 +96,12 @@ impl Agent {
     /// A miner must authorize within the time a pool may stay silent: both bound how
     /// long a connection may hold resources without doing anything useful.
     fn handshake_timeout(&self) -> Duration {
-        self.cfg.advanced.pool_connection_read_timeout
+        self.config().advanced.pool_connection_read_timeout
     }
 
     pub fn miner_output_limit(&self) -> usize {
-        (self.cfg.advanced.message_queue_size.miner_session as usize).max(16) * MINER_QUEUE_UNIT
+        (self.config().advanced.message_queue_size.miner_session as usize).max(16)
+            * MINER_QUEUE_UNIT
     }
 
     pub fn version_mask_for_new_miners(&self) -> u32 {
@@ -135,7 +133,7 @@ impl Agent {
             } else {
                 &key
             },
-            self.cfg.advanced.pool_connection_number_per_subaccount
+            self.config().advanced.pool_connection_number_per_subaccount
         );
         let group = PoolGroup::start(self, subaccount.map(|_| key.clone()));
         self.groups.borrow_mut().insert(key, group.clone());
@@ -146,6 +144,81 @@ impl Agent {
         self.groups
             .borrow_mut()
             .retain(|_, g| !std::ptr::eq(&**g, group));
+    }
+
+    /// Takes `new` into use without dropping a miner (SIGHUP): what a running agent
+    /// can change applies now, the rest is kept until a restart and logged so. A
+    /// config the connector refuses changes nothing.
+    pub fn reload(self: &Rc<Self>, new: Config) {
+        let old = self.config();
+        let plan = crate::reload::plan(&old, &new);
+        if plan.unchanged {
+            log::info!("reload: the config is unchanged");
+            return;
+        }
+        let new = crate::reload::applicable(&old, new, &plan);
+        let connector = match Connector::from_config(&new) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, the running config stays: {e}");
+                return;
+            }
+        };
+        for field in &plan.needs_restart {
+            log::warn!("reload: {field} changed: it takes effect at the next restart");
+        }
+        *self.connector.borrow_mut() = Rc::new(connector);
+        *self.naming.borrow_mut() = Rc::new(naming_rules(&new));
+        *self.cfg.borrow_mut() = Rc::new(new);
+        let cfg = self.config();
+        let mut applied = Vec::new();
+        if plan.resize {
+            let n = cfg.advanced.pool_connection_number_per_subaccount;
+            for group in self.groups() {
+                group.resize(self, n);
+            }
+            applied.push(format!("{n} connections per sub-account"));
+        }
+        if plan.redial {
+            for group in self.groups() {
+                group.redial(self);
+            }
+            applied.push("pool connections dialled again one at a time".into());
+        }
+        if plan.rename {
+            let renamed = self.rename_miners();
+            applied.push(format!("{renamed} workers renamed"));
+        }
+        if applied.is_empty() {
+            log::info!("reload: applied");
+        } else {
+            log::info!("reload: applied ({})", applied.join(", "));
+        }
+    }
+
+    /// Registers again, under the name the current rules give, every miner whose
+    /// name at the pool changes.
+    fn rename_miners(self: &Rc<Self>) -> usize {
+        let naming = self.naming();
+        let mut renamed = 0;
+        for miner in self.miners() {
+            if miner.state.get() != MinerState::Authorized {
+                continue;
+            }
+            let name = naming.worker_name(&miner.login_worker.borrow(), miner.peer.ip());
+            if *miner.worker.borrow().as_ref() == *name {
+                continue;
+            }
+            *miner.worker.borrow_mut() = name.into();
+            let pool = miner.pool.borrow().clone();
+            if let Some(pool) = pool {
+                // The pool ignores a REGISTER for a live session: leave, then join.
+                pool.release(&miner, crate::pool::Departure::Now);
+                pool.adopt(self, &miner);
+            }
+            renamed += 1;
+        }
+        renamed
     }
 
     /// Binds the miner port, with room in the kernel for a farm reconnecting at once.
@@ -160,7 +233,7 @@ impl Agent {
 
     /// Accepts miners until the listener fails.
     pub async fn run(self: Rc<Self>, listener: Async<TcpListener>) {
-        if !self.cfg.multi_user_mode {
+        if !self.config().multi_user_mode {
             // One set of connections for everyone, up before the first miner arrives.
             self.group_for(None);
         }
@@ -311,6 +384,15 @@ impl Agent {
 /// short queue either. Linux takes a second listen() as a new backlog (capped by
 /// net.core.somaxconn, 4096 by default since 5.4).
 #[cfg(unix)]
+fn naming_rules(cfg: &Config) -> NamingRules {
+    NamingRules {
+        multi_user_mode: cfg.multi_user_mode,
+        use_ip_as_worker_name: cfg.use_ip_as_worker_name,
+        ip_worker_name_format: cfg.ip_worker_name_format.clone(),
+        fixed_worker_name: cfg.fixed_worker_name.clone(),
+    }
+}
+
 fn deepen_backlog(listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: listen() on a descriptor the listener owns; it only changes the backlog.
@@ -393,11 +475,19 @@ impl RateLimit {
     }
 }
 
-/// Runs the agent on the current thread until SIGINT/SIGTERM or `stop` resolves.
+/// What the process asks of a running agent (signals, in `main`).
+pub enum Control {
+    /// Take this config into use (SIGHUP: the config source was read again).
+    Reload(Box<Config>),
+    /// Unregister the miners, close, return (SIGINT, SIGTERM).
+    Stop,
+}
+
+/// Runs the agent on the current thread until `controls` says stop or ends.
 pub fn run_blocking(
     cfg: Config,
     listener: Async<TcpListener>,
-    stop: impl Future<Output = ()> + 'static,
+    controls: impl smol::stream::Stream<Item = Control> + 'static,
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     match crate::fd_limit::raise() {
@@ -409,7 +499,17 @@ pub fn run_blocking(
     let serve = ex.spawn(agent.clone().run(listener));
     // A task, not part of the future below: that future is polled on every executor
     // wake-up, and polling the signal stream costs a read() each time.
-    let stop = ex.spawn(stop);
+    let controlled = agent.clone();
+    let stop = ex.spawn(async move {
+        use smol::stream::StreamExt;
+        let mut controls = std::pin::pin!(controls);
+        while let Some(control) = controls.next().await {
+            match control {
+                Control::Reload(cfg) => controlled.reload(*cfg),
+                Control::Stop => return,
+            }
+        }
+    });
     smol::block_on(ex.run(async {
         stop.await;
         drop(serve);

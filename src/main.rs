@@ -84,22 +84,38 @@ fn run(opts: RunOptions) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
-    let signals =
-        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot install signal handlers: {e}");
-                return ExitCode::from(1);
-            }
-        };
-    let stop = async move {
-        use smol::stream::StreamExt;
-        let mut signals = signals;
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("received {sig:?}");
+    let signals = match async_signal::Signals::new([
+        async_signal::Signal::Int,
+        async_signal::Signal::Term,
+        async_signal::Signal::Hup,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
         }
     };
-    match agent::run_blocking(config, listener, stop) {
+    let source = opts.config.clone();
+    let controls = smol::stream::StreamExt::filter_map(signals, move |sig| match sig {
+        Ok(async_signal::Signal::Hup) => match load(&source) {
+            Ok((config, warnings)) => {
+                for w in &warnings {
+                    log::warn!("config: {w}");
+                }
+                Some(agent::Control::Reload(Box::new(config)))
+            }
+            Err(e) => {
+                log::error!("reload refused, the running config stays: {e}");
+                None
+            }
+        },
+        Ok(sig) => {
+            log::info!("received {sig:?}");
+            Some(agent::Control::Stop)
+        }
+        Err(_) => None,
+    });
+    match agent::run_blocking(config, listener, controls) {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS

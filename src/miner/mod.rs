@@ -61,6 +61,8 @@ pub struct MinerSession {
     pub user_agent: RefCell<Box<str>>,
     /// Name at the pool, after the naming rules.
     pub worker: RefCell<Rc<str>>,
+    /// The worker part of the login, kept to apply changed naming rules (a reload).
+    pub login_worker: RefCell<Box<str>>,
     pub group: RefCell<Option<Rc<PoolGroup>>>,
     pub pool: RefCell<Option<Rc<PoolSession>>>,
     pub version_rolling: Cell<bool>,
@@ -96,6 +98,7 @@ impl MinerSession {
             state: Cell::new(MinerState::Connected),
             user_agent: RefCell::new("".into()),
             worker: RefCell::new(Rc::from("")),
+            login_worker: RefCell::new("".into()),
             group: RefCell::new(None),
             pool: RefCell::new(None),
             version_rolling: Cell::new(false),
@@ -433,6 +436,7 @@ impl MinerSession {
         agent.handshake_done(self);
         let name = agent.naming().worker_name(login_worker, self.peer.ip());
         *self.worker.borrow_mut() = name.into();
+        *self.login_worker.borrow_mut() = login_worker.into();
         let group = agent.group_for(sub);
         group.join(agent, self, id);
     }

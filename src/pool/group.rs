@@ -41,7 +41,15 @@ pub struct PoolGroup {
     closed: Cell<bool>,
     last_job: RefCell<Option<Rc<Job>>>,
     feeding_fakes: Cell<bool>,
-    submit_response_from_server: bool,
+    submit_response_from_server: Cell<bool>,
+    /// How many connection slots should run; a reload may change it.
+    slots: Cell<u16>,
+    /// The connection each slot has up now.
+    by_slot: RefCell<Vec<(u16, Rc<PoolSession>)>>,
+    /// Connections handing their miners over before a redial: no miner joins them.
+    retiring: RefCell<Vec<Rc<PoolSession>>>,
+    /// Counts redials, so that an older one stops when a newer reload begins.
+    redial_epoch: Cell<u32>,
 }
 
 impl PoolGroup {
@@ -58,16 +66,83 @@ impl PoolGroup {
             closed: Cell::new(false),
             last_job: RefCell::new(None),
             feeding_fakes: Cell::new(false),
-            submit_response_from_server: agent.config().submit_response_from_server,
+            submit_response_from_server: Cell::new(agent.config().submit_response_from_server),
+            slots: Cell::new(0),
+            by_slot: RefCell::new(Vec::new()),
+            retiring: RefCell::new(Vec::new()),
+            redial_epoch: Cell::new(0),
         });
-        for slot in 0..agent
-            .config()
-            .advanced
-            .pool_connection_number_per_subaccount
-        {
-            agent.spawn(run_slot(agent.clone(), group.clone(), slot));
-        }
+        group.resize(
+            agent,
+            agent
+                .config()
+                .advanced
+                .pool_connection_number_per_subaccount,
+        );
         group
+    }
+
+    /// Runs `slots` connection slots: new ones start dialling, surplus ones close
+    /// their connection (its miners move to the siblings) and end.
+    pub fn resize(self: &Rc<Self>, agent: &Rc<Agent>, slots: u16) {
+        let before = self.slots.replace(slots);
+        for slot in before..slots {
+            agent.spawn(run_slot(agent.clone(), self.clone(), slot));
+        }
+        for (slot, session) in self.by_slot.borrow().iter() {
+            if *slot >= slots {
+                session.kill("fewer connections per sub-account in the new config");
+            }
+        }
+    }
+
+    /// Takes a new pool list, route or handshake into use (a reload): one connection
+    /// at a time hands its miners to its siblings, closes, and its slot dials the
+    /// list again; the next one goes only once that slot is up again (or could not
+    /// be within its dial time), so the farm never loses more than one connection.
+    pub fn redial(self: &Rc<Self>, agent: &Rc<Agent>) {
+        self.submit_response_from_server
+            .set(agent.config().submit_response_from_server);
+        let epoch = self.redial_epoch.get().wrapping_add(1);
+        self.redial_epoch.set(epoch);
+        agent.spawn(redial_slots(agent.clone(), self.clone(), epoch));
+    }
+
+    fn slot_session(&self, slot: u16) -> Option<Rc<PoolSession>> {
+        self.by_slot
+            .borrow()
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, session)| session.clone())
+    }
+
+    /// Moves every miner of `session` to its siblings the way a rebalance does: the
+    /// shares they find on its jobs meanwhile still go to it. False when it has no
+    /// sibling up.
+    fn hand_over(&self, agent: &Rc<Agent>, session: &Rc<PoolSession>) -> bool {
+        self.retiring.borrow_mut().push(session.clone());
+        if self.least_loaded().is_none() {
+            self.retiring
+                .borrow_mut()
+                .retain(|s| !Rc::ptr_eq(s, session));
+            return false;
+        }
+        let mut moved = 0;
+        while let Some(miner) = session.any_miner() {
+            let Some(sibling) = self.least_loaded() else {
+                break;
+            };
+            session.release(&miner, Departure::AfterGrace);
+            sibling.adopt(agent, &miner);
+            moved += 1;
+        }
+        if moved > 0 {
+            log::info!(
+                "{}: handed {moved} miners to sibling connections before dialling again",
+                session.name()
+            );
+        }
+        true
     }
 
     pub fn name(&self) -> &str {
@@ -75,7 +150,7 @@ impl PoolGroup {
     }
 
     pub fn submit_response_from_server(&self) -> bool {
-        self.submit_response_from_server
+        self.submit_response_from_server.get()
     }
 
     pub fn sessions(&self) -> Vec<Rc<PoolSession>> {
@@ -91,10 +166,11 @@ impl PoolGroup {
     }
 
     fn least_loaded(&self) -> Option<Rc<PoolSession>> {
+        let retiring = self.retiring.borrow();
         self.sessions
             .borrow()
             .iter()
-            .filter(|s| s.is_up())
+            .filter(|s| s.is_up() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
             .min_by_key(|s| s.miner_count())
             .cloned()
     }
@@ -291,6 +367,12 @@ impl PoolGroup {
         self.sessions
             .borrow_mut()
             .retain(|s| !Rc::ptr_eq(s, session));
+        self.by_slot
+            .borrow_mut()
+            .retain(|(_, s)| !Rc::ptr_eq(s, session));
+        self.retiring
+            .borrow_mut()
+            .retain(|s| !Rc::ptr_eq(s, session));
         let miners = session.shut(agent);
         if miners.is_empty() {
             return;
@@ -442,10 +524,11 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
     let mut backoff = Duration::from_secs(1);
     // Spread the slots' first dials a little so a farm's agents do not hit the pool in step.
     Timer::after(Duration::from_millis(50 * slot as u64)).await;
-    while !group.is_closed() {
+    let surplus = |group: &PoolGroup| group.is_closed() || slot >= group.slots.get();
+    while !surplus(&group) {
         let mut stable = false;
         for entry in agent.config().pools.clone() {
-            if group.is_closed() {
+            if surplus(&group) {
                 return;
             }
             let subaccount = group
@@ -455,8 +538,10 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                 .to_string();
             match open(&agent, &group, &entry, subaccount).await {
                 Ok((session, mut reader, mut frames)) => {
-                    if group.is_closed() {
-                        session.kill("sub-account closed");
+                    if surplus(&group) {
+                        session.kill("not needed any more");
+                        session.shut(&agent);
+                        return;
                     }
                     log::info!(
                         "{}: up via {} (extranonce1 {}, version mask {:08x}, share responses {})",
@@ -470,6 +555,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                             "off"
                         }
                     );
+                    group.by_slot.borrow_mut().push((slot, session.clone()));
                     group.session_up(&agent, &session);
                     let started = Instant::now();
                     let why = session
@@ -494,7 +580,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                 ),
             }
         }
-        if group.is_closed() {
+        if surplus(&group) {
             return;
         }
         if stable {
@@ -502,6 +588,51 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
         } else {
             Timer::after(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// How long a connection handing its miners over keeps taking their shares on its
+/// jobs: an ASIC takes a moment to drop its old work after a clean job.
+const HAND_OVER: Duration = Duration::from_secs(2);
+
+/// [`PoolGroup::redial`]'s work, slot by slot.
+async fn redial_slots(agent: Rc<Agent>, group: Rc<PoolGroup>, epoch: u32) {
+    let current = |group: &PoolGroup| !group.is_closed() && group.redial_epoch.get() == epoch;
+    let mut slots: Vec<u16> = group.by_slot.borrow().iter().map(|(s, _)| *s).collect();
+    slots.sort_unstable();
+    for slot in slots {
+        if !current(&group) {
+            return;
+        }
+        let Some(old) = group.slot_session(slot) else {
+            continue; // dialling already: it reads the new list on its next round
+        };
+        if group.hand_over(&agent, &old) {
+            Timer::after(HAND_OVER).await;
+            if !current(&group) {
+                group.retiring.borrow_mut().retain(|s| !Rc::ptr_eq(s, &old));
+                return;
+            }
+            old.clone()
+                .retire("config reloaded: dialling the pool list again")
+                .await;
+        } else {
+            // The only connection: its miners are held (failover hold) until the
+            // slot is up again on the new list.
+            old.kill("config reloaded: dialling the pool list again");
+        }
+        // The next connection goes only once this slot is back, or could not be.
+        let cfg = agent.config();
+        let give_up = Instant::now()
+            + cfg.advanced.pool_connection_dial_timeout * cfg.pools.len().max(1) as u32;
+        while current(&group) && Instant::now() < give_up {
+            match group.slot_session(slot) {
+                Some(s) if !Rc::ptr_eq(&s, &old) => break,
+                _ => {
+                    Timer::after(Duration::from_millis(50)).await;
+                }
+            }
         }
     }
 }
@@ -521,7 +652,8 @@ async fn open(
 ) -> Result<OpenSession, String> {
     let dial_timeout = agent.config().advanced.pool_connection_dial_timeout;
     let deadline = Instant::now() + dial_timeout;
-    let connect = agent.connector().connect(&entry.host, entry.port);
+    let connector = agent.connector();
+    let connect = connector.connect(&entry.host, entry.port);
     let timeout = async {
         Timer::at(deadline).await;
         Err(format!("no connection within {} s", dial_timeout.as_secs()))

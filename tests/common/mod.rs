@@ -195,6 +195,30 @@ impl AgentProc {
         false
     }
 
+    /// Replaces the config file the agent was started with (`-c`), for a reload.
+    pub fn rewrite_config(&self, text: &[u8]) {
+        let conf = self._dir.0.join("agent_conf.json");
+        assert!(
+            conf.exists(),
+            "the agent was not started from a JSON config"
+        );
+        // Written whole, then renamed over: the agent never reads half a file.
+        let tmp = self._dir.0.join("agent_conf.json.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &conf).unwrap();
+    }
+
+    /// Asks the agent to read its config again, as `/etc/init.d/btcagent reload` does.
+    pub fn sighup(&self) {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -HUP failed");
+    }
+
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
