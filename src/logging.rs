@@ -8,6 +8,7 @@ use std::fmt::Arguments;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,13 +41,32 @@ pub fn init(target: &LogTarget, verbosity: u8, also_stderr: bool) -> Result<(), 
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SYSLOG_SOCKET));
     let (logger, warning) =
         AgentLogger::open(target, verbosity, also_stderr, ROTATE_BYTES, &syslog_socket)?;
-    log::set_boxed_logger(Box::new(logger))
-        .map_err(|_| "a logger is already installed".to_owned())?;
+    let logger: &'static AgentLogger = Box::leak(Box::new(logger));
+    log::set_logger(logger).map_err(|_| "a logger is already installed".to_owned())?;
+    let _ = LOGGER.set(logger);
     log::set_max_level(level_filter(verbosity));
     if let Some(warning) = warning {
         log::warn!("{warning}");
     }
     Ok(())
+}
+
+/// The installed logger, for [`set_verbosity`].
+static LOGGER: std::sync::OnceLock<&'static AgentLogger> = std::sync::OnceLock::new();
+
+/// Changes how much is logged from now on (a reload); false before [`init`].
+pub fn set_verbosity(verbosity: u8) -> bool {
+    let Some(logger) = LOGGER.get() else {
+        return false;
+    };
+    logger.verbosity.store(verbosity, Ordering::Relaxed);
+    log::set_max_level(level_filter(verbosity));
+    true
+}
+
+/// The verbosity in force.
+pub fn verbosity() -> Option<u8> {
+    LOGGER.get().map(|l| l.verbosity.load(Ordering::Relaxed))
 }
 
 fn level_filter(verbosity: u8) -> LevelFilter {
@@ -58,7 +78,8 @@ fn level_filter(verbosity: u8) -> LevelFilter {
 }
 
 struct AgentLogger {
-    verbosity: u8,
+    /// An 8-bit atomic: there on every target (32-bit MIPS too).
+    verbosity: AtomicU8,
     sink: Sink,
     /// Copy every line to standard error as well (`-alsologtostderr`).
     also_stderr: bool,
@@ -97,7 +118,7 @@ impl AgentLogger {
         let also_stderr = also_stderr && !matches!(sink, Sink::Stderr);
         Ok((
             AgentLogger {
-                verbosity,
+                verbosity: AtomicU8::new(verbosity),
                 sink,
                 also_stderr,
             },
@@ -109,8 +130,9 @@ impl AgentLogger {
 impl Log for AgentLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         let own = metadata.target() == "btcagent" || metadata.target().starts_with("btcagent::");
-        metadata.level() <= level_filter(self.verbosity)
-            && (own || metadata.level() <= Level::Info || self.verbosity >= 3)
+        let verbosity = self.verbosity.load(Ordering::Relaxed);
+        metadata.level() <= level_filter(verbosity)
+            && (own || metadata.level() <= Level::Info || verbosity >= 3)
     }
 
     fn log(&self, record: &Record) {
@@ -391,7 +413,7 @@ mod tests {
     #[test]
     fn verbosity_levels_and_library_noise() {
         let logger = |verbosity| AgentLogger {
-            verbosity,
+            verbosity: AtomicU8::new(verbosity),
             sink: Sink::Stderr,
             also_stderr: false,
         };

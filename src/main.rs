@@ -41,7 +41,52 @@ fn load(source: &ConfigSource) -> Result<(Config, Vec<String>), String> {
     }
 }
 
+/// On OpenWrt the log options are the init script's (`-v`, `-l` from UCI); procd
+/// signals a reload instead of restarting with them, so they are read here.
+fn reload_log_options(uci_file: &Path, running: &logging::LogTarget) {
+    let Ok(text) = std::fs::read_to_string(uci_file) else {
+        return; // the config was just read: this is a race with an edit, not worth a line
+    };
+    match uci::init_script_option(&text, "log_verbosity") {
+        Ok(Some(v)) => match v.parse::<u8>() {
+            Ok(v) if Some(v) != logging::verbosity() => {
+                logging::set_verbosity(v);
+                log::info!("reload: log_verbosity {v}");
+            }
+            Ok(_) => {}
+            Err(_) => log::warn!("reload: log_verbosity '{v}' is not a number: kept"),
+        },
+        Ok(None) => {
+            if logging::verbosity().is_some_and(|v| v != 0) {
+                logging::set_verbosity(0);
+                log::info!("reload: log_verbosity 0");
+            }
+        }
+        Err(_) => {}
+    }
+    let target = uci::init_script_option(&text, "log_target").ok().flatten();
+    let wanted = match target.as_deref() {
+        Some("stderr") => logging::LogTarget::Stderr,
+        _ => logging::LogTarget::Syslog,
+    };
+    // Only the init script's two targets: a log directory (`-l DIR`) was chosen by hand.
+    let by_init_script = matches!(
+        running,
+        logging::LogTarget::Stderr | logging::LogTarget::Syslog
+    );
+    if by_init_script && std::mem::discriminant(&wanted) != std::mem::discriminant(running) {
+        log::warn!("reload: log_target changed: it takes effect at the next restart");
+    }
+}
+
 fn run(opts: RunOptions) -> ExitCode {
+    // First of all: until the handlers are in, a SIGHUP (procd's reload) would kill the
+    // process instead of reloading it.
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Int,
+        async_signal::Signal::Term,
+        async_signal::Signal::Hup,
+    ]);
     if let Err(e) = logging::init(&opts.log, opts.verbosity, opts.also_stderr) {
         eprintln!("btcagent: {e}");
         return ExitCode::from(2);
@@ -84,11 +129,7 @@ fn run(opts: RunOptions) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
-    let signals = match async_signal::Signals::new([
-        async_signal::Signal::Int,
-        async_signal::Signal::Term,
-        async_signal::Signal::Hup,
-    ]) {
+    let signals = match signals {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
@@ -96,11 +137,15 @@ fn run(opts: RunOptions) -> ExitCode {
         }
     };
     let source = opts.config.clone();
+    let log_target = opts.log.clone();
     let controls = smol::stream::StreamExt::filter_map(signals, move |sig| match sig {
         Ok(async_signal::Signal::Hup) => match load(&source) {
             Ok((config, warnings)) => {
                 for w in &warnings {
                     log::warn!("config: {w}");
+                }
+                if let ConfigSource::Uci(path) = &source {
+                    reload_log_options(path, &log_target);
                 }
                 Some(agent::Control::Reload(Box::new(config)))
             }

@@ -34,6 +34,25 @@ pub fn uci_to_json(text: &str) -> Result<Value, String> {
     translate(&parse(text)?)
 }
 
+/// An option of the init script's own (`log_verbosity`, `log_target`), as its
+/// `config_get main NAME` reads it: the agent applies them on a reload, since procd
+/// then signals the running agent instead of starting it with a new command line.
+pub fn init_script_option(text: &str, name: &str) -> Result<Option<String>, String> {
+    if text.len() > MAX_UCI_BYTES {
+        return Err(format!(
+            "UCI config is more than the {MAX_UCI_BYTES} bytes accepted"
+        ));
+    }
+    let sections = parse(text)?;
+    let main = sections.iter().find(|s| s.label == "main");
+    Ok(main
+        .and_then(|s| s.options.iter().rev().find(|(k, _)| k == name))
+        .and_then(|(_, v)| match v {
+            OptionValue::Single(v) => Some(v.clone()),
+            OptionValue::List(_) => None,
+        }))
+}
+
 // ---------------------------------------------------------------------------------------
 // The UCI file format, as libuci reads it.
 
@@ -938,5 +957,29 @@ config pool
     fn oversized_input_is_refused() {
         let text = "#".repeat(MAX_UCI_BYTES + 1);
         assert!(err(&text).contains("more than"));
+    }
+
+    #[test]
+    fn the_init_scripts_own_options_are_read_as_config_get_reads_them() {
+        let text = "config btcagent 'main'\n\toption log_verbosity '2'\n\toption log_target stderr\n\nconfig pool\n\toption log_verbosity 9\n";
+        assert_eq!(
+            init_script_option(text, "log_verbosity")
+                .unwrap()
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            init_script_option(text, "log_target").unwrap().as_deref(),
+            Some("stderr")
+        );
+        assert_eq!(init_script_option(text, "enabled").unwrap(), None);
+        assert_eq!(
+            init_script_option(
+                "config btcagent 'other'\n\toption log_verbosity 1\n",
+                "log_verbosity"
+            )
+            .unwrap(),
+            None
+        );
     }
 }

@@ -976,12 +976,6 @@ fn a_bad_config_is_refused_before_any_socket_naming_the_field() {
     assert!(err.contains("pools[0][1]"), "{err}");
 }
 
-/// UCI refuses port 0, as a router should: take a port that was free a moment ago.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 #[test]
 fn runs_from_the_packaged_uci_config() {
     let pool = pool();

@@ -198,3 +198,52 @@ fn more_or_fewer_connections_per_sub_account_keep_every_miner() {
     });
     assert_clean(&pool);
 }
+
+#[test]
+fn an_openwrt_reload_applies_the_init_scripts_log_detail_too() {
+    // procd signals the running agent (reload_signal) instead of starting it with the
+    // init script's new `-v`: the agent reads log_verbosity from the UCI file itself.
+    let pool = pool();
+    let port = free_port();
+    let uci = |verbosity: u8| {
+        format!(
+            "config btcagent 'main'\n\toption enabled '1'\n\toption log_verbosity '{verbosity}'\n\toption log_target 'stderr'\n\toption agent_listen_ip '127.0.0.1'\n\toption agent_listen_port '{port}'\n\toption status_file ''\n\toption pool_connection_number_per_subaccount '1'\n\nconfig pool\n\toption host '{}'\n\toption port '{}'\n\toption subaccount 'poolsub'\n",
+            pool.addr().ip(),
+            pool.addr().port()
+        )
+    };
+    let agent = AgentProc::start_uci(&uci(0));
+    block_on(async {
+        let mut m = Miner::login(&agent, "farm1.w1", false).await;
+        // An unknown method is logged at debug level only; answered before the reload.
+        let id = m.conn.request("mining.hello", json!([])).await.unwrap();
+        assert!(!m.response(id).await["error"].is_null());
+        agent.rewrite_config(uci(1).as_bytes());
+        agent.sighup();
+        assert!(
+            agent.wait_log("reload: log_verbosity 1", T),
+            "{}",
+            agent.log()
+        );
+        assert!(
+            agent.wait_log("reload: the config is unchanged", T),
+            "{}",
+            agent.log()
+        );
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        assert!(!agent.log().contains("\"mining.hello\""), "{}", agent.log());
+        m.conn.request("mining.hello", json!([])).await.unwrap();
+        assert!(
+            agent.wait_log("unknown method \"mining.hello\"", T),
+            "debug lines from now on: {}",
+            agent.log()
+        );
+    });
+    assert!(
+        !agent.log().contains("log_target changed"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(pool.stats().accepted_connections, 1);
+    assert_clean(&pool);
+}

@@ -97,6 +97,12 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// UCI refuses port 0, as a router should: take a port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
 /// The agent binary under test, ready for its arguments: `BTCAGENT_BIN` (behind
 /// `BTCAGENT_RUNNER`, e.g. qemu-mips) when set, else this build's binary.
 pub fn agent_command() -> Command {
@@ -195,15 +201,18 @@ impl AgentProc {
         false
     }
 
-    /// Replaces the config file the agent was started with (`-c`), for a reload.
+    /// Replaces the config file the agent was started with (`-c` or `--uci`), for a
+    /// reload.
     pub fn rewrite_config(&self, text: &[u8]) {
-        let conf = self._dir.0.join("agent_conf.json");
-        assert!(
-            conf.exists(),
-            "the agent was not started from a JSON config"
-        );
+        let json = self._dir.0.join("agent_conf.json");
+        let conf = if json.exists() {
+            json
+        } else {
+            self._dir.0.join("btcagent")
+        };
+        assert!(conf.exists(), "no config file to rewrite");
         // Written whole, then renamed over: the agent never reads half a file.
-        let tmp = self._dir.0.join("agent_conf.json.new");
+        let tmp = self._dir.0.join("config.new");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &conf).unwrap();
     }

@@ -112,6 +112,7 @@ if run_init defaults start_service CONFIG_main_enabled=1; then
 	expect_line defaults "procd_set_param [stdout] [1]"
 	expect_line defaults "procd_set_param [stderr] [1]"
 	expect_line defaults "procd_set_param [file] [/etc/config/btcagent]"
+	expect_line defaults "procd_set_param [reload_signal] [HUP]"
 	# Every parameter sits between one open and one close.
 	order=$(grep '^procd_' "$WORK/defaults" | sed 's/ .*//' | uniq | tr '\n' ' ')
 	if [ "$order" = "procd_open_instance procd_set_param procd_close_instance " ]; then
@@ -151,6 +152,9 @@ for name, args in calls(sys.argv[1]):
         instance[key] = dict(v.split("=", 1) for v in values)
     elif key in ("stdout", "stderr"):
         instance[key] = values[0] == "1"
+    elif key == "reload_signal":
+        # procd.sh: json_add_int reload_signal $(kill -l NAME)
+        instance[key] = {"HUP": 1, "USR1": 10, "USR2": 12}[values[0]]
     else:
         raise SystemExit("no rule for procd_set_param " + key)
 triggers = [["config.change", ["if", ["eq", "package", a[0]], ["run_script", "/etc/init.d/btcagent", "reload"]], 1000]
