@@ -7,7 +7,7 @@ mod upstream_support;
 
 use common::*;
 use serde_json::{json, Value};
-use upstream_support::{danted, free_port, make_pki, stunnel, tinyproxy};
+use upstream_support::{danted, dead_port, free_port, make_pki, stunnel, tinyproxy};
 
 const SOCKS_USER: &str = "btcagentsocks";
 const SOCKS_PASS: &str = "sock-Pass-7Qx";
@@ -74,12 +74,12 @@ fn through_http_connect_with_basic_auth_and_a_dead_proxy_in_the_list() {
     let dir = upstream_support::TempDir::new("route-http");
     let port = free_port();
     let _tiny = tinyproxy(&dir, port, Some((HTTP_USER, HTTP_PASS)));
-    let dead = free_port();
+    let (dead, dead_too) = (dead_port(), dead_port());
     let pool = pool();
     let proxies = json!([
-        format!("socks5://127.0.0.1:{dead}"),
+        format!("socks5://127.0.0.1:{}", dead.port),
         format!("http://{HTTP_USER}:{HTTP_PASS}@127.0.0.1:{port}"),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", dead_too.port),
     ]);
     let agent = AgentProc::start(agent_via(
         pool.addr().port(),

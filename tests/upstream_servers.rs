@@ -230,7 +230,8 @@ fn dead_proxy_among_three_does_not_stop_the_connection() {
     }
     let dir = TempDir::new("three");
     let pool = FakePool::start();
-    let (dead, socks, http) = (free_port(), free_port(), free_port());
+    let (dead, socks, http) = (dead_port(), free_port(), free_port());
+    let dead = dead.port;
     let _dante = danted(&dir, socks, false);
     let _tiny = tinyproxy(&dir, http, None);
     let proxies = vec![
@@ -254,7 +255,8 @@ fn dead_proxy_among_three_does_not_stop_the_connection() {
 #[test]
 fn all_proxies_dead_then_direct_or_one_line_error() {
     let pool = FakePool::start();
-    let (dead1, dead2) = (free_port(), free_port());
+    let (dead1, dead2) = (dead_port(), dead_port());
+    let (dead1, dead2) = (dead1.port, dead2.port);
     let proxies = vec![
         format!("socks5://u:hunter2@127.0.0.1:{dead1}"),
         format!("127.0.0.1:{dead2}"),

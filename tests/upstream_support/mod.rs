@@ -63,6 +63,29 @@ pub fn have(bin: &str) -> bool {
     found
 }
 
+/// A loopback port where connections are refused, for as long as it lives: bound, so
+/// no other test (nor an outgoing connection) can take it, but not listening. A port
+/// that was merely free a moment ago can be taken by a server of a test running beside.
+pub struct DeadPort {
+    _socket: rustix::fd::OwnedFd,
+    pub port: u16,
+}
+
+pub fn dead_port() -> DeadPort {
+    use rustix::net::{bind, getsockname, socket, AddressFamily, SocketType};
+    let socket = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(
+        &socket,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+    )
+    .unwrap();
+    let addr = std::net::SocketAddrV4::try_from(getsockname(&socket).unwrap()).unwrap();
+    DeadPort {
+        _socket: socket,
+        port: addr.port(),
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
