@@ -3,8 +3,9 @@
 # binaries, runs every size RUNS times and prints the median table of each.
 #
 #   scripts/bench.sh               1k, 10k and 19k miners; 10k with the pool's share
-#                                  responses, with a 50 ms coalescing window, and with
-#                                  one pool connection cut; 3 runs each
+#                                  responses, with a 50 ms coalescing window, with
+#                                  one pool connection cut, with the pool failing
+#                                  over and with a reload to another pool; 3 runs each
 #   SIZES="1000" RUNS=1 WINDOW=30 scripts/bench.sh      a quicker look
 #   scripts/bench.sh smoke         50 miners for 5 s: only checks every share is valid
 #
@@ -67,6 +68,10 @@ if [ -z "${SKIP_EXTRA:-}" ]; then
     # Correctness is reported, not checked: shares in flight on the cut connection
     # may be lost, and that is one of the figures.
     run cut-10000 --miners 10000 --seconds "$WINDOW" --cut-pool-at $((WINDOW / 3))
+    # The farm's pool goes away for good (the next of the list is up), and a reload
+    # that moves the agent to another pool: miners must not be disconnected.
+    run failover-10000 --miners 10000 --seconds "$WINDOW" --after-window pool-fails
+    run reload-10000 --miners 10000 --seconds "$WINDOW" --after-window reload
 fi
 
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 pub struct AgentOptions {
     pub binary: PathBuf,
-    pub pool: SocketAddr,
+    /// The agent's pool list, in order.
+    pub pools: Vec<SocketAddr>,
     pub pool_connections: u32,
     pub server_responses: bool,
     /// `advanced.submit_coalesce_ms`; `None` keeps the agent's default.
@@ -21,6 +23,8 @@ pub struct AgentProcess {
     child: Child,
     pub listen: SocketAddr,
     pub log: PathBuf,
+    config: PathBuf,
+    options: AgentOptions,
 }
 
 /// The `btcagent` binary next to this executable (both built by the same cargo run).
@@ -39,7 +43,7 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn config_text(opts: &AgentOptions, listen_port: u16) -> String {
+fn config_text(opts: &AgentOptions, pools: &[SocketAddr], listen_port: u16) -> String {
     let mut advanced = serde_json::json!({
         "pool_connection_number_per_subaccount": opts.pool_connections,
     });
@@ -51,7 +55,10 @@ fn config_text(opts: &AgentOptions, listen_port: u16) -> String {
         "submit_response_from_server": opts.server_responses,
         "agent_listen_ip": "127.0.0.1",
         "agent_listen_port": listen_port,
-        "pools": [[opts.pool.ip().to_string(), opts.pool.port(), "bench"]],
+        "pools": pools
+            .iter()
+            .map(|p| serde_json::json!([p.ip().to_string(), p.port(), "bench"]))
+            .collect::<Vec<_>>(),
         "advanced": advanced,
     }))
     .unwrap_or_default()
@@ -67,7 +74,7 @@ impl AgentProcess {
         }
         let port = free_port()?;
         let config = opts.work_dir.join("agent_conf.json");
-        std::fs::write(&config, config_text(opts, port))
+        std::fs::write(&config, config_text(opts, &opts.pools, port))
             .map_err(|e| format!("{}: {e}", config.display()))?;
         let log = opts.work_dir.join("agent.log");
         let log_file =
@@ -85,9 +92,25 @@ impl AgentProcess {
             child,
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
+            config,
+            options: opts.clone(),
         };
         agent.wait_listening(Duration::from_secs(10))?;
         Ok(agent)
+    }
+
+    /// Rewrites the config with another pool list and sends SIGHUP: the reload of
+    /// `/etc/init.d/btcagent reload`.
+    pub fn reload_with_pools(&self, pools: &[SocketAddr]) -> Result<(), String> {
+        let tmp = self.config.with_extension("new");
+        std::fs::write(&tmp, config_text(&self.options, pools, self.listen.port()))
+            .and_then(|()| std::fs::rename(&tmp, &self.config))
+            .map_err(|e| format!("{}: {e}", self.config.display()))?;
+        // SAFETY: kill() with our own child's pid only sends a signal.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -34,11 +34,44 @@ USAGE: loadtest [OPTIONS]
   --coalesce-ms N             advanced.submit_coalesce_ms [the agent's default]
   --server-responses          submit_response_from_server: true (share latency)
   --cut-pool-at S             drop one pool connection S seconds into the window
+  --after-window EVENT        then, with the miners still mining, one of:
+                                pool-fails: the pool goes away for good, a second one
+                                  (next in the agent's list) is up: failover
+                                reload: the agent's config is rewritten to the second
+                                  pool and it gets SIGHUP
+                              and time until every miner is at the second pool with a
+                              job, counting disconnects and lost shares
   --agent-bin PATH            agent binary [btcagent next to this executable]
   --json FILE                 also write the figures as JSON
   --check                     exit 1 unless every share is valid, none lost, no disconnects
   --median A.json B.json ..   print the median table of earlier --json runs (with --json: write it)
 ";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Event {
+    PoolFails,
+    Reload,
+}
+
+impl std::str::FromStr for Event {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Event, String> {
+        match s {
+            "pool-fails" => Ok(Event::PoolFails),
+            "reload" => Ok(Event::Reload),
+            _ => Err(format!("{s:?}: --after-window takes pool-fails or reload")),
+        }
+    }
+}
+
+impl Event {
+    fn name(self) -> &'static str {
+        match self {
+            Event::PoolFails => "the pool fails over to the next",
+            Event::Reload => "a reload moves the agent to another pool",
+        }
+    }
+}
 
 struct Options {
     miners: usize,
@@ -54,6 +87,7 @@ struct Options {
     coalesce_ms: Option<u64>,
     server_responses: bool,
     cut_pool_at: Option<f64>,
+    after_window: Option<Event>,
     agent_bin: PathBuf,
     json: Option<PathBuf>,
     check: bool,
@@ -132,6 +166,7 @@ fn run_cli() -> Result<bool, String> {
         coalesce_ms: args.opt_value_from_str("--coalesce-ms").map_err(arg)?,
         server_responses: args.contains("--server-responses"),
         cut_pool_at: args.opt_value_from_str("--cut-pool-at").map_err(arg)?,
+        after_window: args.opt_value_from_str("--after-window").map_err(arg)?,
         agent_bin: args
             .opt_value_from_str("--agent-bin")
             .map_err(arg)?
@@ -147,10 +182,10 @@ fn run_cli() -> Result<bool, String> {
     let (figures, problems) = run(&opts)?;
     let title = format!(
         "btcagent load test{}",
-        if opts.cut_pool_at.is_some() {
-            ", one pool connection cut"
-        } else {
-            ""
+        match (opts.cut_pool_at, opts.after_window) {
+            (Some(_), _) => ", one pool connection cut".to_string(),
+            (None, Some(e)) => format!(", then {}", e.name()),
+            (None, None) => String::new(),
         }
     );
     println!("{}", report::table(&figures, &title));
@@ -237,6 +272,22 @@ struct PoolSnapshot {
 }
 
 impl PoolSnapshot {
+    /// Both pools' shares count: the miners mined at both.
+    fn add(&mut self, other: &PoolSnapshot) {
+        let (a, b) = (&mut self.shares, &other.shares);
+        a.valid += b.valid;
+        a.invalid += b.invalid;
+        a.stale += b.stale;
+        a.duplicate += b.duplicate;
+        a.unregistered += b.unregistered;
+        a.malformed += b.malformed;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.reads += other.reads;
+        self.min_submit_bytes += other.min_submit_bytes;
+        self.submits += other.submits;
+    }
+
     fn of(stats: &PoolStats) -> PoolSnapshot {
         let mut s = PoolSnapshot {
             shares: stats.totals,
@@ -270,6 +321,8 @@ struct Snapshot {
 
 struct Bench {
     pool: PoolSim,
+    /// The pool the `--after-window` event moves the agent to.
+    second: Option<PoolSim>,
     agent: AgentProcess,
     swarms: Vec<SwarmProcess>,
     probe: Vec<SwarmProcess>,
@@ -320,9 +373,24 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         ..PoolSimConfig::default()
     })
     .map_err(|e| format!("pool simulator: {e}"))?;
+    let second = match o.after_window {
+        None => None,
+        Some(_) => Some(
+            PoolSim::start(PoolSimConfig {
+                listen: "127.0.0.1:0".parse().expect("literal address"),
+                job_interval: Some(secs(o.job_interval)),
+                ..PoolSimConfig::default()
+            })
+            .map_err(|e| format!("second pool simulator: {e}"))?,
+        ),
+    };
+    let mut pools = vec![pool.addr()];
+    if let (Some(Event::PoolFails), Some(second)) = (o.after_window, &second) {
+        pools.push(second.addr());
+    }
     let agent = AgentProcess::start(&AgentOptions {
         binary: o.agent_bin.clone(),
-        pool: pool.addr(),
+        pools,
         pool_connections: o.pool_connections,
         server_responses: o.server_responses,
         coalesce_ms: o.coalesce_ms,
@@ -345,6 +413,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     let idle = procfs::sample(agent.pid()).map_err(|e| format!("agent: {e}"))?;
     let mut bench = Bench {
         pool,
+        second,
         agent,
         swarms: Vec::new(),
         probe: Vec::new(),
@@ -415,6 +484,9 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     if !bench.agent.alive() {
         problems.push("the agent died during the window".into());
     }
+    if let Some(event) = o.after_window {
+        cut.extend(after_window(&mut bench, o, total, event)?);
+    }
 
     // Stop the miners, let the agent forward what it still holds, then count.
     let final_probe = swarm::stop_all(&mut bench.probe)?;
@@ -430,7 +502,10 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let final_pool = PoolSnapshot::of(&bench.pool.stats());
+    let mut final_pool = PoolSnapshot::of(&bench.pool.stats());
+    if let Some(second) = &bench.second {
+        final_pool.add(&PoolSnapshot::of(&second.stats()));
+    }
     let final_agent = procfs::sample(bench.agent.pid()).unwrap_or(b.agent);
     bench.agent.stop(Duration::from_secs(10));
 
@@ -528,6 +603,67 @@ fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Fi
         },
     );
     f.insert("cut_miners_have_job_ms".into(), have_job_ms);
+    Ok(f)
+}
+
+/// The `--after-window` event, with the miners still mining: the pool fails (the
+/// agent's list has the second one next), or the agent is reloaded with a config
+/// naming only the second pool. Times until every miner is registered at the second
+/// pool and every miner has had a job since, and counts the disconnects meanwhile.
+fn after_window(
+    bench: &mut Bench,
+    o: &Options,
+    total: usize,
+    event: Event,
+) -> Result<Figures, String> {
+    let second_addr = bench
+        .second
+        .as_ref()
+        .map(|p| p.addr())
+        .ok_or("no second pool")?;
+    let before = bench.swarm_and_probe()?;
+    let disconnects_before = before.disconnects + swarm::stats_of(&mut bench.probe)?.disconnects;
+    eprintln!("loadtest: {}", event.name());
+    let at = Instant::now();
+    match event {
+        Event::PoolFails => {
+            bench.pool.refuse_connections();
+            bench.pool.drop_all();
+        }
+        Event::Reload => bench.agent.reload_with_pools(&[second_addr])?,
+    }
+    let second = bench.second.as_ref().ok_or("no second pool")?;
+    let limit = Duration::from_secs(120);
+    let moved = second.wait_until(limit, |s| s.registered_sessions() >= total);
+    let moved_ms = at.elapsed().as_secs_f64() * 1e3;
+    let mut have_job_ms = f64::NAN;
+    while at.elapsed() < limit {
+        if bench.swarm_and_probe()?.jobs_received >= before.jobs_received + total as u64 {
+            have_job_ms = at.elapsed().as_secs_f64() * 1e3;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Mining goes on at the second pool for a while before the counts are taken.
+    std::thread::sleep(secs(o.share_interval * 2.0));
+    let after = bench.swarm_and_probe()?;
+    let disconnects =
+        after.disconnects + swarm::stats_of(&mut bench.probe)?.disconnects - disconnects_before;
+    let mut f = Figures::new();
+    f.insert("event_miners".into(), total as f64);
+    f.insert(
+        "event_at_second_pool_ms".into(),
+        if moved { moved_ms } else { f64::NAN },
+    );
+    f.insert("event_miners_have_job_ms".into(), have_job_ms);
+    f.insert("event_disconnects".into(), disconnects as f64);
+    f.insert(
+        "event_kind".into(),
+        match event {
+            Event::PoolFails => 1.0,
+            Event::Reload => 2.0,
+        },
+    );
     Ok(f)
 }
 
@@ -699,6 +835,7 @@ fn check(f: &Figures, problems: &mut Vec<String>) {
         "total_lost",
         "total_rejected_at_miners",
         "window_disconnects",
+        "event_disconnects",
         "connect_failures",
     ] {
         if g(key) != 0.0 {

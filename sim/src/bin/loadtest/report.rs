@@ -206,6 +206,23 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
             "no disconnects",
         ));
     }
+    if f.contains_key("event_miners") {
+        rows.push((
+            if g("event_kind") == 1.0 {
+                "after the window: the pool fails".into()
+            } else {
+                "after the window: reload to another pool".into()
+            },
+            format!(
+                "{:.0} miners; all registered at the second pool after {:.0} ms, all had a job after {:.0} ms; {:.0} miner disconnects",
+                g("event_miners"),
+                g("event_at_second_pool_ms"),
+                g("event_miners_have_job_ms"),
+                g("event_disconnects")
+            ),
+            "no disconnects",
+        ));
+    }
     rows
 }
 
