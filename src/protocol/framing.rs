@@ -32,6 +32,8 @@ pub struct FrameReader {
     buf: Vec<u8>,
     pos: usize,
     max_line: usize,
+    /// Bytes from `pos` already searched for a `\n` without finding one.
+    scanned: usize,
 }
 
 impl FrameReader {
@@ -40,6 +42,7 @@ impl FrameReader {
             buf: Vec::new(),
             pos: 0,
             max_line,
+            scanned: 0,
         }
     }
 
@@ -73,10 +76,13 @@ impl FrameReader {
                 self.pos += len;
                 return Ok(Some(Frame::Ex(&self.buf[start..start + len])));
             }
-            let Some((len, taken)) = next_line(rest, self.max_line)?.map(|(l, t)| (l.len(), t))
+            let Some((len, taken)) =
+                next_line_after(rest, self.scanned, self.max_line)?.map(|(l, t)| (l.len(), t))
             else {
+                self.scanned = rest.len();
                 return Ok(None);
             };
+            self.scanned = 0;
             let start = self.pos;
             self.pos += taken;
             let line = &self.buf[start..start + len];
@@ -95,8 +101,20 @@ impl FrameReader {
 /// soon as what has come of it is longer (a final `\r` may still start the ending), so
 /// the answer is the same however the bytes were cut into reads.
 pub fn next_line(data: &[u8], max_line: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
-    let (line, taken) = match data.iter().position(|&b| b == b'\n') {
-        Some(end) => (&data[..end], Some(end + 1)),
+    next_line_after(data, 0, max_line)
+}
+
+/// As [`next_line`], when the first `scanned` bytes of `data` are known to hold no `\n`
+/// (they were looked at before the last read): a line trickled in byte by byte is
+/// then searched once, not once per read.
+pub fn next_line_after(
+    data: &[u8],
+    scanned: usize,
+    max_line: usize,
+) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let from = scanned.min(data.len());
+    let (line, taken) = match data[from..].iter().position(|&b| b == b'\n') {
+        Some(end) => (&data[..from + end], Some(from + end + 1)),
         None => (data, None),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
