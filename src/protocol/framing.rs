@@ -159,9 +159,12 @@ mod tests {
         assert!(matches!(r.next_frame(), Err(FrameError::BadExMessage(_))));
     }
 
+    /// Frames (lines as text, ex-messages as `ex:LEN`) until the first error, and it.
+    type Outcome = (Vec<String>, Option<FrameError>);
+
     /// What `FrameReader::new(max_line)` makes of `stream` fed in `pieces`: the frames
     /// until the first error (tagged, owned), then the error if one came.
-    fn read_in(max_line: usize, pieces: &[&[u8]]) -> (Vec<String>, Option<FrameError>) {
+    fn read_in(max_line: usize, pieces: &[&[u8]]) -> Outcome {
         let mut r = FrameReader::new(max_line);
         let mut got = Vec::new();
         for piece in pieces {
@@ -180,7 +183,7 @@ mod tests {
 
     /// The same frames and error whole, cut at every point, cut at every two points,
     /// and byte by byte.
-    fn same_however_cut(max_line: usize, stream: &[u8]) -> (Vec<String>, Option<FrameError>) {
+    fn same_however_cut(max_line: usize, stream: &[u8]) -> Outcome {
         let whole = read_in(max_line, &[stream]);
         for i in 0..=stream.len() {
             let (a, b) = stream.split_at(i);
@@ -213,7 +216,7 @@ mod tests {
                 Some(FrameError::LineTooLong(16)),
             )
         };
-        let cases: Vec<(String, (Vec<String>, Option<FrameError>))> = vec![
+        let cases: Vec<(String, Outcome)> = vec![
             (x(16) + "\r\n", ok(&[&x(16)])),
             (x(16) + "\n", ok(&[&x(16)])),
             (x(16) + "\r\nab\n", ok(&[&x(16), "ab"])),
