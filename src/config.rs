@@ -573,7 +573,7 @@ impl<'v> Fields<'v> {
             }
             let mut warning = format!(
                 "config: unknown field `{}` ignored",
-                join(path, &shown_name(key))
+                join(path, &shown(key))
             );
             if let Some(near) = nearest_name(key, known) {
                 warning.push_str(&format!(" (did you mean `{}`?)", join(path, near)));
@@ -672,10 +672,10 @@ fn expect_uint(
     }
 }
 
-/// A field name as a warning shows it: control characters escaped, so it cannot start
-/// a log line of its own, and one over 64 characters cut to them and its length, so a
-/// 1 MiB name makes a short line.
-fn shown_name(name: &str) -> String {
+/// A name or value from a config file as a message quotes it: control characters
+/// escaped, so it cannot start a log line of its own, and one over 64 characters cut to
+/// them and its length, so a 1 MiB name makes a short line.
+pub fn shown(name: &str) -> String {
     const SHOWN: usize = 64;
     let mut shown: String = name
         .chars()

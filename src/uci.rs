@@ -11,6 +11,7 @@
 //! default. An empty value of a boolean or number option means "not set" (the agent's
 //! default applies), as `config_get_bool` treats it in the init script.
 
+use crate::config::shown;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -107,7 +108,7 @@ fn parse(text: &str) -> Result<Vec<Section>, String> {
             // `uci export` starts with it.
             ("package", [name]) if name == PACKAGE => {}
             ("package", [name]) => {
-                return Err(at(format!("package '{name}' is not '{PACKAGE}'")));
+                return Err(at(format!("package '{}' is not '{PACKAGE}'", shown(name))));
             }
             ("config", [kind]) | ("config", [kind, _]) => {
                 check_name("section type", kind).map_err(at)?;
@@ -142,7 +143,8 @@ fn parse(text: &str) -> Result<Vec<Section>, String> {
             }
             _ => {
                 return Err(at(format!(
-                    "unknown keyword '{keyword}' (expected config, option or list)"
+                    "unknown keyword '{}' (expected config, option or list)",
+                    shown(keyword)
                 )));
             }
         }
@@ -157,7 +159,8 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} '{name}' may only contain a-z, A-Z, 0-9 and _"
+            "{what} '{}' may only contain a-z, A-Z, 0-9 and _",
+            shown(name)
         ))
     }
 }
@@ -416,12 +419,13 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
                     return Err(format!(
                         "{PACKAGE}.{}: a second 'btcagent' section (the first is {PACKAGE}.{first}); \
                          only one is allowed",
-                        section.label
+                        shown(&section.label),
+                        first = shown(first)
                     ));
                 }
                 main_label = Some(&section.label);
                 for (key, value) in &section.options {
-                    let name = || format!("{PACKAGE}.{}.{key}", section.label);
+                    let name = || format!("{PACKAGE}.{}.{}", shown(&section.label), shown(key));
                     let Some(&(_, field, place, kind)) =
                         MAIN_OPTIONS.iter().find(|(uci, ..)| uci == key)
                     else {
@@ -443,8 +447,9 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
             "pool" => pools.push(translate_pool(section)?),
             other => {
                 return Err(format!(
-                    "{PACKAGE}.{}: unknown section type '{other}' (expected 'btcagent' or 'pool')",
-                    section.label
+                    "{PACKAGE}.{}: unknown section type '{}' (expected 'btcagent' or 'pool')",
+                    shown(&section.label),
+                    shown(other)
                 ));
             }
         }
@@ -463,7 +468,7 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
 /// `config pool` -> `["host", port, "subaccount"]`. Host and port are required; the
 /// sub-account may be left out when `multi_user_mode` takes it from the miners' names.
 fn translate_pool(section: &Section) -> Result<Value, String> {
-    let name = |key: &str| format!("{PACKAGE}.{}.{key}", section.label);
+    let name = |key: &str| format!("{PACKAGE}.{}.{}", shown(&section.label), shown(key));
     if let Some((key, _)) = section
         .options
         .iter()
@@ -522,11 +527,17 @@ fn convert(value: &OptionValue, kind: Kind) -> Result<Option<Value>, String> {
         Kind::Bool => Value::Bool(parse_bool(text)?),
         Kind::Port => match parse_number(text)? {
             port @ 1..=65535 => Value::from(port),
-            _ => return Err(format!("'{text}' is not a port number (1-65535)")),
+            _ => return Err(format!("'{}' is not a port number (1-65535)", shown(text))),
         },
         Kind::Number => match parse_number(text)? {
             n if n <= u64::from(u32::MAX) => Value::from(n),
-            _ => return Err(format!("'{text}' is too large (at most {})", u32::MAX)),
+            _ => {
+                return Err(format!(
+                    "'{}' is too large (at most {})",
+                    shown(text),
+                    u32::MAX
+                ))
+            }
         },
         Kind::Text | Kind::TextList => Value::String(text.clone()),
     };
@@ -541,14 +552,15 @@ fn parse_bool(text: &str) -> Result<bool, String> {
         "1" | "true" | "yes" | "on" | "enabled" => Ok(true),
         "0" | "false" | "no" | "off" | "disabled" => Ok(false),
         _ => Err(format!(
-            "'{text}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled, \
-             in lower case as OpenWrt's config_get_bool reads them)"
+            "'{}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled, \
+             in lower case as OpenWrt's config_get_bool reads them)",
+            shown(text)
         )),
     }
 }
 
 fn parse_number(text: &str) -> Result<u64, String> {
-    let not_a_number = || format!("'{text}' is not a number");
+    let not_a_number = || format!("'{}' is not a number", shown(text));
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(not_a_number());
     }
@@ -1027,5 +1039,29 @@ config pool
                 start.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn messages_quote_names_and_values_short_and_on_one_line() {
+        let long = "o".repeat(1 << 19);
+        for text in [
+            main_with(&format!("option {long} '1'")),
+            main_with(&format!("option use_proxy '{long}'")),
+            format!("config {long}\n"),
+            format!("{long} x\n"),
+            format!("config pool '{long}'\n"),
+            main_with("option use_proxy 'a\nbtcagent: all is well\u{1b}[2J'"),
+        ] {
+            let e = err(&text);
+            assert!(
+                e.len() < 300 && !e.contains(['\n', '\u{1b}']),
+                "{}",
+                &e[..300.min(e.len())]
+            );
+        }
+        assert!(
+            err(&main_with(&format!("option use_proxy '{long}'")))
+                .contains("'oooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo... (524288 bytes)' is not a boolean"),
+        );
     }
 }
