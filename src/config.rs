@@ -571,7 +571,10 @@ impl<'v> Fields<'v> {
                 }
                 continue;
             }
-            let mut warning = format!("config: unknown field `{}` ignored", join(path, key));
+            let mut warning = format!(
+                "config: unknown field `{}` ignored",
+                join(path, &shown(key))
+            );
             if let Some(near) = nearest_name(key, known) {
                 warning.push_str(&format!(" (did you mean `{}`?)", join(path, near)));
             }
@@ -669,13 +672,44 @@ fn expect_uint(
     }
 }
 
-/// The known name within edit distance 2 of a misspelt one, if any.
+/// A name or value from a config file as a message quotes it: control characters
+/// escaped, so it cannot start a log line of its own, and one over 64 characters cut to
+/// them and its length, so a 1 MiB name makes a short line.
+pub fn shown(name: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut shown: String = name
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect();
+    if name.chars().nth(SHOWN).is_some() {
+        shown.push_str(&format!("... ({} bytes)", name.len()));
+    }
+    shown
+}
+
+/// The known name within edit distance 2 of a misspelt one, if any. The distance is at
+/// least the difference in length, so only names of about the same length are compared:
+/// the cost stays bounded however long the unknown name.
 fn nearest_name(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+    const MAX_EDITS: usize = 2;
+    let longest = known.iter().map(|k| k.len()).max().unwrap_or(0);
+    if unknown.len() > longest + MAX_EDITS {
+        return None;
+    }
     let unknown = unknown.to_ascii_lowercase();
+    let length = unknown.chars().count();
     known
         .iter()
+        .filter(|k| k.chars().count().abs_diff(length) <= MAX_EDITS)
         .map(|k| (edit_distance(&unknown, k), *k))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, _)| *d <= MAX_EDITS)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
@@ -1493,6 +1527,37 @@ mod tests {
             "expected a string",
         );
         assert_field_error(&with_pool(r#""proxy": "h:1""#), "proxy", "expected a list");
+    }
+
+    #[test]
+    fn a_huge_or_strange_unknown_key_makes_a_short_warning_line() {
+        let key = format!("multi_user_mode{}", "x".repeat(1 << 20));
+        let (_, warnings) = parse(&with_pool(&format!("{}: 1", json_string(&key))));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let w = &warnings[0];
+        assert!(w.len() < 200, "{} bytes: {}...", w.len(), &w[..200]);
+        assert!(
+            w.contains("unknown field `multi_user_modexxx") && w.contains("(1048591 bytes)"),
+            "{w}"
+        );
+        assert!(!w.contains("did you mean"), "{w}");
+        // Control characters cannot start a line of their own in the log.
+        let (_, warnings) = parse(&with_pool(r#""multi_user\nmode": 1, "a\u001b[2Jb": 1"#));
+        assert!(
+            warnings.iter().all(|w| !w.contains(['\n', '\u{1b}'])),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains(r"`multi_user\nmode`")),
+            "{warnings:?}"
+        );
+        // A name far longer than every known one is not matched at all (that took
+        // 2.5 s for 1 MiB); one within two edits still is.
+        assert_eq!(nearest_name(&"a".repeat(1 << 20), TOP_LEVEL_FIELDS), None);
+        assert_eq!(
+            nearest_name("pool_use_tlsxx", TOP_LEVEL_FIELDS),
+            Some("pool_use_tls")
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! default. An empty value of a boolean or number option means "not set" (the agent's
 //! default applies), as `config_get_bool` treats it in the init script.
 
+use crate::config::shown;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// UCI package name, the first part of every name in error messages.
 const PACKAGE: &str = "btcagent";
@@ -70,27 +72,48 @@ struct Section {
     label: String,
     /// In file order; a repeated `option` replaces the earlier value, as in libuci.
     options: Vec<(String, OptionValue)>,
+    /// Where each option name is in `options`, so a file of 50,000 options at the size
+    /// cap is read in linear time.
+    index: HashMap<String, usize>,
 }
 
 impl Section {
+    fn new(kind: String, label: String) -> Section {
+        Section {
+            kind,
+            label,
+            options: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
     fn set(&mut self, key: String, value: String, is_list: bool) {
-        match self.options.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, existing)) if is_list => match existing {
-                OptionValue::List(items) => items.push(value),
-                // libuci turns an option into a list when a list item of that name follows.
-                OptionValue::Single(first) => {
-                    *existing = OptionValue::List(vec![std::mem::take(first), value])
-                }
-            },
-            Some((_, existing)) => *existing = OptionValue::Single(value),
-            None if is_list => self.options.push((key, OptionValue::List(vec![value]))),
-            None => self.options.push((key, OptionValue::Single(value))),
+        let Some(&at) = self.index.get(&key) else {
+            self.index.insert(key.clone(), self.options.len());
+            let value = if is_list {
+                OptionValue::List(vec![value])
+            } else {
+                OptionValue::Single(value)
+            };
+            self.options.push((key, value));
+            return;
+        };
+        let existing = &mut self.options[at].1;
+        match existing {
+            OptionValue::List(items) if is_list => items.push(value),
+            // libuci turns an option into a list when a list item of that name follows.
+            OptionValue::Single(first) if is_list => {
+                *existing = OptionValue::List(vec![std::mem::take(first), value])
+            }
+            _ => *existing = OptionValue::Single(value),
         }
     }
 }
 
 fn parse(text: &str) -> Result<Vec<Section>, String> {
     let mut sections: Vec<Section> = Vec::new();
+    // Sections of each type so far, named or not: the index of the next `@type[i]`.
+    let mut per_type: HashMap<String, usize> = HashMap::new();
     let mut chars = text.chars().peekable();
     let mut line = 1;
     while chars.peek().is_some() {
@@ -104,25 +127,20 @@ fn parse(text: &str) -> Result<Vec<Section>, String> {
             // `uci export` starts with it.
             ("package", [name]) if name == PACKAGE => {}
             ("package", [name]) => {
-                return Err(at(format!("package '{name}' is not '{PACKAGE}'")));
+                return Err(at(format!("package '{}' is not '{PACKAGE}'", shown(name))));
             }
             ("config", [kind]) | ("config", [kind, _]) => {
                 check_name("section type", kind).map_err(at)?;
+                let same_kind = per_type.entry(kind.clone()).or_insert(0);
                 let label = match args.get(1) {
                     Some(name) => {
                         check_name("section name", name).map_err(at)?;
                         name.clone()
                     }
-                    None => {
-                        let same_kind = sections.iter().filter(|s| s.kind == *kind).count();
-                        format!("@{kind}[{same_kind}]")
-                    }
+                    None => format!("@{kind}[{same_kind}]"),
                 };
-                sections.push(Section {
-                    kind: kind.clone(),
-                    label,
-                    options: Vec::new(),
-                });
+                *same_kind += 1;
+                sections.push(Section::new(kind.clone(), label));
             }
             ("option", [key, value]) | ("list", [key, value]) => {
                 check_name("option name", key).map_err(at)?;
@@ -144,7 +162,8 @@ fn parse(text: &str) -> Result<Vec<Section>, String> {
             }
             _ => {
                 return Err(at(format!(
-                    "unknown keyword '{keyword}' (expected config, option or list)"
+                    "unknown keyword '{}' (expected config, option or list)",
+                    shown(keyword)
                 )));
             }
         }
@@ -159,7 +178,8 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} '{name}' may only contain a-z, A-Z, 0-9 and _"
+            "{what} '{}' may only contain a-z, A-Z, 0-9 and _",
+            shown(name)
         ))
     }
 }
@@ -418,12 +438,13 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
                     return Err(format!(
                         "{PACKAGE}.{}: a second 'btcagent' section (the first is {PACKAGE}.{first}); \
                          only one is allowed",
-                        section.label
+                        shown(&section.label),
+                        first = shown(first)
                     ));
                 }
                 main_label = Some(&section.label);
                 for (key, value) in &section.options {
-                    let name = || format!("{PACKAGE}.{}.{key}", section.label);
+                    let name = || format!("{PACKAGE}.{}.{}", shown(&section.label), shown(key));
                     let Some(&(_, field, place, kind)) =
                         MAIN_OPTIONS.iter().find(|(uci, ..)| uci == key)
                     else {
@@ -445,8 +466,9 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
             "pool" => pools.push(translate_pool(section)?),
             other => {
                 return Err(format!(
-                    "{PACKAGE}.{}: unknown section type '{other}' (expected 'btcagent' or 'pool')",
-                    section.label
+                    "{PACKAGE}.{}: unknown section type '{}' (expected 'btcagent' or 'pool')",
+                    shown(&section.label),
+                    shown(other)
                 ));
             }
         }
@@ -465,7 +487,7 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
 /// `config pool` -> `["host", port, "subaccount"]`. Host and port are required; the
 /// sub-account may be left out when `multi_user_mode` takes it from the miners' names.
 fn translate_pool(section: &Section) -> Result<Value, String> {
-    let name = |key: &str| format!("{PACKAGE}.{}.{key}", section.label);
+    let name = |key: &str| format!("{PACKAGE}.{}.{}", shown(&section.label), shown(key));
     if let Some((key, _)) = section
         .options
         .iter()
@@ -524,11 +546,17 @@ fn convert(value: &OptionValue, kind: Kind) -> Result<Option<Value>, String> {
         Kind::Bool => Value::Bool(parse_bool(text)?),
         Kind::Port => match parse_number(text)? {
             port @ 1..=65535 => Value::from(port),
-            _ => return Err(format!("'{text}' is not a port number (1-65535)")),
+            _ => return Err(format!("'{}' is not a port number (1-65535)", shown(text))),
         },
         Kind::Number => match parse_number(text)? {
             n if n <= u64::from(u32::MAX) => Value::from(n),
-            _ => return Err(format!("'{text}' is too large (at most {})", u32::MAX)),
+            _ => {
+                return Err(format!(
+                    "'{}' is too large (at most {})",
+                    shown(text),
+                    u32::MAX
+                ))
+            }
         },
         Kind::Text | Kind::TextList => Value::String(text.clone()),
     };
@@ -543,14 +571,15 @@ fn parse_bool(text: &str) -> Result<bool, String> {
         "1" | "true" | "yes" | "on" | "enabled" => Ok(true),
         "0" | "false" | "no" | "off" | "disabled" => Ok(false),
         _ => Err(format!(
-            "'{text}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled, \
-             in lower case as OpenWrt's config_get_bool reads them)"
+            "'{}' is not a boolean (1/0, true/false, yes/no, on/off, enabled/disabled, \
+             in lower case as OpenWrt's config_get_bool reads them)",
+            shown(text)
         )),
     }
 }
 
 fn parse_number(text: &str) -> Result<u64, String> {
-    let not_a_number = || format!("'{text}' is not a number");
+    let not_a_number = || format!("'{}' is not a number", shown(text));
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(not_a_number());
     }
@@ -980,6 +1009,102 @@ config pool
             )
             .unwrap(),
             None
+        );
+    }
+
+    /// 87,381 anonymous `config pool` sections: the 1 MiB cap filled with 12-byte lines.
+    fn many_anonymous_sections() -> String {
+        "config pool\n".repeat(MAX_UCI_BYTES / 12)
+    }
+
+    /// One section with as many distinct options as fit under the cap.
+    fn many_options_in_one_section() -> (String, usize) {
+        let mut text = String::from("config pool\n");
+        let mut n = 0;
+        loop {
+            let line = format!("option o{n} v\n");
+            if text.len() + line.len() > MAX_UCI_BYTES {
+                return (text, n);
+            }
+            text.push_str(&line);
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn files_at_the_cap_parse_in_linear_time() {
+        // Completing at all is the check (no timed assert): both took 10-33 s when
+        // anonymous sections were counted and options found by a scan per line.
+        let text = many_anonymous_sections();
+        assert!(text.len() <= MAX_UCI_BYTES);
+        let sections = parse(&text).unwrap();
+        assert_eq!(sections.len(), 87_381);
+        assert_eq!(sections[87_380].label, "@pool[87380]");
+        assert_eq!(
+            err(&text),
+            "btcagent.@pool[0].host: missing; every pool needs a host"
+        );
+
+        let (text, n) = many_options_in_one_section();
+        assert!(n > 52_000, "{n}");
+        let sections = parse(&text).unwrap();
+        assert_eq!(sections[0].options.len(), n);
+        let last = format!("o{}", n - 1);
+        assert_eq!(
+            sections[0].options[n - 1],
+            (last, OptionValue::Single("v".into()))
+        );
+        assert!(err(&text).starts_with("btcagent.@pool[0].o0: unknown option"));
+    }
+
+    #[test]
+    fn named_sections_count_in_the_index_of_anonymous_ones() {
+        // As `uci show` names them: @pool[i] is the i-th pool section, named or not.
+        let text = "config pool 'a'\nconfig btcagent\nconfig pool\nconfig pool\n";
+        let labels: Vec<String> = parse(text).unwrap().into_iter().map(|s| s.label).collect();
+        assert_eq!(labels, ["a", "@btcagent[0]", "@pool[1]", "@pool[2]"]);
+    }
+
+    /// `cargo test -p btcagent --lib uci::tests::print_parse_times -- --ignored --nocapture`
+    #[test]
+    #[ignore = "prints figures"]
+    fn print_parse_times_at_the_cap() {
+        let (options, _) = many_options_in_one_section();
+        for (name, text) in [
+            ("anonymous sections", many_anonymous_sections()),
+            ("options in one section", options),
+        ] {
+            let start = std::time::Instant::now();
+            let _ = uci_to_json(&text);
+            println!(
+                "uci parse, {name}, {} bytes: {:?}",
+                text.len(),
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn messages_quote_names_and_values_short_and_on_one_line() {
+        let long = "o".repeat(1 << 19);
+        for text in [
+            main_with(&format!("option {long} '1'")),
+            main_with(&format!("option use_proxy '{long}'")),
+            format!("config {long}\n"),
+            format!("{long} x\n"),
+            format!("config pool '{long}'\n"),
+            main_with("option use_proxy 'a\nbtcagent: all is well\u{1b}[2J'"),
+        ] {
+            let e = err(&text);
+            assert!(
+                e.len() < 300 && !e.contains(['\n', '\u{1b}']),
+                "{}",
+                &e[..300.min(e.len())]
+            );
+        }
+        assert!(
+            err(&main_with(&format!("option use_proxy '{long}'")))
+                .contains("'oooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo... (524288 bytes)' is not a boolean"),
         );
     }
 }

@@ -855,6 +855,39 @@ fn hostile_traffic_is_closed_with_one_log_line_and_harms_no_one() {
     assert_clean(&pool);
 }
 
+/// `MAX_LINE` bounds a miner's line without its `\r\n`, as on the pool side, however
+/// the bytes arrive: cut before the `\r`, between `\r` and `\n`, or not at all.
+#[test]
+fn a_miner_line_of_exactly_max_line_bytes_is_read_however_it_is_cut() {
+    let pool = pool();
+    let agent = AgentProc::start(config_for(&[pool.addr()], json!({})));
+    let max = btcagent::miner::MAX_LINE;
+    let subscribe = |len: usize| {
+        let mut line = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"".to_vec();
+        line.resize(len - 3, b'a');
+        line.extend_from_slice(b"\"]}\r\n");
+        line
+    };
+    block_on(async {
+        let line = subscribe(max);
+        assert_eq!(line.len(), max + 2);
+        for cut in [line.len(), max, max + 1, 1] {
+            let mut m = btcagent_sim::conn::MinerConn::connect(agent.addr)
+                .await
+                .unwrap();
+            m.send_bytes(&line[..cut]).await.unwrap();
+            m.send_bytes(&line[cut..]).await.unwrap();
+            let r = m.read_json(T).await.unwrap();
+            assert!(r["id"] == 1 && r["result"].is_array(), "cut at {cut}: {r}");
+        }
+        let mut over = btcagent_sim::conn::MinerConn::connect(agent.addr)
+            .await
+            .unwrap();
+        over.send_bytes(&subscribe(max + 1)).await.unwrap();
+        assert!(over.closed_within(T).await, "one byte over closes");
+    });
+}
+
 #[test]
 fn a_miner_that_never_authorizes_is_dropped() {
     let pool = pool();

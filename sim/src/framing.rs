@@ -72,11 +72,16 @@ impl FrameReader {
             self.start += len;
             return Ok(Some(Frame::Ex(frame)));
         }
+        // The agent's rule (btcagent::protocol::framing::next_line): `max_frame` bounds a
+        // line without its `\n` or `\r\n`, finished or not (a final `\r` may still start
+        // the ending), so the answer does not depend on how the bytes were cut.
+        let too_long = || invalid(format!("line longer than {} bytes", self.max_frame));
         match pending.iter().position(|&b| b == b'\n') {
             Some(end) => {
-                let mut line = &pending[..end];
-                if line.last() == Some(&b'\r') {
-                    line = &line[..line.len() - 1];
+                let line = &pending[..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > self.max_frame {
+                    return Err(too_long());
                 }
                 let text = std::str::from_utf8(line)
                     .map_err(|_| invalid("line is not UTF-8".into()))?
@@ -84,10 +89,9 @@ impl FrameReader {
                 self.start += end + 1;
                 Ok(Some(Frame::Line(text)))
             }
-            None if pending.len() > self.max_frame => Err(invalid(format!(
-                "line longer than {} bytes",
-                self.max_frame
-            ))),
+            None if pending.strip_suffix(b"\r").unwrap_or(pending).len() > self.max_frame => {
+                Err(too_long())
+            }
             None => Ok(None),
         }
     }
@@ -106,7 +110,8 @@ impl FrameReader {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            let room = (self.max_frame + 1).saturating_sub(self.buf.len());
+            // Room for the longest line and its "\r\n", and no more.
+            let room = (self.max_frame + 2).saturating_sub(self.buf.len());
             let want = room.clamp(1, self.scratch.len());
             let n = stream.read(&mut self.scratch[..want]).await?;
             if n == 0 {
@@ -166,5 +171,91 @@ mod tests {
             frames(b"\x7fabc\n", false).unwrap(),
             vec![Frame::Line("\x7fabc".into())]
         );
+    }
+
+    /// Gives `pieces` one per read (less when the read asks for less).
+    struct Pieces(Vec<Vec<u8>>);
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let Some(piece) = self.0.first_mut() else {
+                return std::task::Poll::Ready(Ok(0));
+            };
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            piece.drain(..n);
+            if piece.is_empty() {
+                self.0.remove(0);
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    /// Frames until the first error or the end, and how it ended.
+    fn frames_in(pieces: Vec<Vec<u8>>) -> (Vec<Frame>, String) {
+        let mut reader = FrameReader::new(16, true);
+        let mut stream = Pieces(pieces.into_iter().filter(|p| !p.is_empty()).collect());
+        let mut out = Vec::new();
+        smol::block_on(async {
+            loop {
+                match reader.read_frame(&mut stream).await {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => return (out, "end".into()),
+                    Err(e) => return (out, e.to_string()),
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn max_frame_is_a_line_without_its_ending_however_the_bytes_arrive() {
+        let x = |n: usize| "x".repeat(n).into_bytes();
+        let line = |n: usize| Frame::Line("x".repeat(n));
+        let too_long = "line longer than 16 bytes".to_string();
+        let cases = [
+            (
+                [x(16), b"\r\n".to_vec()].concat(),
+                vec![line(16)],
+                "end".to_string(),
+            ),
+            (
+                [x(16), b"\n".to_vec()].concat(),
+                vec![line(16)],
+                "end".into(),
+            ),
+            ([x(17), b"\n".to_vec()].concat(), vec![], too_long.clone()),
+            (
+                [x(16), b"\rx\n".to_vec()].concat(),
+                vec![],
+                too_long.clone(),
+            ),
+            (
+                [
+                    b"\x7f\x04\x14\x00".to_vec(),
+                    vec![0; 16],
+                    x(17),
+                    b"\n".to_vec(),
+                ]
+                .concat(),
+                vec![Frame::Ex(
+                    [b"\x7f\x04\x14\x00".to_vec(), vec![0; 16]].concat(),
+                )],
+                too_long.clone(),
+            ),
+        ];
+        for (stream, frames, end) in cases {
+            let whole = frames_in(vec![stream.clone()]);
+            assert_eq!(whole, (frames, end), "{stream:?}");
+            for i in 0..=stream.len() {
+                let (a, b) = stream.split_at(i);
+                let cut = frames_in(vec![a.to_vec(), b.to_vec()]);
+                assert_eq!(cut, whole, "cut at {i} of {stream:?}");
+            }
+            let bytes = stream.chunks(1).map(<[u8]>::to_vec).collect();
+            assert_eq!(frames_in(bytes), whole, "byte by byte: {stream:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod session_ids;
 use crate::agent::Agent;
 use crate::pool::{PoolGroup, PoolSession};
 use crate::protocol::exmessage::Share;
+use crate::protocol::framing;
 use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
@@ -244,15 +245,15 @@ impl MinerSession {
                         }
                     }
                     if partial.is_empty() {
-                        let consumed = self.handle_lines(agent, data, &mut bad_lines)?;
+                        let consumed = self.handle_lines(agent, data, 0, &mut bad_lines)?;
                         partial.extend_from_slice(&data[consumed..]);
                     } else {
+                        // What was kept holds no '\n': search only the new bytes.
+                        let scanned = partial.len();
                         partial.extend_from_slice(data);
-                        let consumed = self.handle_lines(agent, &partial, &mut bad_lines)?;
+                        let consumed =
+                            self.handle_lines(agent, &partial, scanned, &mut bad_lines)?;
                         partial.drain(..consumed);
-                    }
-                    if partial.len() > MAX_LINE {
-                        return Err(format!("sent a line over {MAX_LINE} bytes"));
                     }
                     if partial.is_empty() && partial.capacity() > 0 {
                         partial = Vec::new();
@@ -273,20 +274,27 @@ impl MinerSession {
             .unwrap_or_else(|| "closed".into())
     }
 
-    /// Handles the complete lines of `data`; returns how many bytes they took.
+    /// Handles the complete lines of `data`, whose first `scanned` bytes hold no `\n`;
+    /// returns how many bytes they took. A line over [`MAX_LINE`] without its ending,
+    /// finished or not, is an error (the pool side's rule, [`framing::next_line`]).
     fn handle_lines(
         self: &Rc<Self>,
         agent: &Rc<Agent>,
         data: &[u8],
+        mut scanned: usize,
         bad_lines: &mut u8,
     ) -> Result<usize, String> {
         let mut consumed = 0;
-        while let Some(end) = data[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &data[consumed..consumed + end];
-            consumed += end + 1;
-            if line.len() > MAX_LINE {
-                return Err(format!("sent a line over {MAX_LINE} bytes"));
-            }
+        loop {
+            let line = match framing::next_line_after(&data[consumed..], scanned, MAX_LINE) {
+                Ok(Some((line, taken))) => {
+                    consumed += taken;
+                    line
+                }
+                Ok(None) => break,
+                Err(_) => return Err(format!("sent a line over {MAX_LINE} bytes")),
+            };
+            scanned = 0;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }

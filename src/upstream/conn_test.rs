@@ -7,6 +7,7 @@
 //! it is, so the handshake can go on and find out.
 
 use super::error::FailureReason;
+use crate::protocol::framing::next_line_after;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::time::{Duration, Instant};
 
@@ -46,15 +47,18 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 "closed before answering the connection test".into(),
             ));
         }
-        let start = received.len();
+        let scanned = received.len();
         received.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = received[start..].iter().position(|&b| b == b'\n') {
-            return Ok(received.split_off(start + pos + 1));
-        }
-        if received.len() > MAX_REPLY_LINE {
-            return Err(FailureReason::Protocol(format!(
-                "no line within {MAX_REPLY_LINE} bytes in answer to the connection test"
-            )));
+        // The pool side's rule (the line without its ending), so the verdict does not
+        // depend on how the reply was cut into reads.
+        match next_line_after(&received, scanned, MAX_REPLY_LINE) {
+            Ok(Some((_, taken))) => return Ok(received.split_off(taken)),
+            Ok(None) => {}
+            Err(_) => {
+                return Err(FailureReason::Protocol(format!(
+                    "no line within {MAX_REPLY_LINE} bytes in answer to the connection test"
+                )))
+            }
         }
     }
 }
@@ -168,5 +172,40 @@ mod tests {
             matches!(r, Err(FailureReason::Protocol(ref m)) if m.contains("no line")),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn the_reply_line_is_bounded_the_same_however_it_is_cut() {
+        let max = MAX_REPLY_LINE;
+        let line = |len: usize, ending: &[u8]| [&vec![b'x'; len][..], ending, b"rest"].concat();
+        for (reply, ok) in [
+            (line(max, b"\r\n"), true),
+            (line(max, b"\n"), true),
+            (line(max + 1, b"\n"), false),
+            (line(max, b"\rx\n"), false),
+        ] {
+            // The verdict; what is read past the line depends on the reads by design
+            // (the session reads the rest), but is always the start of it.
+            let outcome = |pieces: &[&[u8]]| {
+                let r = run_with(pieces).0;
+                if let Ok(past) = &r {
+                    assert!(b"rest".starts_with(past), "{past:?}");
+                }
+                format!("{:?}", r.map(|_| ()))
+            };
+            let whole = outcome(&[&reply]);
+            let expected = if ok {
+                "Ok(())"
+            } else {
+                "Err(Protocol(\"no line within 16384 bytes in answer to the connection test\"))"
+            };
+            assert_eq!(whole, expected);
+            for cut in [1, 2048, max - 1, max, max + 1, max + 2, max + 3] {
+                let (a, b) = reply.split_at(cut);
+                assert_eq!(outcome(&[a, b]), whole, "cut at {cut}");
+            }
+            let bytes: Vec<&[u8]> = reply.chunks(1).collect();
+            assert_eq!(outcome(&bytes), whole, "byte by byte");
+        }
     }
 }

@@ -80,64 +80,84 @@ pub fn host_port(host: &str, port: u16) -> String {
 
 /// `url` with any `user:pass@` replaced by `***@`; safe to log whatever the input.
 pub fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    // The authority ends at the first '/' only: a password may hold '?' or '#' as typed
-    // (not %-escaped), and what comes before them must not reach a log.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}***@{}{tail}", &authority[at + 1..]),
-        None => url.to_string(),
+    let (scheme, rest) = split_scheme(url);
+    match split_userinfo(rest) {
+        (Some(_), after) => format!("{}***@{after}", scheme.unwrap_or("")),
+        (None, _) => url.to_string(),
+    }
+}
+
+/// `scheme://` (returned with its "://") and the rest, when what stands before the
+/// first "://" can be a scheme (RFC 3986: a letter, then letters, digits, `+-.`).
+/// Otherwise there is no scheme and the "://" is part of a password (`u:a://b@h`).
+fn split_scheme(url: &str) -> (Option<&str>, &str) {
+    match url.find("://") {
+        Some(i)
+            if url.as_bytes()[0].is_ascii_alphabetic()
+                && url.as_bytes()[..i]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            (Some(&url[..i + 3]), &url[i + 3..])
+        }
+        _ => (None, url),
+    }
+}
+
+/// The userinfo (before the last '@') and what follows it. The last '@' rather than the
+/// end of the authority (the first '/', '?' or '#'): a password is typed as is in UCI,
+/// LuCI and environment variables, '@', '#', '/' and '?' included, and a proxy URL has
+/// no path in which an '@' could stand. So redaction hides everything before it.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
+}
+
+/// At most a few dozen characters of `text`, for a message.
+fn clipped(text: &str) -> String {
+    const SHOWN: usize = 24;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
     }
 }
 
 impl ProxyUrl {
-    /// Parses `scheme://[user:pass@]host[:port][/]`; no scheme means `http`.
-    /// Errors quote the URL redacted.
+    /// Parses `scheme://[user:pass@]host[:port][/]`; no scheme means `http`. The user
+    /// name and password may hold any character but '@' and ':' (the user name) unescaped;
+    /// %-escapes are decoded. Errors quote the URL redacted.
     pub fn parse(url: &str) -> Result<ProxyUrl, String> {
         let bad = |why: &str| format!("proxy \"{}\": {why}", redact(url));
         let trimmed = url.trim();
-        let (scheme, rest) = match trimmed.find("://") {
-            Some(i) => {
-                let scheme = match trimmed[..i].to_ascii_lowercase().as_str() {
-                    "socks5" | "socks5h" => ProxyScheme::Socks5,
-                    "http" => ProxyScheme::Http,
-                    "https" => ProxyScheme::Https,
-                    other => {
-                        return Err(bad(&format!(
-                            "unsupported scheme \"{other}\" (use socks5://, http://, https:// or system)"
-                        )))
-                    }
-                };
-                (scheme, &trimmed[i + 3..])
-            }
-            None => (ProxyScheme::Http, trimmed),
+        let (scheme_text, rest) = split_scheme(trimmed);
+        let scheme = match scheme_text.map(|s| s[..s.len() - 3].to_ascii_lowercase()) {
+            None => ProxyScheme::Http,
+            Some(name) => match name.as_str() {
+                "socks5" | "socks5h" => ProxyScheme::Socks5,
+                "http" => ProxyScheme::Http,
+                "https" => ProxyScheme::Https,
+                other => {
+                    return Err(bad(&format!(
+                        "unsupported scheme \"{}\" (use socks5://, http://, https:// or system)",
+                        clipped(other)
+                    )))
+                }
+            },
         };
+        let (userinfo, after) = split_userinfo(rest);
         // A trailing "/" is common in HTTP_PROXY values; any real path is a mistake.
-        let authority = match rest.find(['/', '?', '#']) {
-            Some(i) if rest[i..] == *"/" => &rest[..i],
-            // Most often a password holding one of them (UCI and LuCI take it as written).
-            Some(i) if rest.as_bytes()[i] != b'/' => {
+        let hostport = match after.find(['/', '?', '#']) {
+            None => after,
+            Some(i) if after[i..] == *"/" => &after[..i],
+            Some(i) if after.as_bytes()[i] == b'/' => return Err(bad("a proxy URL has no path")),
+            Some(i) => {
                 return Err(bad(&format!(
-                    "'{}' ends the address part of a URL: write it as {} in a user name or \
-                     password",
-                    &rest[i..=i],
-                    if rest.as_bytes()[i] == b'#' {
-                        "%23"
-                    } else {
-                        "%3F"
-                    }
+                    "'{}' after the address: a proxy URL has no query or fragment",
+                    &after[i..=i]
                 )))
             }
-            Some(_) => return Err(bad("a proxy URL has no path")),
-            None => rest,
-        };
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-            None => (None, authority),
         };
         let auth = match userinfo {
             None => None,
@@ -356,7 +376,8 @@ mod tests {
         );
         assert_eq!(redact("alice:hunter2@h:1080/x"), "***@h:1080/x");
         assert_eq!(redact("http://a:b@c@h:1"), "http://***@h:1");
-        assert_eq!(redact("http://h:1/a@b"), "http://h:1/a@b");
+        // A proxy URL has no path: an '@' in one still hides what stands before it.
+        assert_eq!(redact("http://h:1/a@b"), "http://***@b");
         assert_eq!(redact("system"), "system");
     }
 
@@ -416,15 +437,54 @@ mod tests {
     }
 
     #[test]
-    fn a_hash_or_question_mark_is_explained() {
-        let err = ProxyUrl::parse("socks5://u:p#1@h:1").unwrap_err();
-        assert!(
-            err.contains("'#' ends the address part of a URL: write it as %23"),
-            "{err}"
+    fn a_password_may_hold_hash_slash_and_question_mark() {
+        // As typed in UCI or LuCI, not %-escaped: the last '@' ends the userinfo.
+        let u = ProxyUrl::parse("socks5://user:se#cret@1.2.3.4:1080").unwrap();
+        assert_eq!(
+            (u.auth, u.host.as_str(), u.port),
+            (auth("user", "se#cret"), "1.2.3.4", 1080)
         );
-        assert!(!err.contains("p#1"), "the password is not shown: {err}");
-        let err = ProxyUrl::parse("http://u:a?b@h:1").unwrap_err();
-        assert!(err.contains("write it as %3F"), "{err}");
+        let u = ProxyUrl::parse("http://u:a/b?c#d:e@h:1/").unwrap();
+        assert_eq!((u.auth, u.host.as_str()), (auth("u", "a/b?c#d:e"), "h"));
+        // "://" in a password is no scheme: "u:a" cannot be one.
+        let u = ProxyUrl::parse("u:a://b@h:1").unwrap();
+        assert_eq!((u.scheme, u.auth), (ProxyScheme::Http, auth("u", "a://b")));
         assert!(ProxyUrl::parse("socks5://u:p%231@h:1").is_ok());
+        // After the host, '/', '?' and '#' are still refused, and quoted redacted.
+        for (url, why) in [
+            ("http://u:hun/ter2@h:1/x", "no path"),
+            ("http://u:hun?ter2@h:1?x", "no query"),
+            ("http://u:hun#ter2@h:1#x", "no query"),
+        ] {
+            let err = ProxyUrl::parse(url).unwrap_err();
+            assert!(err.contains(why) && !err.contains("hun"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redacts_up_to_the_last_at() {
+        assert_eq!(redact("socks5://u:se#cret@h:1"), "socks5://***@h:1");
+        assert_eq!(redact("socks5://u:se/cret@h:1"), "socks5://***@h:1");
+        assert_eq!(redact("u:se?cret@h:1"), "***@h:1");
+        assert_eq!(redact("u:a://b@h:1"), "***@h:1");
+    }
+
+    #[test]
+    fn a_system_proxy_with_such_a_password_works_and_its_errors_hide_it() {
+        let env =
+            |value: &'static str| move |k: &str| (k == "ALL_PROXY").then(|| value.to_string());
+        let list = resolve_proxy_list(&["system".into()], env("socks5://u:hun/t#r2@h:1")).unwrap();
+        assert_eq!(list[0].auth, auth("u", "hun/t#r2"));
+        for bad in [
+            "socks5://u:hun/t#r2@h:0",
+            "socks5://u:hun/t#r2@h:1/x",
+            "u:hun/t://r2@",
+        ] {
+            let err = resolve_proxy_list(&["system".into()], env(bad)).unwrap_err();
+            assert!(
+                err.contains("(from ALL_PROXY)") && !err.contains("hun"),
+                "{err}"
+            );
+        }
     }
 }

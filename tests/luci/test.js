@@ -181,13 +181,15 @@ check('settings: proxy list rejects bad URLs and accepts socks5/http/https/syste
 	assert.deepEqual(await items(), [ 'socks5://user:pass@192.0.2.1:1080' ]);
 	for (const bad of [ 'ftp://192.0.2.1:21', 'socks4://192.0.2.1:1080', 'socks5://192.0.2.1', 'socks5://192.0.2.1:99999',
 		'socks5://user@192.0.2.1:1080', 'http://:8080', 'just words', 'proxy.lan', 'SYSTEM ',
-		/* The agent refuses these too: '#' and '?' end a URL's address. */
-		'socks5://u:p#1@192.0.2.1:1080', 'http://u:a?b@proxy.lan:3128' ]) {
+		/* The agent refuses these too: after the host, only a final '/'. */
+		'socks5://u:p@192.0.2.1:1080#x', 'http://u:p@proxy.lan:3128/path', 'http://proxy.lan:3128?q' ]) {
 		assert.notEqual(await typeInto(page, adder, bad), '', `proxy ${JSON.stringify(bad)} must be rejected`);
 		await page.click(addBtn);
 	}
 	assert.deepEqual(await items(), [ 'socks5://user:pass@192.0.2.1:1080' ], 'rejected proxies are not added');
-	const good = [ 'http://proxy.lan:3128', 'https://192.0.2.7:443', 'system', 'proxy.lan:1080', 'socks5://[2001:db8::1]:1080' ];
+	/* A password holds '#', '?', '/' and '@' as typed: the last '@' ends it, as in the agent. */
+	const good = [ 'http://proxy.lan:3128', 'https://192.0.2.7:443', 'system', 'proxy.lan:1080', 'socks5://[2001:db8::1]:1080',
+		'socks5://u:p#1@192.0.2.1:1080', 'http://u:a?b/c@d@proxy.lan:3128' ];
 	for (const g of good) {
 		assert.equal(await typeInto(page, adder, g), '', `proxy ${g} must be accepted`);
 		await page.click(addBtn);

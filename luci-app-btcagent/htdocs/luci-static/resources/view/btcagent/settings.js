@@ -133,9 +133,8 @@ function validateProxy(section_id, value) {
 	if (scheme !== 'socks5' && scheme !== 'http' && scheme !== 'https')
 		return _('Unknown proxy scheme: use socks5://, http:// or https://');
 	var rest = m[2];
-	/* As the agent: '#' and '?' end a URL's address, so a password must %-escape them. */
-	if (/[#?]/.test(rest))
-		return _('Write # as %23 and ? as %3F in a proxy user name or password');
+	/* As the agent: the last '@' ends the user name and password, which may hold '#', '?'
+	   and '/' as typed; after it, host:port and at most a final '/'. */
 	var at = rest.lastIndexOf('@');
 	if (at >= 0) {
 		if (rest.substring(0, at).indexOf(':') < 1)
