@@ -445,7 +445,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
     while !group.is_closed() {
         let mut stable = false;
         for entry in agent.config().pools.clone() {
-            if group.is_closed() {
+            if group.is_closed() || agent.is_stopping() {
                 return;
             }
             let subaccount = group
@@ -453,8 +453,10 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                 .as_deref()
                 .unwrap_or(&entry.subaccount)
                 .to_string();
+            let label = format!("pool {}:{} ({subaccount})", entry.host, entry.port);
             match open(&agent, &group, &entry, subaccount).await {
                 Ok((session, mut reader, mut frames)) => {
+                    agent.dial_succeeded(&label);
                     if group.is_closed() {
                         session.kill("sub-account closed");
                     }
@@ -486,12 +488,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                     stable = started.elapsed() >= STABLE_AFTER;
                     break; // start again from the first pool of the list
                 }
-                Err(why) => log::warn!(
-                    "pool {}:{} ({}): {why}",
-                    entry.host,
-                    entry.port,
-                    group.name()
-                ),
+                Err(why) => agent.dial_failed(&label, &why),
             }
         }
         if group.is_closed() {
@@ -530,7 +527,15 @@ async fn open(
         stream,
         leftover,
         route,
-    } = smol::future::or(async { connect.await.map_err(|e| e.to_string()) }, timeout).await?;
+    } = smol::future::or(
+        async {
+            connect
+                .await
+                .map_err(|e| format!("cannot connect: {}", e.failures_text()))
+        },
+        timeout,
+    )
+    .await?;
     let (session, wake_rx) = PoolSession::new(
         agent.next_pool_id(),
         entry.clone(),
@@ -556,7 +561,7 @@ async fn open(
         Err(why) => {
             session.kill("handshake failed");
             session.shut(agent);
-            Err(format!("{} via {}: {why}", session.name(), session.route))
+            Err(format!("handshake via {} failed: {why}", session.route))
         }
     }
 }
