@@ -195,6 +195,10 @@ impl Agent {
 
     /// Accepts miners until the listener fails.
     pub async fn run(self: Rc<Self>, listener: Async<TcpListener>) {
+        log::info!(
+            "{}",
+            crate::startup::plan(&self.cfg, &self.connector.describe())
+        );
         if !self.cfg.multi_user_mode {
             // One set of connections for everyone, up before the first miner arrives.
             self.group_for(None);

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod miner;
 pub mod pool;
 pub mod protocol;
+pub mod startup;
 pub mod status;
 pub mod timer_check;
 pub mod uci;

@@ -69,11 +69,13 @@ fn failed_dials(log: &str, pool: SocketAddr) -> usize {
     log.lines().filter(|l| l.contains(&needle)).count()
 }
 
-/// Lines above debug level that name `pool`.
+/// Lines above debug level that name `pool`, but for the start-up line listing the
+/// pools (`... mode: pools ...`).
 fn lines_about(log: &str, pool: SocketAddr) -> Vec<String> {
     let needle = pool.to_string();
     log.lines()
-        .filter(|l| l.contains(&needle) && !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+        .filter(|l| l.contains(&needle) && !l.contains(" mode: "))
+        .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
         .map(String::from)
         .collect()
 }
