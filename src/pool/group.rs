@@ -453,7 +453,10 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                 .as_deref()
                 .unwrap_or(&entry.subaccount)
                 .to_string();
-            let label = format!("pool {}:{} ({subaccount})", entry.host, entry.port);
+            let label = format!(
+                "pool {} ({subaccount})",
+                crate::upstream::proxy_url::host_port(&entry.host, entry.port)
+            );
             match open(&agent, &group, &entry, subaccount).await {
                 Ok((session, mut reader, mut frames)) => {
                     agent.dial_succeeded(&label);
