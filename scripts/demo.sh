@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-command demo: simulated pool <- btcagent <- simulated miners, all on loopback.
-# Builds the release binaries, runs ~20 miners for ~20 seconds, then shows what the
-# pool saw (valid shares per sub-account and worker). Every process started here is
-# stopped on exit, also on Ctrl-C.
+# Builds the release binaries (about 3 minutes on a fresh 2-core machine, seconds once
+# built), runs 20 miners for 20 seconds, then shows what the pool saw (valid shares
+# per sub-account and worker). Every process started here is stopped on exit, also on
+# Ctrl-C.
 #   MINERS=20 DURATION=20 SHARE_INTERVAL=1 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ DURATION=${DURATION:-20}
 SHARE_INTERVAL=${SHARE_INTERVAL:-1}
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
-echo "== building (cargo build --release -p btcagent -p btcagent-sim)"
+echo "== building (cargo build --release -p btcagent -p btcagent-sim; a first build takes minutes)"
 cargo build --release -p btcagent -p btcagent-sim
 
 WORK=$(mktemp -d)
@@ -88,6 +89,9 @@ if ! port_in_use "$AGENT_PORT"; then
 fi
 
 echo "== running $MINERS miners for ${DURATION}s (half of them roll versions)"
+echo "   Logins are demo.wN and demo2.wN: in multi-user mode SUB.WORKER picks the sub-account."
+echo "   job_latency: pool sends a job -> miner has it. response_latency: share -> verdict, about"
+echo "   50 ms of it the agent batching shares into one packet (advanced.submit_coalesce_ms)."
 MINER_RC=0
 "$BIN/minersim" --agent "127.0.0.1:$AGENT_PORT" --miners "$MINERS" \
     --subaccounts demo,demo2 --user '{sub}.w{i}' \

@@ -18,7 +18,7 @@ if [ -n "$missing" ]; then
 	echo "test-deps-cross: installing:$missing" >&2
 	apt-get update -q
 	# shellcheck disable=SC2086 # word splitting of the package list is wanted
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
 
 if ! python3 -m ziglang version >/dev/null 2>&1; then

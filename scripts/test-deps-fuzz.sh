@@ -8,7 +8,7 @@ CARGO_FUZZ_VERSION=0.13.2
 if ! command -v c++ >/dev/null 2>&1; then
 	echo "test-deps-fuzz: installing g++" >&2
 	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends g++
 fi
 have=$(cargo fuzz --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$have" != "$CARGO_FUZZ_VERSION" ]; then

@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 # apt may be busy with another install on a shared machine: wait for it.
 for attempt in 1 2 3 4 5 6 7 8 9 10; do
 	# shellcheck disable=SC2086 # $missing is a list of package names
-	if apt-get update -q && apt-get install -y -q $missing; then
+	if apt-get update -q && apt-get install -y -q --no-install-recommends $missing; then
 		exit 0
 	fi
 	echo "test-deps-openwrt: apt failed (attempt $attempt), retrying in 15 s" >&2

@@ -11,7 +11,7 @@ has_parser && exit 0
 if ! apt-cache show python3-prometheus-client >/dev/null 2>&1; then
     apt-get update -q
 fi
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-prometheus-client || true
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-prometheus-client || true
 has_parser && exit 0
 python3 -m pip install -q prometheus_client ||
     python3 -m pip install -q --break-system-packages prometheus_client

@@ -11,7 +11,7 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 [ -z "$missing" ] && exit 0
 # apt may be busy (another installer, unattended upgrades): wait for the lock.
 i=0
-while ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing; do
+while ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; do
     i=$((i + 1))
     [ "$i" -ge 60 ] && { echo "test-deps-upstream: could not install$missing" >&2; exit 1; }
     if [ "$i" -eq 1 ]; then apt-get update -q || true; fi

@@ -4,6 +4,7 @@ use crate::admission::{Admission, Verdict};
 use crate::config::Config;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::{MinerSession, MinerState};
+use crate::pool::dial_streak::DialStreaks;
 use crate::pool::PoolGroup;
 use crate::protocol::worker::NamingRules;
 use crate::upstream::Connector;
@@ -38,6 +39,10 @@ pub struct Agent {
     admission: RefCell<Admission>,
     /// Log lines about connections strangers can open at will (scans, floods).
     refused: RateLimit,
+    /// Failed pool dials, logged once per failure streak (see [`DialStreaks`]).
+    dial_streaks: RefCell<DialStreaks>,
+    /// Set when shutdown starts: from then on, dial outcomes are not logged.
+    stopping: Cell<bool>,
     pub started: Instant,
     /// Share accounting for the status report.
     pub status: crate::status::Tracker,
@@ -61,6 +66,8 @@ impl Agent {
             version_mask: Cell::new(version_mask),
             admission: RefCell::new(admission),
             refused: RateLimit::new(),
+            dial_streaks: RefCell::new(DialStreaks::new()),
+            stopping: Cell::new(false),
             started: Instant::now(),
             status: crate::status::Tracker::new(),
         }))
@@ -138,6 +145,34 @@ impl Agent {
         let group = PoolGroup::start(self, subaccount.map(|_| key.clone()));
         self.groups.borrow_mut().insert(key, group.clone());
         group
+    }
+
+    /// True once shutdown has started.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// A dial of `pool` (`pool host:port (sub-account)`) failed: logged when it starts
+    /// a failure streak or is due for a reminder, never during shutdown.
+    pub fn dial_failed(&self, pool: &str, why: &str) {
+        let line = self
+            .dial_streaks
+            .borrow_mut()
+            .failed(pool, why, Instant::now());
+        if let Some(line) = line.filter(|_| !self.is_stopping()) {
+            log::warn!("{line}");
+        }
+    }
+
+    /// A dial of `pool` succeeded: logged when it ends a failure streak.
+    pub fn dial_succeeded(&self, pool: &str) {
+        let line = self
+            .dial_streaks
+            .borrow_mut()
+            .connected(pool, Instant::now());
+        if let Some(line) = line.filter(|_| !self.is_stopping()) {
+            log::info!("{line}");
+        }
     }
 
     pub fn forget_group(&self, group: &PoolGroup) {
@@ -233,7 +268,12 @@ impl Agent {
 
     /// Accepts miners until the listener fails.
     pub async fn run(self: Rc<Self>, listener: Async<TcpListener>) {
-        if !self.config().multi_user_mode {
+        let cfg = self.config();
+        log::info!(
+            "{}",
+            crate::startup::plan(&cfg, &self.connector().describe())
+        );
+        if !cfg.multi_user_mode {
             // One set of connections for everyone, up before the first miner arrives.
             self.group_for(None);
         }
@@ -359,6 +399,7 @@ impl Agent {
 
     /// Unregisters every worker at the pool and closes all connections.
     pub async fn shutdown(&self) {
+        self.stopping.set(true);
         log::info!(
             "shutting down: unregistering {} miners",
             self.miners.borrow().len()

@@ -19,6 +19,7 @@ pub mod miner;
 pub mod pool;
 pub mod protocol;
 pub mod reload;
+pub mod startup;
 pub mod status;
 pub mod timer_check;
 pub mod uci;

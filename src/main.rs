@@ -10,7 +10,8 @@ fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1).collect()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("btcagent: {e}\n(see btcagent --help)");
+            // The message ends with the hint to `--help`.
+            eprintln!("btcagent: {e}");
             return ExitCode::from(2);
         }
     };
@@ -79,6 +80,23 @@ fn reload_log_options(uci_file: &Path, running: &logging::LogTarget) {
     }
 }
 
+/// Without `-c`, a missing `agent_conf.json` is most likely a first run in the wrong
+/// directory: say how to name another file.
+fn with_default_config_hint(source: &ConfigSource, e: String) -> String {
+    match source {
+        ConfigSource::Json(path)
+            if path == Path::new(cli::DEFAULT_CONFIG_PATH) && !path.exists() =>
+        {
+            format!(
+                "{e}\n(without -c the agent reads {} in the current directory; `-c FILE` names \
+                 another, and agent_conf.default.json is a template to copy)",
+                cli::DEFAULT_CONFIG_PATH
+            )
+        }
+        _ => e,
+    }
+}
+
 fn run(opts: RunOptions) -> ExitCode {
     // First of all: until the handlers are in, a SIGHUP (procd's reload) would kill the
     // process instead of reloading it.
@@ -91,9 +109,10 @@ fn run(opts: RunOptions) -> ExitCode {
         eprintln!("btcagent: {e}");
         return ExitCode::from(2);
     }
-    let (config, warnings) = match load(&opts.config) {
+    let (config, mut warnings) = match load(&opts.config) {
         Ok(c) => c,
         Err(e) => {
+            let e = with_default_config_hint(&opts.config, e);
             log::error!("config: {e}");
             if !matches!(opts.log, logging::LogTarget::Stderr) {
                 eprintln!("btcagent: config: {e}");
@@ -101,8 +120,10 @@ fn run(opts: RunOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warnings.extend(btcagent::startup::placeholder_warning(&config));
     for w in &warnings {
-        log::warn!("config: {w}");
+        // Each warning names its source ("config: ...").
+        log::warn!("{w}");
     }
     if opts.print_config {
         print!("{}", config.to_json_pretty());

@@ -150,7 +150,7 @@ pub struct SwarmStats {
 impl SwarmStats {
     pub fn summary(&self) -> String {
         format!(
-            "connected={} authorized={} disconnects={} jobs={} submitted={} accepted={} rejected={} {:?} job_latency[{}] response_latency[{}]",
+            "connected={} authorized={} disconnects={} jobs={} submitted={} accepted={} rejected={}{} job_latency[{}] response_latency[{}]",
             self.connected,
             self.authorized,
             self.disconnects,
@@ -158,7 +158,11 @@ impl SwarmStats {
             self.shares_submitted,
             self.accepted,
             self.rejected,
-            self.rejects_by_code,
+            if self.rejects_by_code.is_empty() {
+                String::new()
+            } else {
+                format!(" rejects_by_code={:?}", self.rejects_by_code)
+            },
             self.job_latency.summary(),
             self.response_latency.summary(),
         )

@@ -524,7 +524,9 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
     let mut backoff = Duration::from_secs(1);
     // Spread the slots' first dials a little so a farm's agents do not hit the pool in step.
     Timer::after(Duration::from_millis(50 * slot as u64)).await;
-    let surplus = |group: &PoolGroup| group.is_closed() || slot >= group.slots.get();
+    // Closed, stopping (nothing more is dialled or logged), or removed by a reload.
+    let surplus =
+        |group: &PoolGroup| group.is_closed() || agent.is_stopping() || slot >= group.slots.get();
     while !surplus(&group) {
         let mut stable = false;
         for entry in agent.config().pools.clone() {
@@ -536,8 +538,13 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                 .as_deref()
                 .unwrap_or(&entry.subaccount)
                 .to_string();
+            let label = format!(
+                "pool {} ({subaccount})",
+                crate::upstream::proxy_url::host_port(&entry.host, entry.port)
+            );
             match open(&agent, &group, &entry, subaccount).await {
                 Ok((session, mut reader, mut frames)) => {
+                    agent.dial_succeeded(&label);
                     if surplus(&group) {
                         session.kill("not needed any more");
                         session.shut(&agent);
@@ -572,12 +579,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                     stable = started.elapsed() >= STABLE_AFTER;
                     break; // start again from the first pool of the list
                 }
-                Err(why) => log::warn!(
-                    "pool {}:{} ({}): {why}",
-                    entry.host,
-                    entry.port,
-                    group.name()
-                ),
+                Err(why) => agent.dial_failed(&label, &why),
             }
         }
         if surplus(&group) {
@@ -662,7 +664,15 @@ async fn open(
         stream,
         leftover,
         route,
-    } = smol::future::or(async { connect.await.map_err(|e| e.to_string()) }, timeout).await?;
+    } = smol::future::or(
+        async {
+            connect
+                .await
+                .map_err(|e| format!("cannot connect: {}", e.failures_text()))
+        },
+        timeout,
+    )
+    .await?;
     let (session, wake_rx) = PoolSession::new(
         agent.next_pool_id(),
         entry.clone(),
@@ -688,7 +698,7 @@ async fn open(
         Err(why) => {
             session.kill("handshake failed");
             session.shut(agent);
-            Err(format!("{} via {}: {why}", session.name(), session.route))
+            Err(format!("handshake via {} failed: {why}", session.route))
         }
     }
 }

@@ -5,6 +5,7 @@
 //! so the shares of many miners leave in one TCP segment; it reads pool frames, fans
 //! jobs out to its miners (one serialized buffer for all), and answers share results.
 
+pub mod dial_streak;
 mod group;
 mod jobs;
 mod pending;

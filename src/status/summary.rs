@@ -43,11 +43,15 @@ pub fn print_summary(file: Option<&Path>) -> ExitCode {
     print!("{}", format_summary(&doc, now));
     match stale_for(&doc, now) {
         Some(age) => {
-            eprintln!(
-                "btcagent: {} is stale: last updated {} ago: agent not running?",
-                path.display(),
-                duration(age)
-            );
+            // The summary starts with STALE; on a terminal, where both streams show,
+            // say it once. Scripts (stdout piped or discarded) still get it here.
+            if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                eprintln!(
+                    "btcagent: {} is stale: last updated {} ago: agent not running?",
+                    path.display(),
+                    duration(age)
+                );
+            }
             ExitCode::from(1)
         }
         None => ExitCode::SUCCESS,

@@ -73,19 +73,29 @@ pub struct ConnectError {
     pub failures: Vec<RouteFailure>,
 }
 
+impl ConnectError {
+    /// Each route's failure, without the pool: `direct: connection refused; socks5 ...`.
+    pub fn failures_text(&self) -> String {
+        if self.failures.is_empty() {
+            return "no route configured".into();
+        }
+        let parts: Vec<String> = self
+            .failures
+            .iter()
+            .map(|failure| format!("{}: {}", failure.route, failure.reason))
+            .collect();
+        parts.join("; ")
+    }
+}
+
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot reach pool {}: ", self.pool)?;
-        if self.failures.is_empty() {
-            return f.write_str("no route configured");
-        }
-        for (i, failure) in self.failures.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{}: {}", failure.route, failure.reason)?;
-        }
-        Ok(())
+        write!(
+            f,
+            "cannot reach pool {}: {}",
+            self.pool,
+            self.failures_text()
+        )
     }
 }
 

@@ -134,20 +134,36 @@ impl Connector {
         if first.is_empty() || self.direct_with_proxy {
             first.push(Route::Direct);
         }
-        if let Some(won) = self.race(&first, host, port, &mut failures).await {
-            return Ok(won);
+        let mut won = self.race(&first, host, port, &mut failures).await;
+        if won.is_none()
+            && !self.proxies.is_empty()
+            && !self.direct_with_proxy
+            && self.direct_after_proxy
+        {
+            log::debug!("pool {pool}: every proxy failed, trying direct");
+            won = self.race(&[Route::Direct], host, port, &mut failures).await;
         }
-        if !self.proxies.is_empty() && !self.direct_with_proxy && self.direct_after_proxy {
-            log::info!("pool {pool}: every proxy failed, trying direct");
-            if let Some(won) = self.race(&[Route::Direct], host, port, &mut failures).await {
-                return Ok(won);
-            }
+        let Some(won) = won else {
+            // The caller logs this once per failure streak, not per dial.
+            return Err(ConnectError { pool, failures });
+        };
+        if !failures.is_empty() {
+            // A route that keeps failing while another works: worth knowing, and this
+            // is once per pool connection, which lives for hours.
+            let failed = ConnectError { pool, failures };
+            log::info!(
+                "pool {}: connected via {}; {}",
+                failed.pool,
+                won.route,
+                failed.failures_text()
+            );
         }
-        Err(ConnectError { pool, failures })
+        Ok(won)
     }
 
     /// Runs all `routes` at once; the first to pass the connection test wins and the
-    /// rest are dropped. Failures are logged and appended in route order.
+    /// rest are dropped. Failures are appended in route order (and logged at debug
+    /// level: the caller reports them, once per streak).
     async fn race(
         &self,
         routes: &[Route],
@@ -182,7 +198,7 @@ impl Connector {
                     Poll::Pending => i += 1,
                     Poll::Ready((_, Ok(connected))) => return Poll::Ready(Some(connected)),
                     Poll::Ready((index, Err(reason))) => {
-                        log::warn!(
+                        log::debug!(
                             "pool {}: {}: {reason}",
                             host_port(host, port),
                             routes[index]

@@ -104,9 +104,14 @@ fn run() -> Result<bool, String> {
     let stats = swarm.stats();
     swarm.stop();
     println!("minersim final: {}", stats.summary());
+    let errors = if stats.errors_by_method.is_empty() {
+        "no error answers".to_string()
+    } else {
+        format!("error answers by method {:?}", stats.errors_by_method)
+    };
     println!(
-        "minersim: {} connects, {} connect failures, {} reconnect requests, errors by method {:?}, {} hashes",
-        stats.connects, stats.connect_failures, stats.reconnect_requests, stats.errors_by_method, stats.hashes
+        "minersim: {} connects, {} connect failures, {} reconnect requests, {errors}, {} hashes",
+        stats.connects, stats.connect_failures, stats.reconnect_requests, stats.hashes
     );
     Ok(stats.accepted > 0)
 }

@@ -87,10 +87,58 @@ fn run() -> Result<(), String> {
 fn report(stats: &PoolStats) {
     println!("poolsim final: {}", stats.summary());
     println!("valid shares per worker (sub-account / worker):");
-    for ((sub, worker), valid) in &stats.worker_valid {
+    let mut workers: Vec<_> = stats.worker_valid.iter().collect();
+    workers.sort_by(|((sa, wa), _), ((sb, wb), _)| {
+        natural_cmp(sa, sb).then_with(|| natural_cmp(wa, wb))
+    });
+    for ((sub, worker), valid) in workers {
         println!("  {sub:<16} {worker:<24} {valid}");
     }
     if stats.worker_valid.is_empty() {
         println!("  (none)");
+    }
+}
+
+/// Text order with runs of digits compared as numbers: w2 before w10.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (Some(ca), Some(cb)) = (a.chars().next(), b.chars().next()) else {
+            return a.len().cmp(&b.len());
+        };
+        let ord = if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let na = a.len() - a.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let nb = b.len() - b.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let (da, db) = (
+                a[..na].trim_start_matches('0'),
+                b[..nb].trim_start_matches('0'),
+            );
+            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            a = &a[na..];
+            b = &b[nb..];
+            ord
+        } else {
+            a = &a[ca.len_utf8()..];
+            b = &b[cb.len_utf8()..];
+            ca.cmp(&cb)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn workers_sort_by_number() {
+        let mut names = vec!["w10", "w2", "w0", "w12", "w1", "x", "w007", "demo2", "demo"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["demo", "demo2", "w0", "w1", "w2", "w007", "w10", "w12", "x"]
+        );
     }
 }
