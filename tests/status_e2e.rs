@@ -280,3 +280,44 @@ for family in text_string_to_metric_families(sys.stdin.read()):
     assert!(String::from_utf8_lossy(&out.stderr).contains("no status file at"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 19 item 3: a file with numbers no agent writes gets a clear message and exit
+/// code 1, not a wrapped verdict.
+#[test]
+fn btcagent_status_calls_out_an_absurd_file() {
+    let dir = temp_dir("status-absurd");
+    let path = dir.join("status.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let doc = serde_json::json!({
+        "version": "0.1.0", "started_at": now - 60, "updated_at": now, "uptime_seconds": 60,
+        "listen": "0.0.0.0:3333", "status_interval_seconds": 1u64 << 63,
+        "totals": {"miners": 0, "pools_up": 0, "pool_connections": 1,
+                   "shares_accepted": u64::MAX, "shares_rejected": 1,
+                   "accepted_last_5min": 0, "rejected_last_5min": 0, "hashrate": 0.0},
+        "pools": [], "subaccounts": [], "miners": []
+    });
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_btcagent"))
+        .args(["status", "--file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(
+        err.contains("status_interval_seconds 9223372036854775808 is over 3600")
+            && err.contains("a damaged file"),
+        "{err}"
+    );
+    assert!(
+        text.contains("18446744073709551615 accepted, 1 rejected (0.00%)"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

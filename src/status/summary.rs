@@ -12,7 +12,7 @@ const TOP_WORKERS: usize = 10;
 const MAX_CELL: usize = 40;
 
 /// Reads the status file (`file`, else the default path) and prints the summary.
-/// Exit code 1 when the file is missing, unreadable or stale.
+/// Exit code 1 when the file is missing, unreadable, implausible or stale.
 pub fn print_summary(file: Option<&Path>) -> ExitCode {
     let path = file.unwrap_or(Path::new(crate::config::DEFAULT_STATUS_FILE));
     let text = match std::fs::read_to_string(path) {
@@ -41,6 +41,13 @@ pub fn print_summary(file: Option<&Path>) -> ExitCode {
     };
     let now = super::unix_seconds(SystemTime::now());
     print!("{}", format_summary(&doc, now));
+    if let Some(why) = implausible(&doc) {
+        eprintln!(
+            "btcagent: {}: {why}: a damaged file, or not one btcagent wrote",
+            path.display()
+        );
+        return ExitCode::from(1);
+    }
     match stale_for(&doc, now) {
         Some(age) => {
             eprintln!(
@@ -54,20 +61,41 @@ pub fn print_summary(file: Option<&Path>) -> ExitCode {
     }
 }
 
-/// How old the document is, if older than three rewrite intervals.
+/// How old the document is, if older than three rewrite intervals. Saturating: an
+/// interval no agent writes must not wrap into a wrong verdict.
 fn stale_for(doc: &StatusDoc, now: u64) -> Option<u64> {
     let interval = match doc.status_interval_seconds {
         0 => crate::config::DEFAULT_STATUS_INTERVAL_SECONDS,
         n => n,
     };
     let age = now.saturating_sub(doc.updated_at);
-    (age > 3 * interval).then_some(age)
+    (age > interval.saturating_mul(3)).then_some(age)
+}
+
+/// Why `doc` cannot be what an agent wrote, if it cannot: the summary is still
+/// printed (with saturating arithmetic), but its verdicts are not to be trusted.
+fn implausible(doc: &StatusDoc) -> Option<String> {
+    let max = crate::config::MAX_STATUS_INTERVAL_SECONDS;
+    if doc.status_interval_seconds > max {
+        return Some(format!(
+            "status_interval_seconds {} is over {max}, the most an agent writes",
+            doc.status_interval_seconds
+        ));
+    }
+    let t = &doc.totals;
+    if t.shares_accepted.checked_add(t.shares_rejected).is_none() {
+        return Some("shares_accepted + shares_rejected is over 2^64".into());
+    }
+    None
 }
 
 /// The summary text of `doc` as seen at `now` (Unix seconds).
 pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
     let t = &doc.totals;
     let mut out = String::new();
+    if let Some(why) = implausible(doc) {
+        let _ = writeln!(out, "IMPLAUSIBLE: {why}: a damaged file?");
+    }
     if let Some(age) = stale_for(doc, now) {
         let _ = writeln!(
             out,
@@ -87,7 +115,7 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
         "Shares: {} accepted, {} rejected{}; last 5 min: {} accepted, {} rejected; hashrate {}",
         t.shares_accepted,
         t.shares_rejected,
-        percent(t.shares_rejected, t.shares_accepted + t.shares_rejected),
+        percent(t.shares_rejected, t.shares_accepted),
         t.accepted_last_5min,
         t.rejected_last_5min,
         hashrate(t.hashrate)
@@ -262,11 +290,13 @@ fn ago(age: Option<u64>) -> String {
     }
 }
 
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 || part == 0 {
+/// `rejected` as a share of all, exact for any pair of u64 (the sum is taken in u128).
+fn percent(rejected: u64, accepted: u64) -> String {
+    let whole = accepted as u128 + rejected as u128;
+    if whole == 0 || rejected == 0 {
         String::new()
     } else {
-        format!(" ({:.2}%)", part as f64 * 100.0 / whole as f64)
+        format!(" ({:.2}%)", rejected as f64 * 100.0 / whole as f64)
     }
 }
 
@@ -374,6 +404,45 @@ mod tests {
         assert_eq!(stale_for(&old, old.updated_at + 16), Some(16));
     }
 
+    /// Issue 19 item 3: numbers no agent writes must not wrap (a wrong verdict or
+    /// percentage in a release build, a panic in a debug one) and must be called out.
+    #[test]
+    fn absurd_numbers_do_not_wrap_and_are_called_out() {
+        let mut doc = sample_doc(0);
+        doc.status_interval_seconds = 1 << 63;
+        let text = format_summary(&doc, doc.updated_at + 16);
+        assert!(
+            text.starts_with("IMPLAUSIBLE: status_interval_seconds 9223372036854775808 is over 3600, the most an agent writes: a damaged file?\n"),
+            "{text}"
+        );
+        // An interval that large cannot make the file stale (it would wrap to 0 s).
+        assert!(!text.contains("STALE"), "{text}");
+        assert_eq!(stale_for(&doc, u64::MAX), None);
+        assert!(implausible(&doc).is_some());
+
+        let mut doc = sample_doc(0);
+        doc.totals.shares_accepted = u64::MAX;
+        doc.totals.shares_rejected = 1;
+        let text = format_summary(&doc, doc.updated_at + 1);
+        assert!(
+            text.contains("Shares: 18446744073709551615 accepted, 1 rejected (0.00%);"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with(
+                "IMPLAUSIBLE: shares_accepted + shares_rejected is over 2^64: a damaged file?\n"
+            ),
+            "{text}"
+        );
+        let mut doc = sample_doc(0);
+        doc.totals.shares_accepted = u64::MAX - 1;
+        doc.totals.shares_rejected = u64::MAX - 1;
+        let text = format_summary(&doc, doc.updated_at + 1);
+        assert!(text.contains("rejected (50.00%)"), "{text}");
+        // A sane file is not flagged.
+        assert_eq!(implausible(&sample_doc(3)), None);
+    }
+
     #[test]
     fn no_miners_no_table() {
         let text = format_summary(&sample_doc(0), 1_764_034_300);
@@ -390,6 +459,7 @@ mod tests {
         assert_eq!(hashrate(1.2e14), "120.00 TH/s");
         assert_eq!(hashrate(f64::NAN), "0.00 H/s");
         assert_eq!(percent(0, 0), "");
-        assert_eq!(percent(1, 4), " (25.00%)");
+        assert_eq!(percent(1, 3), " (25.00%)");
+        assert_eq!(percent(u64::MAX, u64::MAX), " (50.00%)");
     }
 }
