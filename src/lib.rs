@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod agent;
+pub mod agent_status;
 pub mod cli;
 pub mod config;
 pub mod fd_limit;

@@ -239,6 +239,37 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             if doc["totals"]["miners"] == 2 {
                 assert_eq!(doc["totals"]["shares_accepted"], 6);
                 assert_eq!(doc["totals"]["accepted_last_5min"], 6);
+                // It is listed as offline, with what it did.
+                let offline = doc["offline_workers"].as_array().unwrap();
+                assert_eq!(offline.len(), 1, "{doc:#}");
+                assert_eq!(offline[0]["worker"], "w3");
+                assert_eq!(offline[0]["subaccount"], "farm2");
+                assert_eq!(offline[0]["shares_accepted"], 1);
+                assert!(offline[0]["last_hashrate"].as_f64().unwrap() > 0.0);
+                // The history has every share, for the farm and per sub-account.
+                let sum = |points: &Value, i: usize| {
+                    points
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p[i].as_u64().unwrap())
+                        .sum::<u64>()
+                };
+                let minutes = &doc["history"]["minutes"];
+                assert_eq!(minutes["bucket_seconds"], 60);
+                assert_eq!(sum(&minutes["farm"], 1), 6, "{minutes:#}");
+                assert_eq!(sum(&minutes["farm"], 2), 1);
+                assert_eq!(sum(&minutes["subaccounts"]["farm1"], 1), 5);
+                assert_eq!(sum(&minutes["subaccounts"]["farm2"], 1), 1);
+                assert_eq!(sum(&doc["history"]["ten_minutes"]["farm"], 1), 6);
+                // Four connections came up.
+                let events = doc["pool_events"].as_array().unwrap();
+                assert_eq!(
+                    events.iter().filter(|e| e["event"] == "up").count(),
+                    4,
+                    "{events:#?}"
+                );
+                assert_eq!(doc["pool_event_counts"]["up"], 4);
                 break;
             }
         }
@@ -253,6 +284,11 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         !log.contains(PASSWORD),
         "a miner password was logged:\n{log}"
     );
+
+    // The history is kept beside the status file for the next run (saved once a
+    // minute and at shutdown; what it holds depends on when the minute turned).
+    let saved = read_status(&dir.join("run/status.history.json")).expect("history file");
+    assert!(saved["saved_at"].as_u64().is_some() && saved["history"].is_object());
 
     // Once the agent is gone the file goes stale, and `btcagent status` says so.
     drop(miners);
