@@ -230,6 +230,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         ) > 0.0
     );
     assert!(value("btcagent_subaccount_hashrate", "subaccount=farm1") > 0.0);
+    assert_eq!(value("btcagent_pool_events_total", "event=up"), 4.0);
+    assert_eq!(value("btcagent_pool_events_total", "event=down"), 0.0);
+    assert_eq!(value("btcagent_offline_workers", ""), 0.0);
 
     // A miner leaving keeps its shares in the totals.
     drop(miners.pop());

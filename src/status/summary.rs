@@ -8,6 +8,9 @@ use std::time::SystemTime;
 
 /// Workers listed, the busiest first.
 const TOP_WORKERS: usize = 10;
+/// Offline workers and pool events listed, the newest first.
+const TOP_OFFLINE: usize = 10;
+const TOP_EVENTS: usize = 5;
 /// Longer names are cut in the tables.
 const MAX_CELL: usize = 40;
 
@@ -181,8 +184,63 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
     let _ = write!(out, "\nMiners: {}", t.miners);
     if doc.miners.is_empty() {
         out.push('\n');
-        return out;
+    } else {
+        miners_table(&mut out, doc);
     }
+    if !doc.offline_workers.is_empty() {
+        let shown = doc.offline_workers.len().min(TOP_OFFLINE);
+        let _ = writeln!(
+            out,
+            "\nOffline workers (seen in the last 24 h, not connected now): {}{}",
+            doc.offline_workers.len(),
+            if shown < doc.offline_workers.len() {
+                format!("; the {shown} newest:")
+            } else {
+                ", newest first:".to_string()
+            }
+        );
+        let mut rows = vec![row(&[
+            "WORKER",
+            "SUB-ACCOUNT",
+            "IP",
+            "LAST SEEN",
+            "LAST HASHRATE",
+        ])];
+        for w in doc.offline_workers.iter().take(shown) {
+            rows.push(vec![
+                w.worker.clone(),
+                w.subaccount.clone(),
+                w.ip.clone(),
+                format!("{} ago", duration(now.saturating_sub(w.last_seen))),
+                hashrate(w.last_hashrate),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+    if !doc.pool_events.is_empty() {
+        let _ = writeln!(out, "\nPool events, newest first:");
+        let mut rows = vec![row(&["WHEN", "EVENT", "POOL", "SUB-ACCOUNT", "REASON"])];
+        for e in doc.pool_events.iter().take(TOP_EVENTS) {
+            let event = if e.count > 1 {
+                format!("{} x{}", e.event, e.count)
+            } else {
+                e.event.clone()
+            };
+            rows.push(vec![
+                format!("{} ago", duration(now.saturating_sub(e.last_at))),
+                event,
+                e.pool.clone(),
+                e.subaccount.clone(),
+                e.reason.clone(),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+    out
+}
+
+/// The busiest workers connected now.
+fn miners_table(out: &mut String, doc: &StatusDoc) {
     let mut top: Vec<_> = doc.miners.iter().collect();
     top.sort_by(|a, b| b.hashrate.total_cmp(&a.hashrate));
     top.truncate(TOP_WORKERS);
@@ -221,8 +279,7 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
             hashrate(m.hashrate),
         ]);
     }
-    table(&mut out, rows);
-    out
+    table(out, rows);
 }
 
 fn row(cells: &[&str]) -> Vec<String> {
@@ -441,6 +498,42 @@ mod tests {
         assert!(text.contains("rejected (50.00%)"), "{text}");
         // A sane file is not flagged.
         assert_eq!(implausible(&sample_doc(3)), None);
+    }
+
+    #[test]
+    fn offline_workers_and_pool_events_are_listed_newest_first() {
+        let doc = crate::status::tests::with_history(sample_doc(0), 12);
+        let text = format_summary(&doc, doc.updated_at);
+        assert!(
+            text.contains("\nOffline workers (seen in the last 24 h, not connected now): 12; the 10 newest:\n"),
+            "{text}"
+        );
+        let gone: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("gone-"))
+            .collect();
+        assert_eq!(gone.len(), 10);
+        assert_eq!(
+            gone[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "gone-00011",
+                "farm1",
+                "192.168.9.12",
+                "1h",
+                "59m",
+                "ago",
+                "95.00",
+                "TH/s"
+            ]
+        );
+        assert!(text.contains("\nPool events, newest first:\n"), "{text}");
+        let first_event = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Pool events"))
+            .nth(2)
+            .unwrap();
+        assert!(first_event.contains(" up "), "{first_event}");
+        assert!(text.contains("read timeout (60 s without a byte)"));
     }
 
     #[test]
