@@ -91,6 +91,10 @@ fn status_at_ten_thousand_miners() {
     // A few more writes at full size.
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = rss_kib(pid);
+    println!(
+        "agent RSS: {rss_before} KiB idle, {rss_after} KiB with {MINERS} miners: {} bytes per miner",
+        (rss_after.saturating_sub(rss_before)) * 1024 / MINERS as u64
+    );
 
     // A tenth of the farm goes offline: the offline-workers list fills to its bound.
     const GONE: usize = 1_000;
@@ -132,10 +136,6 @@ fn status_at_ten_thousand_miners() {
         println!("  {}", w.split("status file: ").nth(1).unwrap());
     }
     println!("GET /status: {status_len} bytes in {status_time:?}; GET /metrics: {metrics_len} bytes in {metrics_time:?}");
-    println!(
-        "agent RSS: {rss_before} KiB idle, {rss_after} KiB with {MINERS} miners: {} bytes per miner",
-        (rss_after.saturating_sub(rss_before)) * 1024 / MINERS as u64
-    );
     println!(
         "with {} miners and {GONE} offline workers: agent RSS {rss_offline} KiB; status file {file_len} bytes, of which history {history_len}, offline_workers {offline_len}, pool_events {events_len}",
         MINERS - GONE
