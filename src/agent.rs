@@ -2,11 +2,14 @@
 
 use crate::admission::{Admission, Verdict};
 use crate::config::Config;
+use crate::http_debug;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::{MinerSession, MinerState};
 use crate::pool::dial_streak::DialStreaks;
 use crate::pool::PoolGroup;
 use crate::protocol::worker::NamingRules;
+use crate::status::history::OfflineWorker;
+use crate::status::{self, StatusSource};
 use crate::upstream::Connector;
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
@@ -15,8 +18,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Bytes per `advanced.message_queue_size.miner_session` unit of a miner's unsent
 /// output: about one job each.
@@ -45,7 +49,7 @@ pub struct Agent {
     stopping: Cell<bool>,
     pub started: Instant,
     /// Share accounting for the status report.
-    pub status: crate::status::Tracker,
+    pub status: status::Tracker,
 }
 
 impl Agent {
@@ -69,7 +73,7 @@ impl Agent {
             dial_streaks: RefCell::new(DialStreaks::new()),
             stopping: Cell::new(false),
             started: Instant::now(),
-            status: crate::status::Tracker::new(),
+            status: status::Tracker::new(),
         }))
     }
 
@@ -121,6 +125,16 @@ impl Agent {
 
     pub fn miners(&self) -> Vec<Rc<MinerSession>> {
         self.miners.borrow().values().cloned().collect()
+    }
+
+    /// The sub-account of miners without a pool connection in single-user mode: the
+    /// first entry's (the one the agent dials first).
+    pub fn fallback_subaccount(&self) -> String {
+        self.config()
+            .pools
+            .first()
+            .map(|p| p.subaccount.clone())
+            .unwrap_or_default()
     }
 
     pub fn groups(&self) -> Vec<Rc<PoolGroup>> {
@@ -358,6 +372,7 @@ impl Agent {
         miner.close(why);
         self.admission.borrow_mut().finished(miner.sid);
         let state = miner.state.get();
+        self.status_keeps(miner, !is_handshake(state));
         if !is_handshake(state) {
             log::info!("{}: disconnected: {why}", miner.name());
         } else if self.refused.allow() {
@@ -372,8 +387,32 @@ impl Agent {
             group.leave(self, miner);
         }
         self.miners.borrow_mut().remove(&miner.sid);
-        self.status.miner_left(miner);
         self.ids.borrow_mut().release(miner.sid);
+    }
+
+    /// What the status keeps of a miner that leaves: its shares in the totals, the
+    /// last of them in its sub-account's history, and (if it had logged in) an entry in
+    /// the offline workers. Before its group lets go of it: that decides its sub-account.
+    fn status_keeps(&self, miner: &MinerSession, logged_in: bool) {
+        let now_unix = status::unix_seconds(SystemTime::now());
+        let subaccount = miner.subaccount(&self.fallback_subaccount());
+        let delta = miner.stats.take_history_delta();
+        self.status.subaccount_shares(now_unix, &subaccount, delta);
+        let shares = miner.stats.shares();
+        self.status.miner_left(shares);
+        if logged_in {
+            let connected = Instant::now().saturating_duration_since(miner.connected_at);
+            self.status.worker_left(OfflineWorker {
+                worker: miner.worker.borrow().to_string(),
+                subaccount,
+                ip: miner.peer.ip().to_string(),
+                last_seen: now_unix,
+                last_hashrate: status::hashrate(shares.difficulty, connected.as_secs_f64()),
+                connected_seconds: connected.as_secs(),
+                shares_accepted: shares.accepted,
+                shares_rejected: shares.rejected,
+            });
+        }
     }
 
     /// A miner's deadline passed: returns why it must go, or `None` if it stays.
@@ -416,6 +455,8 @@ impl Agent {
         for g in self.groups() {
             g.close();
         }
+        self.status
+            .save_history(status::unix_seconds(SystemTime::now()));
     }
 }
 
@@ -516,6 +557,27 @@ impl RateLimit {
     }
 }
 
+/// Starts publishing the status: the sampler, the log line, the status file (and the
+/// history file beside it), the HTTP endpoint if enabled. The agent is their
+/// [`StatusSource`] (`src/agent_status.rs`); `listen` is the miner port as bound.
+fn start_status(agent: &Rc<Agent>, listen: Option<SocketAddr>) {
+    *agent.status.listen.borrow_mut() = listen;
+    let cfg = agent.config();
+    let source: Rc<dyn StatusSource> = agent.clone();
+    agent.spawn(status::sample_loop(source.clone()));
+    agent.spawn(status::log_loop(source.clone()));
+    if !cfg.status_file.is_empty() {
+        let path = PathBuf::from(&cfg.status_file);
+        agent.status.keep_history_in(status::history_path(&path));
+        agent.spawn(status::file_loop(source.clone(), path, cfg.status_interval));
+    }
+    if cfg.http_debug.enable {
+        if let Some(listener) = http_debug::bind_logged(&cfg.http_debug.listen) {
+            agent.spawn(http_debug::serve(listener, source));
+        }
+    }
+}
+
 /// What the process asks of a running agent (signals, in `main`).
 pub enum Control {
     /// Take this config into use (SIGHUP: the config source was read again).
@@ -536,7 +598,7 @@ pub fn run_blocking(
         None => log::debug!("open-files limit unknown"),
     }
     let agent = Agent::new(cfg, ex)?;
-    crate::status::start(&agent, listener.get_ref().local_addr().ok());
+    start_status(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
     // A task, not part of the future below: that future is polled on every executor
     // wake-up, and polling the signal stream costs a read() each time.

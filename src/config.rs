@@ -140,6 +140,8 @@ pub const DEFAULT_MAX_UNAUTHORIZED_PER_IP: u32 = 256;
 /// /var/run is tmpfs on OpenWrt and on systemd hosts: rewriting it costs no flash wear.
 pub const DEFAULT_STATUS_FILE: &str = "/var/run/btcagent/status.json";
 pub const DEFAULT_STATUS_INTERVAL_SECONDS: u64 = 5;
+/// The longest `status_interval_seconds` the config takes.
+pub const MAX_STATUS_INTERVAL_SECONDS: u64 = 3600;
 
 /// The defaults of the original agent's code (not of its shipped template: that one
 /// turns `multi_user_mode` on).
@@ -813,7 +815,7 @@ fn read_config(value: &Value, warnings: &mut Vec<String>) -> Result<Config, Conf
     let status_interval_seconds = top.uint(
         "status_interval_seconds",
         d.status_interval.as_secs(),
-        (1, 3600),
+        (1, MAX_STATUS_INTERVAL_SECONDS),
     )?;
 
     Ok(Config {

@@ -5,13 +5,13 @@
 //! head is bounded (8 KiB) and must arrive within 5 s, and at most 16 clients are served
 //! at once; the rest are turned away with 503 without reading their request.
 
-use crate::agent::Agent;
-use crate::status;
+use crate::status::{self, StatusSource};
 use async_io::{Async, Timer};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::LocalExecutor;
 use std::cell::Cell;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,18 +24,16 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 16;
 
-/// Binds `listen` and serves it on the agent's executor. A bind failure is logged and
-/// the agent runs on without the endpoint. Returns the bound address.
-pub fn start(agent: &Rc<Agent>, listen: &str) -> Option<SocketAddr> {
+/// Binds `listen`, logging the address; a bind failure is logged and the agent runs on
+/// without the endpoint.
+pub fn bind_logged(listen: &str) -> Option<Async<TcpListener>> {
     match bind(listen) {
         Ok(listener) => {
-            let addr = listener.get_ref().local_addr().ok();
-            match addr {
-                Some(a) => log::info!("http_debug: serving /status and /metrics on http://{a}"),
-                None => log::info!("http_debug: serving /status and /metrics on {listen}"),
+            match listener.get_ref().local_addr() {
+                Ok(a) => log::info!("http_debug: serving /status and /metrics on http://{a}"),
+                Err(_) => log::info!("http_debug: serving /status and /metrics on {listen}"),
             }
-            agent.spawn(serve(agent.clone(), listener));
-            addr
+            Some(listener)
         }
         Err(e) => {
             log::error!("http_debug: cannot listen on {listen}: {e}; running without it");
@@ -44,7 +42,7 @@ pub fn start(agent: &Rc<Agent>, listen: &str) -> Option<SocketAddr> {
     }
 }
 
-fn bind(listen: &str) -> io::Result<Async<TcpListener>> {
+pub fn bind(listen: &str) -> io::Result<Async<TcpListener>> {
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
     for addr in listen.to_socket_addrs()? {
         match Async::<TcpListener>::bind(addr) {
@@ -55,7 +53,19 @@ fn bind(listen: &str) -> io::Result<Async<TcpListener>> {
     Err(last)
 }
 
-async fn serve(agent: Rc<Agent>, listener: Async<TcpListener>) {
+/// Serves `listener` until the future is dropped. Clients run as tasks of an executor
+/// of its own, polled within this future: it needs nothing from its caller but the
+/// documents.
+pub async fn serve(listener: Async<TcpListener>, source: Rc<dyn StatusSource>) {
+    let clients = LocalExecutor::new();
+    clients.run(accept_loop(&clients, listener, source)).await
+}
+
+async fn accept_loop(
+    clients: &LocalExecutor<'_>,
+    listener: Async<TcpListener>,
+    source: Rc<dyn StatusSource>,
+) {
     let active = Rc::new(Cell::new(0usize));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -82,13 +92,15 @@ async fn serve(agent: Rc<Agent>, listener: Async<TcpListener>) {
         }
         active.set(active.get() + 1);
         let slot = ClientSlot(active.clone());
-        let agent = agent.clone();
-        agent.clone().spawn(async move {
-            let _slot = slot;
-            if let Err(e) = handle(&agent, stream).await {
-                log::debug!("http_debug: {peer}: {e}");
-            }
-        });
+        let source = source.clone();
+        clients
+            .spawn(async move {
+                let _slot = slot;
+                if let Err(e) = handle(&*source, stream).await {
+                    log::debug!("http_debug: {peer}: {e}");
+                }
+            })
+            .detach();
     }
 }
 
@@ -175,7 +187,7 @@ async fn read_head(stream: &mut Async<TcpStream>, buf: &mut [u8]) -> io::Result<
     }
 }
 
-async fn handle(agent: &Rc<Agent>, mut stream: Async<TcpStream>) -> io::Result<()> {
+async fn handle(source: &dyn StatusSource, mut stream: Async<TcpStream>) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let head_len = match read_head(&mut stream, &mut buf).await? {
         ReadOutcome::Head(n) => n,
@@ -204,14 +216,14 @@ async fn handle(agent: &Rc<Agent>, mut stream: Async<TcpStream>) -> io::Result<(
     match route(&buf[..head_len]) {
         Route::Status => {
             // Serialized off the executor: megabytes at 10k miners.
-            let doc = status::snapshot(agent);
+            let doc = source.snapshot();
             let body = smol::unblock(move || serde_json::to_vec(&doc))
                 .await
                 .map_err(io::Error::other)?;
             reply(&mut stream, 200, "OK", "application/json", &body).await
         }
         Route::Metrics => {
-            let body = status::metrics_text(&status::snapshot(agent));
+            let body = status::metrics_text(&source.snapshot());
             reply(
                 &mut stream,
                 200,
@@ -291,6 +303,51 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::StatusDoc;
+    use std::io::{Read, Write};
+
+    /// A source that knows no agent: the endpoint serves whatever it is given.
+    struct Fixed(StatusDoc, Cell<u32>);
+
+    impl StatusSource for Fixed {
+        fn snapshot(&self) -> StatusDoc {
+            self.1.set(self.1.get() + 1);
+            self.0.clone()
+        }
+        fn sample(&self) {}
+    }
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_what_the_source_gives_on_loopback() {
+        let listener = bind("127.0.0.1:0").unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let doc = crate::status::tests::sample_doc(2);
+        let source = Rc::new(Fixed(doc.clone(), Cell::new(0)));
+        let server = serve(listener, source.clone());
+        let client =
+            smol::unblock(move || (get(addr, "/status"), get(addr, "/metrics"), get(addr, "/x")));
+        let (status, metrics, missing) =
+            smol::block_on(smol::future::or(async { Some(client.await) }, async {
+                server.await;
+                None
+            }))
+            .unwrap();
+        assert!(status.starts_with("HTTP/1.1 200 OK\r\n"), "{status}");
+        let body = status.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(serde_json::from_str::<StatusDoc>(body).unwrap(), doc);
+        assert!(metrics.contains("btcagent_miners 2\n"), "{metrics}");
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        assert_eq!(source.1.get(), 2, "one snapshot per document served");
+    }
 
     #[test]
     fn routes() {

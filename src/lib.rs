@@ -6,10 +6,13 @@
 //! - [`protocol`]: pure encoding and decoding, no I/O;
 //! - [`upstream`]: how a TCP stream to the pool is obtained (direct, proxies, TLS);
 //! - [`pool`] and [`miner`]: the sessions on each side, on one smol executor;
-//! - [`agent`]: ties the two sides together; `main.rs` only parses the command line.
+//! - [`agent`]: ties the two sides together; `main.rs` only parses the command line;
+//! - [`status`] formats and publishes a [`status::StatusDoc`] without knowing the agent;
+//!   [`agent_status`] builds it from the sessions; [`http_debug`] serves it.
 
 pub mod admission;
 pub mod agent;
+pub mod agent_status;
 pub mod cli;
 pub mod config;
 pub mod fd_limit;

@@ -4,6 +4,7 @@
 //!
 //! The document's shape is a contract with the LuCI page: change it only additively.
 
+pub mod history;
 pub mod metrics;
 mod summary;
 pub mod window;
@@ -11,19 +12,19 @@ pub mod window;
 pub use metrics::metrics_text;
 pub use summary::{format_summary, print_summary};
 
-use crate::agent::Agent;
-use crate::miner::{MinerSession, MinerState};
 use async_io::Timer;
+use history::{History, HistoryDoc, OfflineWorker, PoolEvent, PoolEventCounts, SavedHistory};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use window::{ShareCount, ShareWindow};
+pub use window::ShareCount;
+use window::ShareWindow;
 
 /// How often the log gets its one-line summary.
 pub const LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -46,6 +47,17 @@ pub struct StatusDoc {
     pub pools: Vec<PoolStatus>,
     pub subaccounts: Vec<SubaccountStatus>,
     pub miners: Vec<MinerStatus>,
+    /// Additions (docs/status-history.md): older files read as empty.
+    #[serde(default)]
+    pub history: HistoryDoc,
+    /// Newest first.
+    #[serde(default)]
+    pub pool_events: Vec<PoolEvent>,
+    #[serde(default)]
+    pub pool_event_counts: PoolEventCounts,
+    /// Newest departure first.
+    #[serde(default)]
+    pub offline_workers: Vec<OfflineWorker>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -113,15 +125,30 @@ pub struct MinerStatus {
     pub hashrate: f64,
 }
 
-/// Agent-wide share accounting for the status: totals of the miners gone, and the
-/// five-minute window fed with the deltas of the agent's totals.
+/// Where the status comes from. The agent implements it (`src/agent_status.rs`); the
+/// publishers here and [`crate::http_debug`] only see this.
+pub trait StatusSource {
+    /// The document as of now (also records a sample, as [`StatusSource::sample`]).
+    fn snapshot(&self) -> StatusDoc;
+    /// Feeds the windows and rings; called every [`window::BUCKET_SECONDS`] so they
+    /// have no holes when nobody asks for a document.
+    fn sample(&self);
+}
+
+/// Agent-wide share accounting for the status: totals of the miners gone, the
+/// five-minute window fed with the deltas of the agent's totals, and the history.
+/// Plain data fed by the agent side: it knows no session.
 #[derive(Default)]
 pub struct Tracker {
     departed: Cell<ShareCount>,
     last_total: Cell<ShareCount>,
     window: RefCell<ShareWindow>,
     /// The address miners connect to, once bound (the config may say port 0).
-    listen: RefCell<Option<SocketAddr>>,
+    pub listen: RefCell<Option<SocketAddr>>,
+    history: RefCell<History>,
+    /// Where the history is kept for the next run, and the minute it was last saved.
+    history_file: RefCell<Option<PathBuf>>,
+    saved_minute: Cell<u64>,
 }
 
 impl Tracker {
@@ -130,50 +157,122 @@ impl Tracker {
     }
 
     /// Keeps a leaving miner's shares in the agent's totals.
-    pub fn miner_left(&self, miner: &MinerSession) {
+    pub fn miner_left(&self, shares: ShareCount) {
         let mut d = self.departed.get();
-        d.add(miner_shares(miner));
+        d.add(shares);
         self.departed.set(d);
     }
 
-    /// The agent's totals now, with the change since the last sample put in the window.
-    /// Returns (totals, last five minutes).
-    fn sample(&self, agent: &Agent, miners: &[Rc<MinerSession>]) -> (ShareCount, ShareCount) {
+    /// A worker that had logged in left (for the offline-workers list).
+    pub fn worker_left(&self, w: OfflineWorker) {
+        self.history.borrow_mut().worker_left(w);
+    }
+
+    pub fn pool_event(&self, e: PoolEvent) {
+        self.history.borrow_mut().pool_event(e);
+    }
+
+    /// Shares of one sub-account's miners since they were last counted.
+    pub fn subaccount_shares(&self, now_unix: u64, name: &str, delta: ShareCount) {
+        self.history
+            .borrow_mut()
+            .add_subaccount(now_unix, name, delta);
+    }
+
+    /// Takes the shares of the miners connected now (their totals since they came);
+    /// returns (agent totals, last five minutes). `uptime` in seconds.
+    pub fn sample(
+        &self,
+        uptime: u64,
+        now_unix: u64,
+        connected: ShareCount,
+    ) -> (ShareCount, ShareCount) {
         let mut total = self.departed.get();
-        for m in miners {
-            total.add(miner_shares(m));
-        }
-        let now = agent.started.elapsed().as_secs();
+        total.add(connected);
         let delta = total.since(self.last_total.get());
         self.last_total.set(total);
         let mut window = self.window.borrow_mut();
-        window.add(now, delta);
-        (total, window.sum(now))
+        window.add(uptime, delta);
+        self.history.borrow_mut().add_farm(now_unix, delta);
+        self.save_history_if_due(now_unix);
+        (total, window.sum(uptime))
+    }
+
+    /// History, events and offline workers as of `now_unix`; `connected` names the
+    /// workers connected now as `(subaccount, worker)`.
+    pub fn history_parts(
+        &self,
+        now_unix: u64,
+        connected: &HashSet<(&str, &str)>,
+    ) -> (
+        HistoryDoc,
+        Vec<PoolEvent>,
+        PoolEventCounts,
+        Vec<OfflineWorker>,
+    ) {
+        let mut h = self.history.borrow_mut();
+        h.prune_offline(now_unix, connected);
+        (
+            h.doc(now_unix),
+            h.pool_events(),
+            h.event_counts(),
+            h.offline_workers(),
+        )
+    }
+
+    /// Keeps the history in `path` from now on (saved once a minute), and takes what a
+    /// previous run left there. A missing file is normal; a bad one is logged and
+    /// replaced.
+    pub fn keep_history_in(&self, path: PathBuf) {
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<SavedHistory>(&bytes) {
+                Ok(saved) => self.history.borrow_mut().restore(&saved),
+                Err(e) => log::warn!(
+                    "history file {}: {e}; starting a new history",
+                    path.display()
+                ),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("history file {}: {e}", path.display()),
+        }
+        *self.history_file.borrow_mut() = Some(path);
+    }
+
+    /// Once a minute: small (kilobytes per sub-account), written on the executor.
+    fn save_history_if_due(&self, now_unix: u64) {
+        let minute = now_unix / 60;
+        if minute != self.saved_minute.get() {
+            self.saved_minute.set(minute);
+            self.save_history(now_unix);
+        }
+    }
+
+    /// Writes the history file now (also at shutdown, so a restart loses nothing).
+    pub fn save_history(&self, now_unix: u64) {
+        let Some(path) = self.history_file.borrow().clone() else {
+            return;
+        };
+        let saved = self.history.borrow().saved(now_unix);
+        let result = serde_json::to_vec(&saved)
+            .map_err(io::Error::other)
+            .and_then(|bytes| write_atomically(&path, &bytes));
+        if let Err(e) = result {
+            log::debug!("history file {}: {e}", path.display());
+        }
     }
 }
 
-fn miner_shares(m: &MinerSession) -> ShareCount {
-    ShareCount {
-        accepted: m.stats.accepted.get() as u64,
-        rejected: m.stats.rejected.get() as u64,
-        difficulty: m.stats.accepted_difficulty.get(),
-    }
+/// The history file beside `status_file`: `status.json` -> `status.history.json`.
+pub fn history_path(status_file: &Path) -> PathBuf {
+    let mut name = status_file
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .unwrap_or_else(|| "status".into());
+    name.push(".history.json");
+    status_file.with_file_name(name)
 }
 
-/// The sub-account's entry, created empty on first use.
-fn sub<'a>(all: &'a mut HashMap<String, SubaccountStatus>, name: &str) -> &'a mut SubaccountStatus {
-    all.entry(name.to_string())
-        .or_insert_with(|| SubaccountStatus {
-            name: name.to_string(),
-            pool_connections: 0,
-            miners: 0,
-            shares_accepted: 0,
-            shares_rejected: 0,
-            hashrate: 0.0,
-        })
-}
-
-fn unix_seconds(t: SystemTime) -> u64 {
+pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
@@ -189,164 +288,19 @@ pub fn hashrate(difficulty: f64, seconds: f64) -> f64 {
     }
 }
 
-/// Takes the snapshot. O(miners + pools); allocates a few short strings per miner.
-pub fn snapshot(agent: &Agent) -> StatusDoc {
-    let now = SystemTime::now();
-    let now_instant = Instant::now();
-    let updated_at = unix_seconds(now);
-    let uptime = now_instant.duration_since(agent.started);
-    let cfg = agent.config();
-    let tracker = &agent.status;
-
-    let mut miners_now = agent.miners();
-    miners_now.retain(|m| {
-        matches!(
-            m.state.get(),
-            MinerState::Authorized | MinerState::WaitingForPool
-        )
-    });
-    let (total, last_5min) = tracker.sample(agent, &miners_now);
-    miners_now.sort_by_key(|m| m.sid);
-
-    let age = |t: Option<Instant>| t.map(|t| now_instant.saturating_duration_since(t).as_secs());
-    let groups = agent.groups();
-    let slots = cfg.advanced.pool_connection_number_per_subaccount as u64;
-    let mut subaccounts: HashMap<String, SubaccountStatus> = HashMap::new();
-    let mut pools = Vec::new();
-    for g in &groups {
-        for s in g.sessions() {
-            let st = &s.stats;
-            sub(&mut subaccounts, &s.subaccount).pool_connections += 1;
-            pools.push(PoolStatus {
-                id: s.id,
-                pool: format!("{}:{}", s.entry.host, s.entry.port),
-                subaccount: s.subaccount.clone(),
-                state: s.state().as_str().to_string(),
-                since: unix_seconds(s.since),
-                route: s.route.clone(),
-                miners: s.miner_count() as u64,
-                jobs: st.jobs.get() as u64,
-                last_job_age_seconds: age(st.last_job_at.get()),
-                shares_sent: st.shares_sent.get() as u64,
-                shares_accepted: st.shares_accepted.get() as u64,
-                shares_rejected: st.shares_rejected.get() as u64,
-                bytes_up: st.bytes_up.get(),
-                bytes_down: st.bytes_down.get(),
-            });
-        }
-    }
-    pools.sort_by_key(|p| p.id);
-
-    // Single-user mode: a miner's sub-account is its pool entry's; before it has a
-    // pool, the first entry's (the one the agent dials first).
-    let first_entry_subaccount = cfg
-        .pools
-        .first()
-        .map(|p| p.subaccount.as_str())
-        .unwrap_or("");
-    let mut miners = Vec::with_capacity(miners_now.len());
-    for m in &miners_now {
-        let pool = m.pool.borrow().clone();
-        let group_subaccount = m.group.borrow().as_ref().and_then(|g| g.subaccount.clone());
-        let subaccount = match (&group_subaccount, &pool) {
-            (Some(name), _) => name.to_string(),
-            (None, Some(p)) => p.subaccount.clone(),
-            (None, None) => first_entry_subaccount.to_string(),
-        };
-        let connected = now_instant.saturating_duration_since(m.connected_at);
-        let ms = &m.stats;
-        let rate = hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64());
-        let entry = sub(&mut subaccounts, &subaccount);
-        entry.miners += 1;
-        entry.shares_accepted += ms.accepted.get() as u64;
-        entry.shares_rejected += ms.rejected.get() as u64;
-        entry.hashrate += rate;
-        miners.push(MinerStatus {
-            worker: m.worker.borrow().to_string(),
-            subaccount,
-            ip: m.peer.ip().to_string(),
-            session_id: m.sid,
-            pool_id: pool.map(|p| p.id),
-            difficulty: ms.difficulty.get(),
-            version_rolling: m.version_rolling.get(),
-            shares_accepted: ms.accepted.get() as u64,
-            shares_rejected: ms.rejected.get() as u64,
-            last_share_age_seconds: age(ms.last_share.get()),
-            connected_since: unix_seconds(now - connected),
-            hashrate: rate,
-        });
-    }
-    let mut subaccounts: Vec<SubaccountStatus> = subaccounts.into_values().collect();
-    subaccounts.sort_by(|a, b| a.name.cmp(&b.name));
-
-    let totals = Totals {
-        miners: miners.len() as u64,
-        pools_up: pools.iter().filter(|p| p.state == "up").count() as u64,
-        pool_connections: groups.len() as u64 * slots,
-        shares_accepted: total.accepted,
-        shares_rejected: total.rejected,
-        accepted_last_5min: last_5min.accepted,
-        rejected_last_5min: last_5min.rejected,
-        hashrate: hashrate(
-            last_5min.difficulty,
-            window::span_seconds(uptime.as_secs()) as f64,
-        ),
-    };
-    let listen = match *tracker.listen.borrow() {
-        Some(addr) => addr.to_string(),
-        None => SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port).to_string(),
-    };
-    StatusDoc {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: unix_seconds(now - uptime),
-        updated_at,
-        uptime_seconds: uptime.as_secs(),
-        listen,
-        status_interval_seconds: if cfg.status_file.is_empty() {
-            0
-        } else {
-            cfg.status_interval.as_secs()
-        },
-        totals,
-        pools,
-        subaccounts,
-        miners,
-    }
-}
-
-/// Starts publishing: the status file, the HTTP endpoint if enabled, the log summary,
-/// and the sampler that feeds the five-minute window. `listen` is the miner port as
-/// bound. Call once, after the agent is created.
-pub fn start(agent: &Rc<Agent>, listen: Option<SocketAddr>) {
-    *agent.status.listen.borrow_mut() = listen;
-    let cfg = agent.config();
-    agent.spawn(sample_loop(agent.clone()));
-    agent.spawn(log_loop(agent.clone()));
-    if !cfg.status_file.is_empty() {
-        agent.spawn(file_loop(
-            agent.clone(),
-            PathBuf::from(&cfg.status_file),
-            cfg.status_interval,
-        ));
-    }
-    if cfg.http_debug.enable {
-        crate::http_debug::start(agent, &cfg.http_debug.listen);
-    }
-}
-
-/// Samples the totals every bucket so the window has no holes when nothing else asks.
-async fn sample_loop(agent: Rc<Agent>) {
+/// Samples every bucket so the window and rings have no holes when nothing else asks.
+pub async fn sample_loop(source: Rc<dyn StatusSource>) {
     loop {
         Timer::after(Duration::from_secs(window::BUCKET_SECONDS)).await;
-        let miners = agent.miners();
-        agent.status.sample(&agent, &miners);
+        source.sample();
     }
 }
 
-async fn log_loop(agent: Rc<Agent>) {
+/// The one-line summary in the log every minute.
+pub async fn log_loop(source: Rc<dyn StatusSource>) {
     loop {
         Timer::after(LOG_SUMMARY_INTERVAL).await;
-        log::info!("{}", log_line(&snapshot(&agent)));
+        log::info!("{}", log_line(&source.snapshot()));
     }
 }
 
@@ -371,13 +325,13 @@ pub fn log_line(doc: &StatusDoc) -> String {
 /// it works again; the agent keeps running either way. Only the snapshot is taken on the
 /// executor; serializing and writing (most of the time at 10k miners) run on a blocking
 /// thread, so miners are not kept waiting meanwhile.
-async fn file_loop(agent: Rc<Agent>, path: PathBuf, interval: Duration) {
+pub async fn file_loop(source: Rc<dyn StatusSource>, path: PathBuf, interval: Duration) {
     let path = Arc::new(path);
     let mut buf = Vec::new();
     let mut failing = false;
     loop {
         let started = Instant::now();
-        let doc = snapshot(&agent);
+        let doc = source.snapshot();
         let snapshot_took = started.elapsed();
         let miners = doc.totals.miners;
         let target = path.clone();
@@ -510,6 +464,10 @@ pub(crate) mod tests {
                 hashrate: 8.0e13,
             }],
             miners: Vec::new(),
+            history: HistoryDoc::default(),
+            pool_events: Vec::new(),
+            pool_event_counts: PoolEventCounts::default(),
+            offline_workers: Vec::new(),
         };
         for i in 0..miners {
             doc.miners.push(MinerStatus {
@@ -527,6 +485,69 @@ pub(crate) mod tests {
                 hashrate: 4.0e13 + i as f64 * 1e9,
             });
         }
+        doc
+    }
+
+    /// `doc` with an hour of history for the farm and two sub-accounts, pool events
+    /// and `offline` offline workers, as a running agent fills them in.
+    pub(crate) fn with_history(mut doc: StatusDoc, offline: usize) -> StatusDoc {
+        let mut h = History::new();
+        let now = doc.updated_at;
+        for m in 0..60u64 {
+            let t = now - 3600 + m * 60;
+            let d = |n: u64| ShareCount {
+                accepted: n,
+                rejected: n / 20,
+                difficulty: n as f64 * 65536.0,
+            };
+            h.add_farm(t, d(100 + m));
+            h.add_subaccount(t, "farm1", d(60 + m));
+            h.add_subaccount(t, "farm2", d(40));
+        }
+        let event = |at, kind: &str, why: &str| {
+            PoolEvent::new(
+                at,
+                kind,
+                1,
+                "us.ss.btc.com:1800".into(),
+                "farm1".into(),
+                why,
+            )
+        };
+        h.pool_event(event(now - 3000, "up", ""));
+        h.pool_event(event(
+            now - 1800,
+            "down",
+            "read timeout (60 s without a byte)",
+        ));
+        h.pool_event(event(now - 1790, "dial_failed", "connection refused"));
+        h.pool_event(event(now - 1700, "up", ""));
+        for i in 0..offline {
+            h.worker_left(OfflineWorker {
+                worker: format!("gone-{i:05}"),
+                subaccount: "farm1".into(),
+                ip: format!("192.168.9.{}", i % 250 + 1),
+                last_seen: now - 7200 + i as u64,
+                last_hashrate: 9.5e13,
+                connected_seconds: 86_000,
+                shares_accepted: 5000,
+                shares_rejected: 3,
+            });
+        }
+        doc.history = h.doc(now);
+        // Whole numbers, so that a JSON round trip gives the same floats back.
+        for span in [&mut doc.history.minutes, &mut doc.history.ten_minutes] {
+            for p in span
+                .farm
+                .iter_mut()
+                .chain(span.subaccounts.values_mut().flatten())
+            {
+                p.3 = p.3.round();
+            }
+        }
+        doc.pool_events = h.pool_events();
+        doc.pool_event_counts = h.event_counts();
+        doc.offline_workers = h.offline_workers();
         doc
     }
 
@@ -549,6 +570,11 @@ pub(crate) mod tests {
             "pools",
             "subaccounts",
             "miners",
+            // Additions (docs/status-history.md).
+            "history",
+            "pool_events",
+            "pool_event_counts",
+            "offline_workers",
         ];
         top.sort();
         assert_eq!(keys(&value), top);
@@ -614,9 +640,133 @@ pub(crate) mod tests {
 
     #[test]
     fn document_round_trips() {
-        let doc = sample_doc(3);
-        let text = serde_json::to_string(&doc).unwrap();
-        assert_eq!(serde_json::from_str::<StatusDoc>(&text).unwrap(), doc);
+        for doc in [sample_doc(3), with_history(sample_doc(3), 4)] {
+            let text = serde_json::to_string(&doc).unwrap();
+            assert_eq!(serde_json::from_str::<StatusDoc>(&text).unwrap(), doc);
+        }
+    }
+
+    #[test]
+    fn history_members_have_the_documented_shape() {
+        let value = serde_json::to_value(with_history(sample_doc(0), 1)).unwrap();
+        let h = &value["history"];
+        assert_eq!(h["minutes"]["bucket_seconds"], 60);
+        assert_eq!(h["ten_minutes"]["bucket_seconds"], 600);
+        let p = &h["minutes"]["farm"][0];
+        assert_eq!(
+            p.as_array().unwrap().len(),
+            4,
+            "[start, accepted, rejected, hashrate]"
+        );
+        assert!(h["minutes"]["subaccounts"]["farm2"].is_array());
+        let e = &value["pool_events"][0];
+        assert_eq!(e["event"], "up", "newest first");
+        let mut keys: Vec<_> = e.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "at",
+                "count",
+                "event",
+                "last_at",
+                "pool",
+                "pool_id",
+                "reason",
+                "subaccount"
+            ]
+        );
+        assert_eq!(value["pool_event_counts"]["down"], 1);
+        let mut keys: Vec<_> = value["offline_workers"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "connected_seconds",
+                "ip",
+                "last_hashrate",
+                "last_seen",
+                "shares_accepted",
+                "shares_rejected",
+                "subaccount",
+                "worker"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_from_before_the_history_still_reads() {
+        let mut value = serde_json::to_value(sample_doc(1)).unwrap();
+        for key in [
+            "history",
+            "pool_events",
+            "pool_event_counts",
+            "offline_workers",
+        ] {
+            value.as_object_mut().unwrap().remove(key);
+        }
+        let doc: StatusDoc = serde_json::from_value(value).unwrap();
+        assert_eq!(doc, sample_doc(1));
+    }
+
+    #[test]
+    fn tracker_totals_keep_departed_miners_and_feed_the_rings() {
+        let t = Tracker::new();
+        let now = 1_764_000_000;
+        let s = |a, r| ShareCount {
+            accepted: a,
+            rejected: r,
+            difficulty: a as f64,
+        };
+        assert_eq!(t.sample(5, now, s(3, 1)), (s(3, 1), s(3, 1)));
+        // A miner with 2 of those leaves; one more share from the others.
+        t.miner_left(s(2, 0));
+        assert_eq!(t.sample(15, now + 10, s(2, 1)), (s(4, 1), s(4, 1)));
+        t.subaccount_shares(now + 10, "farm1", s(4, 1));
+        let (history, ..) = t.history_parts(now + 10, &HashSet::new());
+        assert_eq!(history.minutes.farm.len(), 1);
+        assert_eq!(history.minutes.farm[0].1, 4);
+        assert_eq!(history.minutes.subaccounts["farm1"][0].1, 4);
+    }
+
+    #[test]
+    fn the_history_file_sits_beside_the_status_file_and_survives_a_restart() {
+        assert_eq!(
+            history_path(Path::new("/var/run/btcagent/status.json")),
+            Path::new("/var/run/btcagent/status.history.json")
+        );
+        let dir =
+            std::env::temp_dir().join(format!("btcagent-history-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("status.history.json");
+        let now = 1_764_000_000;
+        let first = Tracker::new();
+        first.keep_history_in(path.clone()); // none yet: starts empty
+        first.pool_event(PoolEvent::new(
+            now,
+            "up",
+            1,
+            "p:1".into(),
+            "farm1".into(),
+            "",
+        ));
+        first.sample(1, now, ShareCount::default()); // a new minute: saved
+        let second = Tracker::new();
+        second.keep_history_in(path.clone());
+        let (history, events, ..) = second.history_parts(now + 1, &HashSet::new());
+        assert_eq!(history.minutes.farm.len(), 1);
+        assert_eq!(events.len(), 1);
+        // A damaged file is replaced, not fatal.
+        std::fs::write(&path, b"{not json").unwrap();
+        let third = Tracker::new();
+        third.keep_history_in(path.clone());
+        assert!(third.history_parts(now, &HashSet::new()).1.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

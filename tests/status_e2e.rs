@@ -230,6 +230,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         ) > 0.0
     );
     assert!(value("btcagent_subaccount_hashrate", "subaccount=farm1") > 0.0);
+    assert_eq!(value("btcagent_pool_events_total", "event=up"), 4.0);
+    assert_eq!(value("btcagent_pool_events_total", "event=down"), 0.0);
+    assert_eq!(value("btcagent_offline_workers", ""), 0.0);
 
     // A miner leaving keeps its shares in the totals.
     drop(miners.pop());
@@ -239,6 +242,37 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             if doc["totals"]["miners"] == 2 {
                 assert_eq!(doc["totals"]["shares_accepted"], 6);
                 assert_eq!(doc["totals"]["accepted_last_5min"], 6);
+                // It is listed as offline, with what it did.
+                let offline = doc["offline_workers"].as_array().unwrap();
+                assert_eq!(offline.len(), 1, "{doc:#}");
+                assert_eq!(offline[0]["worker"], "w3");
+                assert_eq!(offline[0]["subaccount"], "farm2");
+                assert_eq!(offline[0]["shares_accepted"], 1);
+                assert!(offline[0]["last_hashrate"].as_f64().unwrap() > 0.0);
+                // The history has every share, for the farm and per sub-account.
+                let sum = |points: &Value, i: usize| {
+                    points
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p[i].as_u64().unwrap())
+                        .sum::<u64>()
+                };
+                let minutes = &doc["history"]["minutes"];
+                assert_eq!(minutes["bucket_seconds"], 60);
+                assert_eq!(sum(&minutes["farm"], 1), 6, "{minutes:#}");
+                assert_eq!(sum(&minutes["farm"], 2), 1);
+                assert_eq!(sum(&minutes["subaccounts"]["farm1"], 1), 5);
+                assert_eq!(sum(&minutes["subaccounts"]["farm2"], 1), 1);
+                assert_eq!(sum(&doc["history"]["ten_minutes"]["farm"], 1), 6);
+                // Four connections came up.
+                let events = doc["pool_events"].as_array().unwrap();
+                assert_eq!(
+                    events.iter().filter(|e| e["event"] == "up").count(),
+                    4,
+                    "{events:#?}"
+                );
+                assert_eq!(doc["pool_event_counts"]["up"], 4);
                 break;
             }
         }
@@ -253,6 +287,11 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         !log.contains(PASSWORD),
         "a miner password was logged:\n{log}"
     );
+
+    // The history is kept beside the status file for the next run (saved once a
+    // minute and at shutdown; what it holds depends on when the minute turned).
+    let saved = read_status(&dir.join("run/status.history.json")).expect("history file");
+    assert!(saved["saved_at"].as_u64().is_some() && saved["history"].is_object());
 
     // Once the agent is gone the file goes stale, and `btcagent status` says so.
     drop(miners);
@@ -278,5 +317,46 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no status file at"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 19 item 3: a file with numbers no agent writes gets a clear message and exit
+/// code 1, not a wrapped verdict.
+#[test]
+fn btcagent_status_calls_out_an_absurd_file() {
+    let dir = temp_dir("status-absurd");
+    let path = dir.join("status.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let doc = serde_json::json!({
+        "version": "0.1.0", "started_at": now - 60, "updated_at": now, "uptime_seconds": 60,
+        "listen": "0.0.0.0:3333", "status_interval_seconds": 1u64 << 63,
+        "totals": {"miners": 0, "pools_up": 0, "pool_connections": 1,
+                   "shares_accepted": u64::MAX, "shares_rejected": 1,
+                   "accepted_last_5min": 0, "rejected_last_5min": 0, "hashrate": 0.0},
+        "pools": [], "subaccounts": [], "miners": []
+    });
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_btcagent"))
+        .args(["status", "--file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(
+        err.contains("status_interval_seconds 9223372036854775808 is over 3600")
+            && err.contains("a damaged file"),
+        "{err}"
+    );
+    assert!(
+        text.contains("18446744073709551615 accepted, 1 rejected (0.00%)"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

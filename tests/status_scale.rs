@@ -47,7 +47,13 @@ fn status_at_ten_thousand_miners() {
         "status_file": status_file,
         "status_interval_seconds": 1,
         "http_debug": {"enable": true, "listen": format!("127.0.0.1:{}", free_port())},
-        "advanced": {"pool_connection_number_per_subaccount": 2}
+        // The whole farm arrives at once from one address (loopback): above the
+        // handshake bounds a real farm behind one NAT needs.
+        "advanced": {
+            "pool_connection_number_per_subaccount": 2,
+            "max_unauthorized_connections": 20000,
+            "max_unauthorized_connections_per_ip": 20000
+        }
     });
     let agent = start_agent(&dir, &config);
     let pid = agent.child.id();
@@ -85,6 +91,37 @@ fn status_at_ten_thousand_miners() {
     // A few more writes at full size.
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = rss_kib(pid);
+    println!(
+        "agent RSS: {rss_before} KiB idle, {rss_after} KiB with {MINERS} miners: {} bytes per miner",
+        (rss_after.saturating_sub(rss_before)) * 1024 / MINERS as u64
+    );
+
+    // A tenth of the farm goes offline: the offline-workers list fills to its bound.
+    const GONE: usize = 1_000;
+    drop(miners.drain(..GONE));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        let doc: Option<serde_json::Value> = std::fs::read(&status_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(d) = doc.filter(|d| d["offline_workers"].as_array().map(Vec::len) == Some(GONE))
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offline workers never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_offline = rss_kib(pid);
+    let file_len = std::fs::metadata(&status_file)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let history_len = serde_json::to_vec(&doc["history"]).unwrap().len();
+    let offline_len = serde_json::to_vec(&doc["offline_workers"]).unwrap().len();
+    let events_len = serde_json::to_vec(&doc["pool_events"]).unwrap().len();
     let (status_time, status_len) = timed_get(agent.http_addr, "/status");
     let (metrics_time, metrics_len) = timed_get(agent.http_addr, "/metrics");
 
@@ -100,8 +137,8 @@ fn status_at_ten_thousand_miners() {
     }
     println!("GET /status: {status_len} bytes in {status_time:?}; GET /metrics: {metrics_len} bytes in {metrics_time:?}");
     println!(
-        "agent RSS: {rss_before} KiB idle, {rss_after} KiB with {MINERS} miners: {} bytes per miner",
-        (rss_after.saturating_sub(rss_before)) * 1024 / MINERS as u64
+        "with {} miners and {GONE} offline workers: agent RSS {rss_offline} KiB; status file {file_len} bytes, of which history {history_len}, offline_workers {offline_len}, pool_events {events_len}",
+        MINERS - GONE
     );
     drop(miners);
     let _ = std::fs::remove_dir_all(&dir);

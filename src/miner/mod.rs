@@ -14,6 +14,7 @@ use crate::protocol::framing;
 use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
+use crate::status::ShareCount;
 use async_io::{Async, Timer};
 use output::OutQueue;
 use serde_json::Value;
@@ -51,6 +52,37 @@ pub struct MinerStats {
     /// Sum of the difficulty of accepted shares, for the hashrate estimate.
     pub accepted_difficulty: Cell<f64>,
     pub difficulty: Cell<f64>,
+    /// The counters when the status history last took them: (accepted, rejected,
+    /// accepted difficulty).
+    pub history_mark: Cell<(u32, u32, f64)>,
+}
+
+impl MinerStats {
+    /// Shares since the miner connected.
+    pub fn shares(&self) -> ShareCount {
+        ShareCount {
+            accepted: self.accepted.get() as u64,
+            rejected: self.rejected.get() as u64,
+            difficulty: self.accepted_difficulty.get(),
+        }
+    }
+
+    /// Shares since the last call, for the history: each share is counted once, under
+    /// the sub-account the miner has when it is counted.
+    pub fn take_history_delta(&self) -> ShareCount {
+        let (a, r, d) = self.history_mark.get();
+        let now = (
+            self.accepted.get(),
+            self.rejected.get(),
+            self.accepted_difficulty.get(),
+        );
+        self.history_mark.set(now);
+        ShareCount {
+            accepted: now.0.saturating_sub(a) as u64,
+            rejected: now.1.saturating_sub(r) as u64,
+            difficulty: (now.2 - d).max(0.0),
+        }
+    }
 }
 
 pub struct MinerSession {
@@ -115,6 +147,23 @@ impl MinerSession {
     }
 
     /// `sid/worker@ip` for logs.
+    /// The sub-account the miner mines for: its group's; in single-user mode its pool
+    /// connection's, and before it has one `fallback` (the first pool entry's).
+    pub fn subaccount(&self, fallback: &str) -> String {
+        if let Some(name) = self
+            .group
+            .borrow()
+            .as_ref()
+            .and_then(|g| g.subaccount.clone())
+        {
+            return name.to_string();
+        }
+        match self.pool.borrow().as_ref() {
+            Some(p) => p.subaccount.clone(),
+            None => fallback.to_string(),
+        }
+    }
+
     pub fn name(&self) -> String {
         let w = self.worker.borrow();
         if w.is_empty() {

@@ -15,6 +15,8 @@ use crate::miner::{MinerSession, MinerState};
 use crate::protocol::framing::FrameReader;
 use crate::protocol::job::{fake_job, Job};
 use crate::protocol::stratum::{self, code};
+use crate::status::history::PoolEvent;
+use crate::status::unix_seconds;
 use crate::upstream::Connected;
 use async_io::Timer;
 use std::cell::{Cell, RefCell};
@@ -519,6 +521,26 @@ async fn feed_fake_jobs(agent: Rc<Agent>, group: Rc<PoolGroup>) {
     }
 }
 
+/// A status history record of `session`'s connection coming up or going down.
+fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
+    PoolEvent::new(
+        unix_seconds(SystemTime::now()),
+        event,
+        session.id,
+        format!("{}:{}", session.entry.host, session.entry.port),
+        session.subaccount.clone(),
+        why,
+    )
+}
+
+fn subaccount_of(group: &PoolGroup, entry: &PoolEntry) -> String {
+    group
+        .subaccount
+        .as_deref()
+        .unwrap_or(&entry.subaccount)
+        .to_string()
+}
+
 /// One connection slot: dial the pool list in order, run the session, start again.
 async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
     let mut backoff = Duration::from_secs(1);
@@ -563,6 +585,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                         }
                     );
                     group.by_slot.borrow_mut().push((slot, session.clone()));
+                    agent.status.pool_event(pool_event(&session, "up", ""));
                     group.session_up(&agent, &session);
                     let started = Instant::now();
                     let why = session
@@ -575,11 +598,22 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                     } else {
                         log::warn!("{}: down: {why}", session.name());
                     }
+                    agent.status.pool_event(pool_event(&session, "down", &why));
                     group.session_down(&agent, &session);
                     stable = started.elapsed() >= STABLE_AFTER;
                     break; // start again from the first pool of the list
                 }
-                Err(why) => agent.dial_failed(&label, &why),
+                Err(why) => {
+                    agent.status.pool_event(PoolEvent::new(
+                        unix_seconds(SystemTime::now()),
+                        "dial_failed",
+                        0,
+                        format!("{}:{}", entry.host, entry.port),
+                        subaccount_of(&group, &entry),
+                        &why,
+                    ));
+                    agent.dial_failed(&label, &why);
+                }
             }
         }
         if surplus(&group) {

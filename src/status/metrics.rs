@@ -96,6 +96,38 @@ pub fn metrics_text(doc: &StatusDoc) -> String {
     );
     sample(&mut out, "btcagent_hashrate", &[], t.hashrate);
 
+    family(
+        &mut out,
+        "btcagent_pool_events_total",
+        "counter",
+        "Pool connection events since the agent started: up, down (a connection that was up was lost), dial_failed.",
+    );
+    let c = &doc.pool_event_counts;
+    for (event, n) in [
+        ("up", c.up),
+        ("down", c.down),
+        ("dial_failed", c.dial_failed),
+    ] {
+        sample(
+            &mut out,
+            "btcagent_pool_events_total",
+            &[("event", event)],
+            n as f64,
+        );
+    }
+    family(
+        &mut out,
+        "btcagent_offline_workers",
+        "gauge",
+        "Workers seen in the last 24 hours that are not connected now (at most 1000).",
+    );
+    sample(
+        &mut out,
+        "btcagent_offline_workers",
+        &[],
+        doc.offline_workers.len() as f64,
+    );
+
     // (pool, sub-account) -> (accepted, rejected, miners, jobs)
     let mut per_pool: BTreeMap<(&str, &str), [u64; 4]> = BTreeMap::new();
     // pool -> (bytes up, bytes down)
@@ -315,6 +347,19 @@ mod tests {
         assert!(
             text.contains("btcagent_subaccount_hashrate{subaccount=\"farm1\"} 80000000000000\n")
         );
+    }
+
+    #[test]
+    fn pool_events_and_offline_workers_are_series() {
+        let doc = crate::status::tests::with_history(sample_doc(0), 3);
+        let text = metrics_text(&doc);
+        assert!(text.contains("# TYPE btcagent_pool_events_total counter\n"));
+        assert!(
+            text.contains("btcagent_pool_events_total{event=\"up\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("btcagent_pool_events_total{event=\"dial_failed\"} 1\n"));
+        assert!(text.contains("btcagent_offline_workers 3\n"));
     }
 
     #[test]

@@ -8,11 +8,14 @@ use std::time::SystemTime;
 
 /// Workers listed, the busiest first.
 const TOP_WORKERS: usize = 10;
+/// Offline workers and pool events listed, the newest first.
+const TOP_OFFLINE: usize = 10;
+const TOP_EVENTS: usize = 5;
 /// Longer names are cut in the tables.
 const MAX_CELL: usize = 40;
 
 /// Reads the status file (`file`, else the default path) and prints the summary.
-/// Exit code 1 when the file is missing, unreadable or stale.
+/// Exit code 1 when the file is missing, unreadable, implausible or stale.
 pub fn print_summary(file: Option<&Path>) -> ExitCode {
     let path = file.unwrap_or(Path::new(crate::config::DEFAULT_STATUS_FILE));
     let text = match std::fs::read_to_string(path) {
@@ -41,6 +44,13 @@ pub fn print_summary(file: Option<&Path>) -> ExitCode {
     };
     let now = super::unix_seconds(SystemTime::now());
     print!("{}", format_summary(&doc, now));
+    if let Some(why) = implausible(&doc) {
+        eprintln!(
+            "btcagent: {}: {why}: a damaged file, or not one btcagent wrote",
+            path.display()
+        );
+        return ExitCode::from(1);
+    }
     match stale_for(&doc, now) {
         Some(age) => {
             // The summary starts with STALE; on a terminal, where both streams show,
@@ -58,20 +68,41 @@ pub fn print_summary(file: Option<&Path>) -> ExitCode {
     }
 }
 
-/// How old the document is, if older than three rewrite intervals.
+/// How old the document is, if older than three rewrite intervals. Saturating: an
+/// interval no agent writes must not wrap into a wrong verdict.
 fn stale_for(doc: &StatusDoc, now: u64) -> Option<u64> {
     let interval = match doc.status_interval_seconds {
         0 => crate::config::DEFAULT_STATUS_INTERVAL_SECONDS,
         n => n,
     };
     let age = now.saturating_sub(doc.updated_at);
-    (age > 3 * interval).then_some(age)
+    (age > interval.saturating_mul(3)).then_some(age)
+}
+
+/// Why `doc` cannot be what an agent wrote, if it cannot: the summary is still
+/// printed (with saturating arithmetic), but its verdicts are not to be trusted.
+fn implausible(doc: &StatusDoc) -> Option<String> {
+    let max = crate::config::MAX_STATUS_INTERVAL_SECONDS;
+    if doc.status_interval_seconds > max {
+        return Some(format!(
+            "status_interval_seconds {} is over {max}, the most an agent writes",
+            doc.status_interval_seconds
+        ));
+    }
+    let t = &doc.totals;
+    if t.shares_accepted.checked_add(t.shares_rejected).is_none() {
+        return Some("shares_accepted + shares_rejected is over 2^64".into());
+    }
+    None
 }
 
 /// The summary text of `doc` as seen at `now` (Unix seconds).
 pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
     let t = &doc.totals;
     let mut out = String::new();
+    if let Some(why) = implausible(doc) {
+        let _ = writeln!(out, "IMPLAUSIBLE: {why}: a damaged file?");
+    }
     if let Some(age) = stale_for(doc, now) {
         let _ = writeln!(
             out,
@@ -91,7 +122,7 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
         "Shares: {} accepted, {} rejected{}; last 5 min: {} accepted, {} rejected; hashrate {}",
         t.shares_accepted,
         t.shares_rejected,
-        percent(t.shares_rejected, t.shares_accepted + t.shares_rejected),
+        percent(t.shares_rejected, t.shares_accepted),
         t.accepted_last_5min,
         t.rejected_last_5min,
         hashrate(t.hashrate)
@@ -157,8 +188,63 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
     let _ = write!(out, "\nMiners: {}", t.miners);
     if doc.miners.is_empty() {
         out.push('\n');
-        return out;
+    } else {
+        miners_table(&mut out, doc);
     }
+    if !doc.offline_workers.is_empty() {
+        let shown = doc.offline_workers.len().min(TOP_OFFLINE);
+        let _ = writeln!(
+            out,
+            "\nOffline workers (seen in the last 24 h, not connected now): {}{}",
+            doc.offline_workers.len(),
+            if shown < doc.offline_workers.len() {
+                format!("; the {shown} newest:")
+            } else {
+                ", newest first:".to_string()
+            }
+        );
+        let mut rows = vec![row(&[
+            "WORKER",
+            "SUB-ACCOUNT",
+            "IP",
+            "LAST SEEN",
+            "LAST HASHRATE",
+        ])];
+        for w in doc.offline_workers.iter().take(shown) {
+            rows.push(vec![
+                w.worker.clone(),
+                w.subaccount.clone(),
+                w.ip.clone(),
+                format!("{} ago", duration(now.saturating_sub(w.last_seen))),
+                hashrate(w.last_hashrate),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+    if !doc.pool_events.is_empty() {
+        let _ = writeln!(out, "\nPool events, newest first:");
+        let mut rows = vec![row(&["WHEN", "EVENT", "POOL", "SUB-ACCOUNT", "REASON"])];
+        for e in doc.pool_events.iter().take(TOP_EVENTS) {
+            let event = if e.count > 1 {
+                format!("{} x{}", e.event, e.count)
+            } else {
+                e.event.clone()
+            };
+            rows.push(vec![
+                format!("{} ago", duration(now.saturating_sub(e.last_at))),
+                event,
+                e.pool.clone(),
+                e.subaccount.clone(),
+                e.reason.clone(),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+    out
+}
+
+/// The busiest workers connected now.
+fn miners_table(out: &mut String, doc: &StatusDoc) {
     let mut top: Vec<_> = doc.miners.iter().collect();
     top.sort_by(|a, b| b.hashrate.total_cmp(&a.hashrate));
     top.truncate(TOP_WORKERS);
@@ -197,8 +283,7 @@ pub fn format_summary(doc: &StatusDoc, now: u64) -> String {
             hashrate(m.hashrate),
         ]);
     }
-    table(&mut out, rows);
-    out
+    table(out, rows);
 }
 
 fn row(cells: &[&str]) -> Vec<String> {
@@ -266,11 +351,13 @@ fn ago(age: Option<u64>) -> String {
     }
 }
 
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 || part == 0 {
+/// `rejected` as a share of all, exact for any pair of u64 (the sum is taken in u128).
+fn percent(rejected: u64, accepted: u64) -> String {
+    let whole = accepted as u128 + rejected as u128;
+    if whole == 0 || rejected == 0 {
         String::new()
     } else {
-        format!(" ({:.2}%)", part as f64 * 100.0 / whole as f64)
+        format!(" ({:.2}%)", rejected as f64 * 100.0 / whole as f64)
     }
 }
 
@@ -378,6 +465,81 @@ mod tests {
         assert_eq!(stale_for(&old, old.updated_at + 16), Some(16));
     }
 
+    /// Issue 19 item 3: numbers no agent writes must not wrap (a wrong verdict or
+    /// percentage in a release build, a panic in a debug one) and must be called out.
+    #[test]
+    fn absurd_numbers_do_not_wrap_and_are_called_out() {
+        let mut doc = sample_doc(0);
+        doc.status_interval_seconds = 1 << 63;
+        let text = format_summary(&doc, doc.updated_at + 16);
+        assert!(
+            text.starts_with("IMPLAUSIBLE: status_interval_seconds 9223372036854775808 is over 3600, the most an agent writes: a damaged file?\n"),
+            "{text}"
+        );
+        // An interval that large cannot make the file stale (it would wrap to 0 s).
+        assert!(!text.contains("STALE"), "{text}");
+        assert_eq!(stale_for(&doc, u64::MAX), None);
+        assert!(implausible(&doc).is_some());
+
+        let mut doc = sample_doc(0);
+        doc.totals.shares_accepted = u64::MAX;
+        doc.totals.shares_rejected = 1;
+        let text = format_summary(&doc, doc.updated_at + 1);
+        assert!(
+            text.contains("Shares: 18446744073709551615 accepted, 1 rejected (0.00%);"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with(
+                "IMPLAUSIBLE: shares_accepted + shares_rejected is over 2^64: a damaged file?\n"
+            ),
+            "{text}"
+        );
+        let mut doc = sample_doc(0);
+        doc.totals.shares_accepted = u64::MAX - 1;
+        doc.totals.shares_rejected = u64::MAX - 1;
+        let text = format_summary(&doc, doc.updated_at + 1);
+        assert!(text.contains("rejected (50.00%)"), "{text}");
+        // A sane file is not flagged.
+        assert_eq!(implausible(&sample_doc(3)), None);
+    }
+
+    #[test]
+    fn offline_workers_and_pool_events_are_listed_newest_first() {
+        let doc = crate::status::tests::with_history(sample_doc(0), 12);
+        let text = format_summary(&doc, doc.updated_at);
+        assert!(
+            text.contains("\nOffline workers (seen in the last 24 h, not connected now): 12; the 10 newest:\n"),
+            "{text}"
+        );
+        let gone: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("gone-"))
+            .collect();
+        assert_eq!(gone.len(), 10);
+        assert_eq!(
+            gone[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "gone-00011",
+                "farm1",
+                "192.168.9.12",
+                "1h",
+                "59m",
+                "ago",
+                "95.00",
+                "TH/s"
+            ]
+        );
+        assert!(text.contains("\nPool events, newest first:\n"), "{text}");
+        let first_event = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Pool events"))
+            .nth(2)
+            .unwrap();
+        assert!(first_event.contains(" up "), "{first_event}");
+        assert!(text.contains("read timeout (60 s without a byte)"));
+    }
+
     #[test]
     fn no_miners_no_table() {
         let text = format_summary(&sample_doc(0), 1_764_034_300);
@@ -394,6 +556,7 @@ mod tests {
         assert_eq!(hashrate(1.2e14), "120.00 TH/s");
         assert_eq!(hashrate(f64::NAN), "0.00 H/s");
         assert_eq!(percent(0, 0), "");
-        assert_eq!(percent(1, 4), " (25.00%)");
+        assert_eq!(percent(1, 3), " (25.00%)");
+        assert_eq!(percent(u64::MAX, u64::MAX), " (50.00%)");
     }
 }

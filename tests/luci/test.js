@@ -15,7 +15,8 @@ const server = require('./server');
 const i18n = require('./i18n');
 
 const APP = path.resolve(__dirname, '../../luci-app-btcagent');
-const ARTIFACTS = path.join(__dirname, 'artifacts');
+/* Screenshots; LUCI_ARTIFACTS puts them elsewhere (a temporary directory). */
+const ARTIFACTS = process.env.LUCI_ARTIFACTS || path.join(__dirname, 'artifacts');
 const STATUS_PATH = '/var/run/btcagent/status.json';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -504,10 +505,100 @@ check('status: warns when status_file points where the page cannot read', async 
 	await page.close();
 });
 
+check('status: history charts: a line per series, share bars, pool events on the time axis, 1 h / 24 h switch', async () => {
+	const page = await openView('view=btcagent/status&status=status-sample&running=1');
+	const series = () => page.$$eval('svg.btcagent-chart-hashrate path.btcagent-series', (l) =>
+		l.map((p) => ({ name: p.getAttribute('data-series'), moves: (p.getAttribute('d').match(/M/g) || []).length,
+			points: (p.getAttribute('d').match(/[ML]/g) || []).length })));
+	const marks = (chart) => page.$$eval(`svg.${chart} line.btcagent-event-mark`, (l) => l.map((m) => m.getAttribute('data-event')));
+	let s = await series();
+	assert.deepEqual(s.map((x) => x.name), [ '', 'farm1', 'farm2' ], 'the farm, then one line per sub-account');
+	/* The fixture's agent was stopped for three minutes: the farm line breaks there. */
+	assert.deepEqual(s.map((x) => [ x.points, x.moves ]), [ [ 57, 2 ], [ 57, 2 ], [ 57, 2 ] ]);
+	assert.deepEqual(await marks('btcagent-chart-hashrate'), [ 'up', 'dial_failed', 'down', 'up' ], 'the last hour\'s events');
+	assert.deepEqual(await marks('btcagent-chart-shares'), [ 'up', 'dial_failed', 'down', 'up' ], 'on both charts');
+	const bars = await page.$$eval('svg.btcagent-chart-shares rect.btcagent-bar', (l) => l.length);
+	const farm = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures/status-sample.json'), 'utf8')).history.minutes.farm;
+	assert.equal(bars, farm.length + farm.filter((p) => p[2] > 0).length,
+		'an accepted bar per bucket, a rejected one where there were rejects');
+	/* Every mark carries its story as a tooltip, as text. */
+	const title = await page.$eval('svg.btcagent-chart-hashrate line[data-event="down"] title', (t) => t.textContent);
+	assert.match(title, /connection lost us\.ss\.btc\.com:1800\/farm2: read timeout/);
+	assert.equal(await page.$$eval('.btcagent-legend-item', (l) => l.length), 3 + 3 + 2);
+	await shot(page, 'status-history-1h.png');
+
+	await page.click('button[data-span="ten_minutes"]');
+	s = await series();
+	assert.deepEqual(s.map((x) => [ x.points, x.moves ]), [ [ 144, 1 ], [ 144, 1 ], [ 144, 1 ] ]);
+	assert.equal((await marks('btcagent-chart-hashrate')).length, 5, 'the day\'s events');
+	assert.match(await page.getAttribute('button[data-span="ten_minutes"]', 'class'), /btcagent-span-active/);
+	/* The choice survives the next poll. */
+	await page.evaluate(() => window.__test.pollTick());
+	assert.equal((await series())[0].points, 144);
+	await shot(page, 'status-history-24h.png');
+	assert.deepEqual(page.consoleErrors, []);
+	await page.close();
+});
+
+check('status: the charts and tables fit a phone screen', async () => {
+	const page = await openView('view=btcagent/status&status=status-sample&running=1', { width: 390, height: 844 });
+	const box = await page.$eval('svg.btcagent-chart-hashrate', (e) => { const r = e.getBoundingClientRect(); return { w: r.width, h: r.height }; });
+	assert.ok(box.w > 300 && box.w <= 390, `chart width ${box.w}`);
+	assert.ok(box.h > 60, `chart height ${box.h}`);
+	await shot(page, 'status-phone.png');
+	assert.deepEqual(page.consoleErrors, []);
+	await page.close();
+});
+
+check('status: offline workers newest first, pool events listed, names as text', async () => {
+	const page = await openView('view=btcagent/status&status=status-sample&running=1');
+	const offline = await page.$$eval('tr.btcagent-offline-row', (rows) => rows.map((r) => Array.from(r.children).map((c) => c.textContent)));
+	assert.deepEqual(offline, [
+		[ 'avalon-0815', 'farm2', '192.168.1.42', '10m 0s ago', '110 TH/s' ],
+		[ 's19-017', 'farm2', '192.168.1.40', '20m 0s ago', '95.0 TH/s' ],
+		[ 's9-<b>old</b>', 'farm1', '192.168.1.41', '11h 6m ago', '13.5 TH/s' ]
+	]);
+	assert.equal(await page.$$eval('table.btcagent-offline b', (l) => l.length), 0);
+	assert.equal(await page.textContent('h3:has(+ div + table.btcagent-offline)'), 'Offline workers (3)');
+	const events = await page.$$eval('tr.btcagent-event-row', (rows) => rows.map((r) => Array.from(r.children).map((c) => c.textContent)));
+	assert.equal(events.length, 5);
+	assert.deepEqual(events[0].slice(0, 2), [ '20m 0s ago', 'connection up' ]);
+	assert.deepEqual(events[1].slice(0, 2), [ '20m 30s ago', 'dial failed \u00d74' ]);
+	assert.equal(events[2][4], 'read timeout: no byte from the pool for 60 s');
+	await shot(page, 'status-offline.png');
+	await page.close();
+});
+
+check('status: a file from an agent without history shows placeholders, not errors', async () => {
+	const page = await openView('view=btcagent/status&status=status-sample&running=1');
+	await page.evaluate((p) => {
+		const doc = JSON.parse(window.__test.files[p]);
+		for (const k of [ 'history', 'pool_events', 'pool_event_counts', 'offline_workers' ]) delete doc[k];
+		window.__test.files[p] = JSON.stringify(doc);
+		return window.__test.pollTick();
+	}, STATUS_PATH);
+	assert.match(await page.textContent('.btcagent-no-history'), /No history yet/);
+	assert.equal(await page.$$eval('svg.btcagent-chart', (l) => l.length), 0);
+	assert.equal(await page.$$eval('table.btcagent-events', (l) => l.length), 0);
+	assert.match(await page.textContent('table.btcagent-offline'), /No worker went offline in the last 24 hours/);
+	/* Garbage in the history is skipped, not drawn. */
+	await page.evaluate((p) => {
+		const doc = JSON.parse(window.__test.files[p]);
+		doc.history = { minutes: { farm: [ [ 1764034200, 1, 0, 1e12 ], 'x', [ null ], [ 1764034260, 2, 0, 'NaN' ] ], subaccounts: { a: 7 } } };
+		doc.pool_events = [ null, 5, { at: 1764034250, event: 'up', pool: 'p:1', subaccount: 's' } ];
+		window.__test.files[p] = JSON.stringify(doc);
+		return window.__test.pollTick();
+	}, STATUS_PATH);
+	assert.equal(await page.$$eval('svg.btcagent-chart-hashrate path.btcagent-series', (l) => l.length), 2);
+	assert.equal(await page.$$eval('tr.btcagent-event-row', (l) => l.length), 1);
+	assert.deepEqual(page.consoleErrors, []);
+	await page.close();
+});
+
 check('status: zh_Hans translation renders', async () => {
 	const page = await openView('view=btcagent/status&status=status-sample&running=1&lang=zh_Hans');
 	const body = await page.textContent('body');
-	for (const s of [ '运行中', '矿池连接', '各子账户矿机', '算力', '近 5 分钟接受份额', '矿工（3）' ])
+	for (const s of [ '运行中', '矿池连接', '各子账户矿机', '算力', '近 5 分钟接受份额', '矿工（3）', '历史', '最近 1 小时', '离线矿工（3）', '矿池事件' ])
 		assert.ok(body.includes(s), `page shows ${s}`);
 	await shot(page, 'status-zh_Hans.png');
 	await page.close();

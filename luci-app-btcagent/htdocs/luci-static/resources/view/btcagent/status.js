@@ -147,6 +147,161 @@ function compareWorkers(column, a, b) {
 	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
+/* ---- history charts: SVG drawn here, no chart library on the router ---- */
+
+var SVG_NS = 'http://www.w3.org/2000/svg';
+var CHART_MAX_W = 720, CHART_H = 200;
+
+/* Drawn at the width it is shown (up to 720 px), so its text stays readable on a phone. */
+function chartWidth() {
+	var w = (window.innerWidth || CHART_MAX_W) - 40;
+	return Math.max(300, Math.min(CHART_MAX_W, w));
+}
+var PLOT = { left: 64, right: 8, top: 10, bottom: 24 };
+/* Farm first (dark), then one colour per sub-account, repeating past eight. */
+var SERIES_COLOURS = [ '#1f5fa8', '#d9822b', '#2a9d8f', '#8e44ad', '#c0392b', '#7f8c2b', '#e84393', '#16a085' ];
+var EVENT_COLOURS = { up: '#2a7d2a', down: '#c00000', dial_failed: '#d08a00' };
+/* Offline workers listed at most (the agent keeps 1000). */
+var MAX_OFFLINE_ROWS = 1000;
+var MAX_EVENT_ROWS = 10;
+
+/* An SVG element; children that are strings become text nodes, never markup. */
+function svg(tag, attrs, children) {
+	var el = document.createElementNS(SVG_NS, tag);
+	for (var k in attrs)
+		if (attrs[k] != null)
+			el.setAttribute(k, String(attrs[k]));
+	(children || []).forEach(function(c) {
+		el.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+	});
+	return el;
+}
+
+function validPoints(points) {
+	return (Array.isArray(points) ? points : []).filter(function(p) {
+		return Array.isArray(p) && p.length >= 4 && typeof p[0] === 'number' && isFinite(p[0]);
+	});
+}
+
+function num(v) {
+	return (typeof v === 'number' && isFinite(v) && v > 0) ? v : 0;
+}
+
+function clockLabel(t, withDate) {
+	var d = new Date(t * 1000);
+	var hm = ('0' + d.getHours()).slice(-2) + ':' + ('0' + d.getMinutes()).slice(-2);
+	return withDate ? (d.getMonth() + 1) + '/' + d.getDate() + ' ' + hm : hm;
+}
+
+/* A 1, 2 or 5 times a power of ten at or above v / 4, for four grid lines. */
+function niceStep(max) {
+	var raw = max / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
+	return [ 1, 2, 5, 10 ].map(function(m) { return m * p; }).filter(function(s) { return s >= raw; })[0];
+}
+
+/*
+ * A chart of bucketed values over [from, to] (Unix seconds): lines (one per
+ * series, broken where a bucket is missing) or, with opts.bars, stacked bars;
+ * pool events as vertical marks on the same axis.
+ */
+function drawChart(opts) {
+	var from = opts.from, to = opts.to, width = opts.bucket;
+	var CHART_W = chartWidth();
+	var pw = CHART_W - PLOT.left - PLOT.right, ph = CHART_H - PLOT.top - PLOT.bottom;
+	var max = 0;
+	opts.series.forEach(function(s) {
+		s.values.forEach(function(v) { max = Math.max(max, opts.bars ? v.total : v.y); });
+	});
+	var step = max > 0 ? niceStep(max) : 1;
+	var top = max > 0 ? Math.ceil(max / step) * step : 4;
+	if (max <= 0)
+		step = 1;
+	var x = function(t) { return PLOT.left + pw * Math.min(Math.max((t - from) / (to - from), 0), 1); };
+	var y = function(v) { return PLOT.top + ph * (1 - v / top); };
+	var nodes = [];
+
+	for (var g = 0; g <= top + 1e-9 * top; g += step) {
+		nodes.push(svg('line', { x1: PLOT.left, x2: CHART_W - PLOT.right, y1: y(g), y2: y(g),
+			stroke: '#ddd', 'stroke-width': 1 }));
+		nodes.push(svg('text', { x: PLOT.left - 4, y: y(g) + 4, 'text-anchor': 'end', 'font-size': 11,
+			fill: '#555' }, [ opts.format(g) ]));
+	}
+	/* Fewer time labels on a narrow chart. */
+	var tick = opts.tick * (CHART_W < 500 ? 2 : 1);
+	for (var t = Math.ceil(from / tick) * tick; t <= to; t += tick) {
+		nodes.push(svg('line', { x1: x(t), x2: x(t), y1: PLOT.top, y2: PLOT.top + ph, stroke: '#eee' }));
+		nodes.push(svg('text', { x: x(t), y: CHART_H - 6, 'text-anchor': 'middle', 'font-size': 11, fill: '#555' },
+			[ clockLabel(t, tick >= 6 * 3600) ]));
+	}
+
+	(opts.events || []).forEach(function(e) {
+		if (typeof e.at !== 'number' || e.at < from || e.at > to)
+			return;
+		var colour = EVENT_COLOURS[e.event] || '#777';
+		var label = '%s %s %s/%s%s'.format(clockLabel(e.at, true), eventLabel(e.event), e.pool, e.subaccount,
+			e.reason ? ': ' + e.reason : '');
+		nodes.push(svg('line', { 'class': 'btcagent-event-mark', 'data-event': e.event,
+			x1: x(e.at), x2: x(e.at), y1: PLOT.top, y2: PLOT.top + ph,
+			stroke: colour, 'stroke-width': 2, 'stroke-dasharray': e.event === 'up' ? null : '4 3' },
+			[ svg('title', {}, [ label ]) ]));
+	});
+
+	if (opts.bars) {
+		var bw = Math.max(pw * width / (to - from) - 1, 1);
+		opts.series.forEach(function(s) {
+			s.values.forEach(function(v) {
+				var base = 0;
+				v.parts.forEach(function(part, i) {
+					if (part <= 0)
+						return;
+					nodes.push(svg('rect', { 'class': 'btcagent-bar', x: x(v.t), y: y(base + part),
+						width: bw, height: Math.max(y(base) - y(base + part), 0.5), fill: opts.colours[i] }));
+					base += part;
+				});
+			});
+		});
+	}
+	else {
+		opts.series.forEach(function(s) {
+			var d = '', last = null;
+			s.values.forEach(function(v) {
+				/* The line stands at the middle of its bucket; a missing bucket breaks it. */
+				var px = x(Math.min(v.t + width / 2, to)), py = y(v.y);
+				d += (last != null && v.t - last <= width ? 'L' : 'M') + px.toFixed(1) + ' ' + py.toFixed(1) + ' ';
+				last = v.t;
+			});
+			if (d)
+				nodes.push(svg('path', { 'class': 'btcagent-series', 'data-series': s.name, d: d.trim(), fill: 'none',
+					stroke: s.colour, 'stroke-width': s.farm ? 2.5 : 1.5, 'stroke-linejoin': 'round' },
+					[ svg('title', {}, [ s.label ]) ]));
+		});
+	}
+	nodes.push(svg('rect', { x: PLOT.left, y: PLOT.top, width: pw, height: ph, fill: 'none', stroke: '#999' }));
+
+	return svg('svg', { 'class': 'btcagent-chart ' + opts.cls, viewBox: '0 0 %d %d'.format(CHART_W, CHART_H),
+		width: '100%', role: 'img', 'aria-label': opts.title,
+		style: 'max-width:%dpx;height:auto;display:block'.format(CHART_W) }, nodes);
+}
+
+function legend(items) {
+	return E('div', { 'class': 'btcagent-legend', 'style': 'display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0 12px;font-size:90%' },
+		items.map(function(i) {
+			return E('span', { 'class': 'btcagent-legend-item', 'style': 'white-space:nowrap' }, [
+				E('span', { 'style': 'display:inline-block;width:14px;height:4px;vertical-align:middle;margin-right:4px;background:' + i.colour }),
+				i.label
+			]);
+		}));
+}
+
+function eventLabel(event) {
+	switch (event) {
+	case 'up': return _('connection up');
+	case 'down': return _('connection lost');
+	case 'dial_failed': return _('dial failed');
+	default: return String(event);
+	}
+}
+
 return view.extend({
 	sortKey: 'worker',
 	sortDescending: false,
@@ -382,13 +537,143 @@ return view.extend({
 		return E('div', { 'class': 'cbi-section' }, children);
 	},
 
+	historySpan: 'minutes',
+
+	handleSpan: function(span, ev) {
+		this.historySpan = span;
+		this.redraw();
+	},
+
+	renderHistory: function(st) {
+		var self = this;
+		var history = (st.history && typeof st.history === 'object') ? st.history : {};
+		var spanKey = this.historySpan;
+		var span = (history[spanKey] && typeof history[spanKey] === 'object') ? history[spanKey] : {};
+		var bucket = spanKey === 'minutes' ? 60 : 600;
+		var to = typeof st.updated_at === 'number' ? st.updated_at : Date.now() / 1000;
+		var from = to - (spanKey === 'minutes' ? 3600 : 86400);
+
+		var buttons = E('div', { 'class': 'btcagent-span-switch', 'style': 'margin-bottom:6px' }, [
+			[ 'minutes', _('Last hour') ], [ 'ten_minutes', _('Last 24 hours') ]
+		].map(function(b) {
+			var attrs = {
+				'class': 'cbi-button',
+				'data-span': b[0],
+				'click': L.bind(self.handleSpan, self, b[0])
+			};
+			if (b[0] === spanKey) {
+				attrs['class'] += ' cbi-button-action btcagent-span-active';
+				attrs['style'] = 'font-weight:bold;border-width:2px';
+			}
+			return E('button', attrs, b[1]);
+		}));
+
+		var farm = validPoints(span.farm);
+		var children = [ E('h3', {}, _('History')), buttons ];
+		if (!farm.length) {
+			children.push(E('p', { 'class': 'btcagent-no-history' },
+				_('No history yet: the agent keeps it from its first minute of running.')));
+			return E('div', { 'class': 'cbi-section btcagent-history' }, children);
+		}
+		/* A sub-account's missing bucket while the farm's exists: none of its miners was on. */
+		var farmTimes = farm.map(function(p) { return p[0]; });
+		var subs = (span.subaccounts && typeof span.subaccounts === 'object') ? Object.keys(span.subaccounts).sort() : [];
+		var series = [ { name: '', farm: true, label: _('Farm'), colour: SERIES_COLOURS[0],
+			values: farm.map(function(p) { return { t: p[0], y: num(p[3]) }; }) } ];
+		subs.forEach(function(name, i) {
+			var byTime = {};
+			validPoints(span.subaccounts[name]).forEach(function(p) { byTime[p[0]] = p; });
+			series.push({ name: name, label: name, colour: SERIES_COLOURS[1 + i % (SERIES_COLOURS.length - 1)],
+				values: farmTimes.map(function(t) { return { t: t, y: byTime[t] ? num(byTime[t][3]) : 0 }; }) });
+		});
+		var events = Array.isArray(st.pool_events) ? st.pool_events.filter(function(e) { return e && typeof e === 'object'; }) : [];
+		var tick = spanKey === 'minutes' ? 900 : 6 * 3600;
+
+		children.push(E('h4', {}, _('Hashrate')));
+		children.push(drawChart({ cls: 'btcagent-chart-hashrate', title: _('Hashrate'), from: from, to: to,
+			bucket: bucket, tick: tick, series: series, events: events, format: formatHashrate }));
+		children.push(legend(series.map(function(s) { return { colour: s.colour, label: s.label }; }).concat(
+			[ { colour: EVENT_COLOURS.up, label: eventLabel('up') }, { colour: EVENT_COLOURS.down, label: eventLabel('down') },
+			  { colour: EVENT_COLOURS.dial_failed, label: eventLabel('dial_failed') } ])));
+
+		var shareColours = [ '#4a9a4a', '#c00000' ];
+		children.push(E('h4', {}, _('Shares per bucket')));
+		children.push(drawChart({ cls: 'btcagent-chart-shares', title: _('Shares per bucket'), from: from, to: to,
+			bucket: bucket, tick: tick, bars: true, colours: shareColours, events: events,
+			format: function(v) { return String(Math.round(v)); },
+			series: [ { values: farm.map(function(p) {
+				var a = num(p[1]), r = num(p[2]);
+				return { t: p[0], parts: [ a, r ], total: a + r };
+			}) } ] }));
+		children.push(legend([ { colour: shareColours[0], label: _('Accepted') }, { colour: shareColours[1], label: _('Rejected') } ]));
+		return E('div', { 'class': 'cbi-section btcagent-history' }, children);
+	},
+
+	renderPoolEvents: function(st) {
+		var events = Array.isArray(st.pool_events) ? st.pool_events.filter(function(e) { return e && typeof e === 'object'; }) : [];
+		if (!events.length)
+			return E('div', {});
+		var now = st.updated_at;
+		var head = E('tr', { 'class': 'tr table-titles' }, [
+			_('When'), _('Event'), _('Pool'), _('Sub-account'), _('Reason')
+		].map(function(title) { return E('th', { 'class': 'th' }, title); }));
+		var rows = events.slice(0, MAX_EVENT_ROWS).map(function(e) {
+			var when = (typeof e.last_at === 'number' && typeof now === 'number') ? formatAge(now - e.last_at) : '-';
+			var what = eventLabel(e.event) + (e.count > 1 ? ' \u00d7' + e.count : '');
+			return E('tr', { 'class': 'tr btcagent-event-row', 'data-event': String(e.event) }, [
+				E('td', { 'class': 'td' }, text(when)),
+				E('td', { 'class': 'td', 'style': 'color:' + (EVENT_COLOURS[e.event] || 'inherit') }, text(what)),
+				E('td', { 'class': 'td' }, text(e.pool)),
+				E('td', { 'class': 'td' }, text(e.subaccount)),
+				E('td', { 'class': 'td' }, text(e.reason || ''))
+			]);
+		});
+		return E('div', { 'class': 'cbi-section' }, [
+			E('h3', {}, _('Pool events')),
+			E('table', { 'class': 'table btcagent-events' }, [ head ].concat(rows))
+		]);
+	},
+
+	renderOffline: function(st) {
+		var offline = Array.isArray(st.offline_workers)
+			? st.offline_workers.filter(function(w) { return w && typeof w === 'object'; }).slice() : [];
+		/* Newest first, whatever order the file has. */
+		offline.sort(function(a, b) { return (num(b.last_seen) - num(a.last_seen)) || compareWorkers(WORKER_COLUMNS[0], a, b); });
+		var now = st.updated_at;
+		var head = E('tr', { 'class': 'tr table-titles' }, [
+			_('Worker'), _('Sub-account'), _('IP address'), _('Last seen'), _('Last hashrate')
+		].map(function(title) { return E('th', { 'class': 'th' }, title); }));
+		var rows = offline.slice(0, MAX_OFFLINE_ROWS).map(function(w) {
+			var seen = (typeof w.last_seen === 'number' && typeof now === 'number') ? formatAge(now - w.last_seen) : '-';
+			return E('tr', { 'class': 'tr btcagent-offline-row' }, [
+				E('td', { 'class': 'td' }, text(w.worker)),
+				E('td', { 'class': 'td' }, text(w.subaccount)),
+				E('td', { 'class': 'td' }, text(w.ip)),
+				E('td', { 'class': 'td' }, text(seen)),
+				E('td', { 'class': 'td' }, text(formatHashrate(w.last_hashrate)))
+			]);
+		});
+		if (!rows.length)
+			rows.push(E('tr', { 'class': 'tr placeholder' }, [
+				E('td', { 'class': 'td', 'colspan': '5' }, _('No worker went offline in the last 24 hours.'))
+			]));
+		return E('div', { 'class': 'cbi-section' }, [
+			E('h3', {}, _('Offline workers (%d)').format(offline.length)),
+			E('div', { 'class': 'cbi-map-descr' }, _('Seen in the last 24 hours, not connected now; the most recent first.')),
+			E('table', { 'class': 'table btcagent-offline' }, [ head ].concat(rows))
+		]);
+	},
+
 	renderBody: function(state) {
 		var parts = [ this.renderService(state) ];
 		if (state.status) {
 			parts.push(this.renderTotals(state.status));
+			parts.push(this.renderHistory(state.status));
 			parts.push(this.renderPools(state.status));
+			parts.push(this.renderPoolEvents(state.status));
 			parts.push(this.renderSubaccounts(state.status));
 			parts.push(this.renderWorkers(state.status));
+			parts.push(this.renderOffline(state.status));
 		}
 		return parts;
 	},

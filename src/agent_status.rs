@@ -1,0 +1,193 @@
+//! The agent's side of the status: reads the live sessions into a [`StatusDoc`] and
+//! feeds the history with what they did. The only file that knows both the sessions
+//! and the document; `status` formats and publishes without knowing [`Agent`], and
+//! `agent.rs` sees this only as the [`StatusSource`] it hands to the publishers.
+
+use crate::agent::Agent;
+use crate::miner::{MinerSession, MinerState};
+use crate::status::{
+    hashrate, unix_seconds, window, MinerStatus, PoolStatus, ShareCount, StatusDoc, StatusSource,
+    SubaccountStatus, Totals,
+};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+impl StatusSource for Agent {
+    fn snapshot(&self) -> StatusDoc {
+        snapshot(self)
+    }
+
+    fn sample(&self) {
+        let now = unix_seconds(SystemTime::now());
+        let miners = logged_in(self);
+        record(self, &miners, now);
+    }
+}
+
+/// Miners that logged in (authorized, or waiting for their first pool connection).
+fn logged_in(agent: &Agent) -> Vec<Rc<MinerSession>> {
+    let mut miners = agent.miners();
+    miners.retain(|m| {
+        matches!(
+            m.state.get(),
+            MinerState::Authorized | MinerState::WaitingForPool
+        )
+    });
+    miners
+}
+
+/// Puts the shares since the last sample in the window and the rings; returns (agent
+/// totals, last five minutes).
+fn record(agent: &Agent, miners: &[Rc<MinerSession>], now: u64) -> (ShareCount, ShareCount) {
+    let fallback = agent.fallback_subaccount();
+    let mut connected = ShareCount::default();
+    let mut per_sub: HashMap<String, ShareCount> = HashMap::new();
+    for m in miners {
+        connected.add(m.stats.shares());
+        per_sub
+            .entry(m.subaccount(&fallback))
+            .or_default()
+            .add(m.stats.take_history_delta());
+    }
+    // Zero deltas too: a bucket that exists says the sub-account had miners then.
+    for (name, delta) in &per_sub {
+        agent.status.subaccount_shares(now, name, *delta);
+    }
+    agent
+        .status
+        .sample(agent.started.elapsed().as_secs(), now, connected)
+}
+
+/// The sub-account's entry, created empty on first use.
+fn sub<'a>(all: &'a mut HashMap<String, SubaccountStatus>, name: &str) -> &'a mut SubaccountStatus {
+    all.entry(name.to_string())
+        .or_insert_with(|| SubaccountStatus {
+            name: name.to_string(),
+            pool_connections: 0,
+            miners: 0,
+            shares_accepted: 0,
+            shares_rejected: 0,
+            hashrate: 0.0,
+        })
+}
+
+/// Takes the snapshot. O(miners + pools); allocates a few short strings per miner.
+pub fn snapshot(agent: &Agent) -> StatusDoc {
+    let now = SystemTime::now();
+    let now_instant = Instant::now();
+    let updated_at = unix_seconds(now);
+    let uptime = now_instant.duration_since(agent.started);
+    let cfg = agent.config();
+    let tracker = &agent.status;
+
+    let mut miners_now = logged_in(agent);
+    let (total, last_5min) = record(agent, &miners_now, updated_at);
+    miners_now.sort_by_key(|m| m.sid);
+
+    let age = |t: Option<Instant>| t.map(|t| now_instant.saturating_duration_since(t).as_secs());
+    let groups = agent.groups();
+    let slots = cfg.advanced.pool_connection_number_per_subaccount as u64;
+    let mut subaccounts: HashMap<String, SubaccountStatus> = HashMap::new();
+    let mut pools = Vec::new();
+    for g in &groups {
+        for s in g.sessions() {
+            let st = &s.stats;
+            sub(&mut subaccounts, &s.subaccount).pool_connections += 1;
+            pools.push(PoolStatus {
+                id: s.id,
+                pool: format!("{}:{}", s.entry.host, s.entry.port),
+                subaccount: s.subaccount.clone(),
+                state: s.state().as_str().to_string(),
+                since: unix_seconds(s.since),
+                route: s.route.clone(),
+                miners: s.miner_count() as u64,
+                jobs: st.jobs.get() as u64,
+                last_job_age_seconds: age(st.last_job_at.get()),
+                shares_sent: st.shares_sent.get() as u64,
+                shares_accepted: st.shares_accepted.get() as u64,
+                shares_rejected: st.shares_rejected.get() as u64,
+                bytes_up: st.bytes_up.get(),
+                bytes_down: st.bytes_down.get(),
+            });
+        }
+    }
+    pools.sort_by_key(|p| p.id);
+
+    let fallback = agent.fallback_subaccount();
+    let mut miners = Vec::with_capacity(miners_now.len());
+    for m in &miners_now {
+        let pool = m.pool.borrow().clone();
+        let subaccount = m.subaccount(&fallback);
+        let connected = now_instant.saturating_duration_since(m.connected_at);
+        let ms = &m.stats;
+        let rate = hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64());
+        let entry = sub(&mut subaccounts, &subaccount);
+        entry.miners += 1;
+        entry.shares_accepted += ms.accepted.get() as u64;
+        entry.shares_rejected += ms.rejected.get() as u64;
+        entry.hashrate += rate;
+        miners.push(MinerStatus {
+            worker: m.worker.borrow().to_string(),
+            subaccount,
+            ip: m.peer.ip().to_string(),
+            session_id: m.sid,
+            pool_id: pool.map(|p| p.id),
+            difficulty: ms.difficulty.get(),
+            version_rolling: m.version_rolling.get(),
+            shares_accepted: ms.accepted.get() as u64,
+            shares_rejected: ms.rejected.get() as u64,
+            last_share_age_seconds: age(ms.last_share.get()),
+            connected_since: unix_seconds(now - connected),
+            hashrate: rate,
+        });
+    }
+    let mut subaccounts: Vec<SubaccountStatus> = subaccounts.into_values().collect();
+    subaccounts.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let connected: HashSet<(&str, &str)> = miners
+        .iter()
+        .map(|m| (m.subaccount.as_str(), m.worker.as_str()))
+        .collect();
+    let (history, pool_events, pool_event_counts, offline_workers) =
+        tracker.history_parts(updated_at, &connected);
+
+    let totals = Totals {
+        miners: miners.len() as u64,
+        pools_up: pools.iter().filter(|p| p.state == "up").count() as u64,
+        pool_connections: groups.len() as u64 * slots,
+        shares_accepted: total.accepted,
+        shares_rejected: total.rejected,
+        accepted_last_5min: last_5min.accepted,
+        rejected_last_5min: last_5min.rejected,
+        hashrate: hashrate(
+            last_5min.difficulty,
+            window::span_seconds(uptime.as_secs()) as f64,
+        ),
+    };
+    let listen = match *tracker.listen.borrow() {
+        Some(addr) => addr.to_string(),
+        None => SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port).to_string(),
+    };
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: unix_seconds(now - uptime),
+        updated_at,
+        uptime_seconds: uptime.as_secs(),
+        listen,
+        status_interval_seconds: if cfg.status_file.is_empty() {
+            0
+        } else {
+            cfg.status_interval.as_secs()
+        },
+        totals,
+        pools,
+        subaccounts,
+        miners,
+        history,
+        pool_events,
+        pool_event_counts,
+        offline_workers,
+    }
+}
