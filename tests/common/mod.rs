@@ -261,6 +261,9 @@ pub struct Miner {
     pub jobs_seen: usize,
     pub user: String,
     next_ex2: u32,
+    /// Responses read while waiting for another: verdicts come in the order the pool
+    /// gives them, which is not the submit order.
+    early: Vec<Value>,
 }
 
 pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -282,6 +285,7 @@ impl Miner {
             jobs_seen: 0,
             user: String::new(),
             next_ex2: 1,
+            early: Vec::new(),
         }
     }
 
@@ -354,10 +358,17 @@ impl Miner {
 
     /// Reads lines until the response to `id`, absorbing notifications on the way.
     pub async fn response(&mut self, id: u64) -> Value {
+        if let Some(at) = self.early.iter().position(|v| v["id"] == json!(id)) {
+            return self.early.remove(at);
+        }
         loop {
             let v = self.conn.read_json(T).await.expect("a response");
             if v.get("id") == Some(&json!(id)) {
                 return v;
+            }
+            if v.get("method").is_none() && !v["id"].is_null() {
+                self.early.push(v);
+                continue;
             }
             self.absorb(&v);
         }
