@@ -1405,6 +1405,9 @@ impl Pool {
 
     /// Sends a verdict unless its worker is gone (sserver's `alive_` expired).
     fn answer(&self, conn: &Conn, session: u16, generation: u64, index: u16, status: u32) {
+        if !conn.subres.get() {
+            return;
+        }
         let alive = conn
             .workers
             .borrow()
@@ -1412,9 +1415,6 @@ impl Pool {
             .is_some_and(|w| w.generation == generation);
         if !alive {
             self.count(conn, |c| c.withheld += 1);
-            return;
-        }
-        if !conn.subres.get() {
             return;
         }
         self.send(

@@ -395,6 +395,13 @@ impl Miner {
 
     /// Mines and submits one share; returns the agent's response.
     pub async fn submit_share(&mut self, ntime_delta: u32, version_bits: u32) -> Value {
+        let id = self.send_share(ntime_delta, version_bits).await;
+        self.response(id).await
+    }
+
+    /// Mines and submits one share; returns the request id to wait for with
+    /// [`Miner::response`].
+    pub async fn send_share(&mut self, ntime_delta: u32, version_bits: u32) -> u64 {
         let (job, ex2, ntime, nonce) = self.find_share(ntime_delta, version_bits);
         let mut params = vec![
             json!(self.user),
@@ -406,12 +413,10 @@ impl Miner {
         if version_bits != 0 {
             params.push(json!(format!("{version_bits:08x}")));
         }
-        let id = self
-            .conn
+        self.conn
             .request("mining.submit", Value::Array(params))
             .await
-            .unwrap();
-        self.response(id).await
+            .unwrap()
     }
 
     /// A share whose hash misses the target (at an easy difficulty many nonces hit it).
