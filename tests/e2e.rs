@@ -386,8 +386,10 @@ fn fails_over_along_the_pool_list_and_redials() {
     wait_pool(&pool, &agent, "connected to the second pool", |s| {
         s.open_count() == 1
     });
+    // The failure is logged before the second pool is dialled, but the line reaches
+    // the test through a pipe and a reader thread: wait for it.
     assert!(
-        agent.log().contains(&format!("{}", dead.port())),
+        agent.wait_log(&format!("{}", dead.port()), T),
         "the failed pool is logged:\n{}",
         agent.log()
     );
