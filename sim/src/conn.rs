@@ -20,7 +20,13 @@ pub struct MinerConn {
     next_id: u64,
     /// Frames read while looking for something else, handed out first.
     pending: VecDeque<Frame>,
+    /// Sent in `mining.subscribe` by [`MinerConn::subscribe_and_authorize`].
+    user_agent: &'static str,
 }
+
+/// The user agent of a scripted agent connection: sserver treats a connection as an
+/// agent only when it starts with `btccom-agent/` (StratumSession.cc `setClientAgent`).
+pub const AGENT_USER_AGENT: &str = "btccom-agent/0.1-sim";
 
 /// What `mining.subscribe` returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +70,11 @@ impl MinerConn {
             reader: FrameReader::new(64 * 1024, accept_ex),
             next_id: 1,
             pending: VecDeque::new(),
+            user_agent: if accept_ex {
+                AGENT_USER_AGENT
+            } else {
+                "btcagent-sim/0.1"
+            },
         })
     }
 
@@ -204,7 +215,7 @@ impl MinerConn {
         timeout: Duration,
     ) -> io::Result<Subscription> {
         let id = self
-            .request("mining.subscribe", json!(["btcagent-sim/0.1"]))
+            .request("mining.subscribe", json!([self.user_agent]))
             .await?;
         let result = self.read_response(id, timeout).await?;
         let subscription = (|| {

@@ -13,12 +13,20 @@ pub const CMD_SUBMIT_RESPONSE: u8 = 0x10;
 pub const CMD_SUBMIT_SHARE_WITH_VER: u8 = 0x12;
 pub const CMD_SUBMIT_SHARE_WITH_TIME_VER: u8 = 0x13;
 
-/// Share status codes used by the pool.
+/// Share status codes as sserver puts them in SUBMIT_RESPONSE (Stratum.h
+/// `StratumStatus`): raw, so 36 and 37 too, which its JSON path turns into 21.
 pub const STATUS_ACCEPT: u32 = 1798084231;
-pub const STATUS_JOB_NOT_FOUND: u32 = 21;
+/// What miners are told for 36 and 37.
+pub const STATUS_JOB_NOT_FOUND_OR_STALE: u32 = 21;
 pub const STATUS_DUPLICATE: u32 = 22;
 pub const STATUS_LOW_DIFFICULTY: u32 = 23;
+pub const STATUS_TIME_TOO_OLD: u32 = 31;
+pub const STATUS_TIME_TOO_NEW: u32 = 32;
 pub const STATUS_ILLEGAL_VERSION_MASK: u32 = 33;
+/// The share's job is no longer among the connection's jobs, or the pool dropped it.
+pub const STATUS_JOB_NOT_FOUND: u32 = 36;
+/// The share's job is from before the last new block.
+pub const STATUS_STALE: u32 = 37;
 
 /// One submitted share as carried by the four SUBMIT forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

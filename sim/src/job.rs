@@ -67,7 +67,20 @@ const COINBASE_TAG: &[u8] = b"/btcagent-sim/";
 impl Job {
     /// A realistic job: `seq` varies prevhash, branch and height; `sent_at_us` is embedded.
     pub fn build(id: u8, seq: u64, sent_at_us: u64, clean: bool, branch_len: usize) -> Job {
-        let height = (800_000 + seq) as u32;
+        Job::build_on(id, seq, seq, sent_at_us, clean, branch_len)
+    }
+
+    /// A job on block `block` (prevhash and height come from it, as jobs between two
+    /// blocks share them); `seq` varies the branch.
+    pub fn build_on(
+        id: u8,
+        block: u64,
+        seq: u64,
+        sent_at_us: u64,
+        clean: bool,
+        branch_len: usize,
+    ) -> Job {
+        let height = (800_000 + block) as u32;
         let mut coinb1 = Vec::with_capacity(COINB1_LEN);
         coinb1.extend_from_slice(&1u32.to_le_bytes()); // tx version
         coinb1.push(1); // one input
@@ -94,7 +107,7 @@ impl Job {
         coinb2.extend_from_slice(&[0; 4]); // lock time
 
         let seed = seq.to_le_bytes();
-        let mut prevhash = sha256d(&[b"prev".as_slice(), &seed].concat());
+        let mut prevhash = sha256d(&[b"prev".as_slice(), &block.to_le_bytes()].concat());
         // A real previous block hash: leading zeros when printed, trailing in header order.
         prevhash[24..].fill(0);
         let branch = (0..branch_len)

@@ -55,6 +55,8 @@ pub struct MinerSwarmConfig {
     pub user_agent: String,
     /// Give up on a share after this many hashes (difficulty too high for a simulator).
     pub max_hashes_per_share: u32,
+    /// Mine at difficulty × unit (the pool simulator's `difficulty_unit`).
+    pub difficulty_unit: f64,
 }
 
 impl MinerSwarmConfig {
@@ -74,6 +76,7 @@ impl MinerSwarmConfig {
             reconnect_delay: Some(Duration::from_secs(1)),
             user_agent: "btcagent-sim/0.1".into(),
             max_hashes_per_share: 1 << 22,
+            difficulty_unit: 1.0,
         }
     }
 
@@ -109,6 +112,8 @@ pub struct MinerStats {
     pub accepted: u64,
     pub rejected: u64,
     pub difficulty: f64,
+    /// Every distinct difficulty received, in order (first 32).
+    pub difficulties: Vec<f64>,
     pub version_mask: Option<u32>,
     pub reconnect_requests: u64,
 }
@@ -294,6 +299,9 @@ struct Session {
     difficulty: f64,
     version_mask: Option<u32>,
     job: Option<Rc<Job>>,
+    /// The difficulty in effect when the job came: a `mining.set_difficulty` applies
+    /// to the jobs after it, as pools judge shares at the difficulty of their job.
+    job_difficulty: f64,
     /// Bumped on every job, so a search in progress notices clean jobs.
     job_generation: u64,
     /// Request id -> (method, send time).
@@ -434,7 +442,12 @@ impl Miner {
                 Some(d) if d > 0.0 => {
                     session.borrow_mut().difficulty = d;
                     self.stats().last_difficulty = Some(d);
-                    self.me(|m| m.difficulty = d);
+                    self.me(|m| {
+                        m.difficulty = d;
+                        if !m.difficulties.contains(&d) && m.difficulties.len() < 32 {
+                            m.difficulties.push(d);
+                        }
+                    });
                 }
                 _ => self.stats().bad_lines += 1,
             },
@@ -446,6 +459,7 @@ impl Miner {
                         (job.sent_at_us != 0).then(|| now_us().saturating_sub(job.sent_at_us));
                     {
                         let mut s = session.borrow_mut();
+                        s.job_difficulty = s.difficulty;
                         s.job = Some(Rc::new(job));
                         s.job_generation += 1;
                     }
@@ -644,7 +658,7 @@ impl Miner {
                 s.job.clone()?,
                 s.extranonce1.clone(),
                 s.extranonce2_size,
-                s.difficulty,
+                s.job_difficulty,
                 s.version_mask,
                 s.job_generation,
             )
@@ -656,7 +670,7 @@ impl Miner {
         } else {
             0
         };
-        let target = target_for_difficulty(difficulty);
+        let target = target_for_difficulty(difficulty * self.config.difficulty_unit);
         let start = fastrand::u32(..);
         let mut tried = 0u32;
         while tried < self.config.max_hashes_per_share {

@@ -1,9 +1,36 @@
 //! The pool simulator: the pool side of the BTCAgent protocol on real loopback TCP,
 //! on its own thread and single-threaded smol executor. Tests drive it through the
 //! thread-safe [`PoolSim`] handle and read [`PoolStats`] snapshots.
+//!
+//! It keeps btcpool sserver's rules (checked in its source: StratumSession.cc,
+//! bitcoin/StratumSessionBitcoin.cc, bitcoin/StratumMinerBitcoin.cc,
+//! bitcoin/StratumServerBitcoin.cc, StratumMiner.h, StratumMessageDispatcher.cc,
+//! DiffController.cc, Stratum.cc), in one mode:
+//! - a connection is an agent only when its `mining.subscribe` params[0], cut to 30
+//!   bytes and filtered as worker names are, starts with `btccom-agent/`; ex-messages
+//!   of other connections, and of any connection before it authorized, are dropped;
+//! - the connection's own difficulty (`mining.set_difficulty`, sent only right before a
+//!   job, when it changed) comes from a controller that never sees a share: it starts
+//!   at the pool default and halves toward the minimum with every job once
+//!   [`PoolSimConfig::decay_after`] has passed. Shares are judged per worker, at the
+//!   worker's difficulty frozen per job; a new worker starts at the pool default for
+//!   every job already sent; MINING_SET_DIFF changes it, and goes out only right before
+//!   a job (the first judged at the new difficulty);
+//! - SUBMIT_RESPONSE carries the raw codes (36, 37, 31, 32 ...); job-not-found and
+//!   duplicates are answered at once, the rest after a random 0 to
+//!   [`PoolSimConfig::verdict_delay_max`] (so answers overtake each other), and not at
+//!   all when the worker was unregistered meanwhile;
+//! - the submit index counts every correctly sized SUBMIT of a registered session;
+//!   others are dropped without an answer;
+//! - a REGISTER for a live session id, over 100 bytes, or with a session id above
+//!   0xFFFE is ignored; names are filtered as `filterWorkerName` does;
+//! - after a job on a new block only the newest 4 jobs are kept, the 3 older ones are
+//!   stale (37), older ones not found (36); otherwise a job is dropped
+//!   [`PoolSimConfig::job_lifetime`] after it was made (36), the newest never;
+//! - ntime below the job's mintime is 31, above job ntime + 600 is 32.
 
 use crate::bitcoin::{hex_encode, parse_difficulty, target_for_difficulty};
-use crate::exmsg::{self, ExError, ExMessage, Submit};
+use crate::exmsg::{self, ExMessage, Submit};
 use crate::framing::{Frame, FrameReader};
 use crate::job::Job;
 use crate::now_us;
@@ -14,18 +41,20 @@ use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Task, Timer};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Difficulty 2^-30 written as a decimal: a share in about 4 hashes.
 pub const EASY_DIFFICULTY: &str = "0.000000000931322574615478515625";
 
-/// Jobs remembered per connection for share checks.
-const JOBS_KEPT: usize = 16;
+/// sserver's `kMaxNumLocalJobs_`: short job ids 0..=255, as many jobs kept.
+const JOBS_KEPT: usize = 256;
+/// sserver's `kNumLocalJobsToKeep_`: jobs kept after a job on a new block.
+const JOBS_KEPT_AFTER_NEW_BLOCK: usize = 4;
 /// Outbound bytes queued per connection before the simulator gives up on it.
 const OUTBOUND_LIMIT: usize = 4 << 20;
 /// Longest JSON line or ex-message accepted.
@@ -36,8 +65,18 @@ const SEEN_PER_JOB: usize = 200_000;
 const CLOSED_KEPT: usize = 1024;
 /// Methods recorded per connection (the handshake order).
 const METHODS_KEPT: usize = 64;
-/// btcpool drops REGISTER_WORKER messages longer than this.
+/// Difficulty texts recorded per connection.
+const DIFFICULTIES_KEPT: usize = 64;
+/// btcpool drops REGISTER_WORKER messages longer than this, or shorter than 8.
 const MAX_REGISTER_LEN: usize = 100;
+/// sserver's `AGENT_MAX_SESSION_ID`.
+const MAX_SESSION_ID: u16 = 0xfffe;
+/// sserver's `BtccomAgentPrefix`.
+pub const AGENT_PREFIX: &str = "btccom-agent/";
+/// A share's ntime may be this far past its job's (StratumServerBitcoin.cc checkShare).
+pub const NTIME_AHEAD: u32 = 600;
+/// sserver's name for a worker whose name filters down to nothing.
+pub const DEFAULT_WORKER_NAME: &str = "__default__";
 
 #[derive(Clone, Debug)]
 pub struct PoolSimConfig {
@@ -45,18 +84,39 @@ pub struct PoolSimConfig {
     pub listen: SocketAddr,
     /// Answered to `agent.get_capabilities`.
     pub capabilities: Vec<String>,
-    /// Sent in `mining.set_version_mask` and allowed in version-rolling shares.
+    /// The pool's version mask: shares may flip these bits (whether or not the agent
+    /// asked with mining.configure, as sserver checks its own mask only).
     pub version_mask: u32,
     /// Extranonce2 size in the subscribe result (the agent only accepts 8).
     pub extranonce2_size: u32,
     /// Answer `mining.authorize` with error 29.
     pub reject_authorize: bool,
-    /// Initial difficulty, as the JSON number text to send.
+    /// The pool default difficulty, as the JSON number text to send: the connection's
+    /// first `mining.set_difficulty`, and every new worker's difficulty.
     pub difficulty: String,
+    /// The floor the connection's difficulty decays to; `None`: the default / 256.
+    pub min_difficulty: Option<f64>,
+    /// From the connection's first job on, its difficulty halves with every job once
+    /// this has passed (sserver: 60 s, DiffController.cc).
+    pub decay_after: Duration,
     /// Send a new (non-clean) job this often; `None`: only on demand.
     pub job_interval: Option<Duration>,
     /// Hashes in each job's merkle branch.
     pub merkle_branch_len: usize,
+    /// A job is forgotten this long after it was made (sserver `max_job_lifetime`).
+    pub job_lifetime: Duration,
+    /// A job's mintime is its ntime minus this (sserver: a proxied job's mintime is
+    /// ntime - 600; from bitcoind it is the block template's mintime).
+    pub mintime_behind: u32,
+    /// Verdicts that go through sserver's share-checking threads wait a random time
+    /// up to this before they are sent.
+    pub verdict_delay_max: Duration,
+    /// A pool from before late 2018: `agent.get_capabilities` is never answered (and
+    /// so share responses never turned on).
+    pub older_server: bool,
+    /// Shares are judged, and simulated miners mine, at difficulty × unit: with a unit
+    /// of 2^-40, the difficulty 2^13 of a MINING_SET_DIFF takes some 2^5 hashes.
+    pub difficulty_unit: f64,
 }
 
 impl Default for PoolSimConfig {
@@ -68,8 +128,15 @@ impl Default for PoolSimConfig {
             extranonce2_size: 8,
             reject_authorize: false,
             difficulty: EASY_DIFFICULTY.into(),
+            min_difficulty: None,
+            decay_after: Duration::from_secs(60),
             job_interval: None,
             merkle_branch_len: 4,
+            job_lifetime: Duration::from_secs(300),
+            mintime_behind: 600,
+            verdict_delay_max: Duration::from_millis(50),
+            older_server: false,
+            difficulty_unit: 1.0,
         }
     }
 }
@@ -77,28 +144,41 @@ impl Default for PoolSimConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShareCounts {
     pub valid: u64,
-    /// Low difficulty (23) or a version mask outside the pool's (33).
+    /// Low difficulty (23), ntime out of range (31, 32), version mask outside the
+    /// pool's (33).
     pub invalid: u64,
-    /// Job not found (21).
+    /// Of `invalid`: low difficulty (23).
+    pub low_difficulty: u64,
+    /// Job not found (36) or stale (37).
     pub stale: u64,
     pub duplicate: u64,
     /// Submits for a session not registered on the connection: dropped uncounted.
     pub unregistered: u64,
     /// Ex-messages of the wrong length or unknown cmd: ignored.
     pub malformed: u64,
+    /// Ex-messages dropped because the connection is no agent or not authorized.
+    pub dropped_ex: u64,
+    /// REGISTERs ignored (live session id, too long or short, id above 0xFFFE).
+    pub ignored_registers: u64,
+    /// Verdicts never sent: the worker was unregistered while its share was checked.
+    pub withheld: u64,
 }
 
 impl ShareCounts {
     fn add(&mut self, other: &ShareCounts) {
         self.valid += other.valid;
         self.invalid += other.invalid;
+        self.low_difficulty += other.low_difficulty;
         self.stale += other.stale;
         self.duplicate += other.duplicate;
         self.unregistered += other.unregistered;
         self.malformed += other.malformed;
+        self.dropped_ex += other.dropped_ex;
+        self.ignored_registers += other.ignored_registers;
+        self.withheld += other.withheld;
     }
 
-    /// Submits the pool counted (and answered, with subres).
+    /// Submits the pool counted (each took a submit index).
     pub fn counted(&self) -> u64 {
         self.valid + self.invalid + self.stale + self.duplicate
     }
@@ -106,6 +186,7 @@ impl ShareCounts {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// As the pool filtered it (`__default__` when nothing was left).
     pub worker_name: String,
     pub client_agent: String,
 }
@@ -124,9 +205,17 @@ pub struct ConnStats {
     pub id: u64,
     pub peer: SocketAddr,
     pub open: bool,
+    /// The subscribe user agent as the pool filtered it.
+    pub client_agent: String,
+    /// Ex-messages are read (the user agent starts with `btccom-agent/`).
+    pub agent_mode: bool,
     pub sub_account: Option<String>,
     /// JSON methods in arrival order (first 64).
     pub methods: Vec<String>,
+    /// Requests the pool never answers (unknown methods, as sserver).
+    pub unanswered_methods: u64,
+    /// Lines that are not JSON (sserver logs and skips them).
+    pub bad_lines: u64,
     /// Capabilities in effect: "verrol" after configure, "subres" once activated.
     pub active_caps: Vec<String>,
     /// Hex, 8 digits.
@@ -148,6 +237,10 @@ pub struct ConnStats {
     pub job_sent_at_us: BTreeMap<String, u64>,
     /// The difficulty text last sent.
     pub difficulty: String,
+    /// Every `mining.set_difficulty` text sent, in order (first 64).
+    pub difficulties_sent: Vec<String>,
+    /// MINING_SET_DIFF exponents sent, by session (the last one).
+    pub session_diff_exps: BTreeMap<u16, u8>,
 }
 
 impl ConnStats {
@@ -165,6 +258,11 @@ pub struct PoolStats {
     /// Valid shares by (sub-account, worker name).
     pub worker_valid: BTreeMap<(String, String), u64>,
     pub jobs_sent: u64,
+    /// Every connection-level difficulty value ever sent (as numbers, in pool units).
+    pub connection_difficulties: Vec<f64>,
+    /// Every difficulty a worker was ever judged at (pool default and MINING_SET_DIFF
+    /// values, in pool units).
+    pub worker_difficulties: BTreeSet<u64>,
 }
 
 impl PoolStats {
@@ -197,19 +295,31 @@ impl PoolStats {
             .unwrap_or(0)
     }
 
+    /// The worker difficulties as numbers (`worker_difficulties` holds their bits).
+    pub fn worker_difficulty_values(&self) -> Vec<f64> {
+        self.worker_difficulties
+            .iter()
+            .map(|b| f64::from_bits(*b))
+            .collect()
+    }
+
     /// One line for humans.
     pub fn summary(&self) -> String {
         let t = &self.totals;
         format!(
-            "conns={} sessions={} valid={} invalid={} stale={} dup={} unregistered={} malformed={} jobs={}",
+            "conns={} sessions={} valid={} invalid={} low_diff={} stale={} dup={} unregistered={} malformed={} dropped_ex={} ignored_registers={} withheld={} jobs={}",
             self.open_count(),
             self.registered_sessions(),
             t.valid,
             t.invalid,
+            t.low_difficulty,
             t.stale,
             t.duplicate,
             t.unregistered,
             t.malformed,
+            t.dropped_ex,
+            t.ignored_registers,
+            t.withheld,
             self.jobs_sent
         )
     }
@@ -264,6 +374,14 @@ fn check_difficulty_text(text: &str) -> io::Result<f64> {
 impl PoolSim {
     pub fn start(config: PoolSimConfig) -> io::Result<PoolSim> {
         check_difficulty_text(&config.difficulty)?;
+        let unit = config.difficulty_unit;
+        let floor = config.min_difficulty.unwrap_or(1.0);
+        if !(unit > 0.0 && unit.is_finite() && floor > 0.0 && floor.is_finite()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "difficulty_unit and min_difficulty must be positive",
+            ));
+        }
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -275,7 +393,11 @@ impl PoolSim {
             .name("poolsim".into())
             .spawn(move || {
                 let executor = Rc::new(LocalExecutor::new());
+                let default_difficulty = parse_difficulty(&config.difficulty).unwrap_or(1.0);
                 let pool = Rc::new(Pool {
+                    min_difficulty: config.min_difficulty.unwrap_or(default_difficulty / 256.0),
+                    default_difficulty,
+                    block: Cell::new(0),
                     config,
                     addr,
                     stats: thread_stats,
@@ -334,15 +456,18 @@ impl PoolSim {
         let _ = self.request(Command::NewJob { clean });
     }
 
-    /// Sends `mining.set_difficulty` with this exact number text to every authorized
-    /// connection; shares are then checked against it (the previous difficulty stays
-    /// acceptable until the next clean job, to avoid races).
+    /// The next connection-level difficulty of every authorized connection: sent with
+    /// this exact number text right before the next job (the decay goes on from it).
+    /// As on sserver it changes no worker's difficulty: shares are judged per worker.
     pub fn set_difficulty(&self, text: &str) -> io::Result<()> {
         check_difficulty_text(text)?;
         self.request(Command::SetDifficulty(text.to_string()))
     }
 
-    /// Sends MINING_SET_DIFF (difficulty 2^diff_exp) for these sessions on one connection.
+    /// Difficulty 2^diff_exp for these sessions on one connection, as sserver's
+    /// per-worker controller would change it: MINING_SET_DIFF for the registered ones
+    /// whose difficulty changes goes out right before a job, sent now on that
+    /// connection; that job and later ones are judged at it, earlier ones are not.
     pub fn set_session_difficulty(
         &self,
         conn: u64,
@@ -397,28 +522,40 @@ impl Drop for PoolSim {
     }
 }
 
-/// Per-session or per-connection difficulty, with the previous one still accepted
-/// until the next clean job (a share may be in flight when the difficulty changes).
-#[derive(Clone, Copy)]
-struct Difficulty {
-    now: f64,
-    previous: f64,
-}
-
-impl Difficulty {
-    fn set(&mut self, value: f64) {
-        self.previous = self.now;
-        self.now = value;
-    }
-
-    fn easiest(&self) -> f64 {
-        self.now.min(self.previous)
-    }
-}
-
 struct SentJob {
     job: Job,
+    /// Made (sserver drops a job `job_lifetime` after that, the newest never).
+    made: Instant,
+    /// From before the last new block (37).
+    stale: bool,
+    min_time: u32,
+    /// Each registered worker's difficulty for this job (StratumMiner.h `jobDiffs_`).
+    diffs: HashMap<u16, f64>,
+    /// (session, extranonce2, nonce, ntime, version mask) of shares seen: sserver adds
+    /// every share before checking it, so a repeat of an invalid one is a duplicate.
     seen: HashSet<(u16, u32, u32, u32, u32)>,
+}
+
+struct Worker {
+    info: SessionInfo,
+    /// Distinguishes registrations of one session id: a verdict for an earlier one is
+    /// never sent (sserver's `alive_` of the miner object).
+    generation: u64,
+    /// The difficulty of the newest job.
+    difficulty: f64,
+    /// Set by a MINING_SET_DIFF control, applied with the next job.
+    pending: Option<u8>,
+}
+
+/// The connection's own difficulty controller (DiffController.cc, which for an agent
+/// connection never sees a share).
+struct ConnDifficulty {
+    /// Last value sent; 0 before the first job.
+    sent: f64,
+    value: f64,
+    started: Option<Instant>,
+    /// A value a test asked for, sent with the next job.
+    forced: Option<(String, f64)>,
 }
 
 struct Conn {
@@ -431,12 +568,13 @@ struct Conn {
     outbound_ready: Sender<()>,
     extranonce1: [u8; 4],
     subscribed: Cell<bool>,
+    agent_mode: Cell<bool>,
     authorized: Cell<bool>,
     subres: Cell<bool>,
     verrol: Cell<bool>,
-    difficulty: Cell<Difficulty>,
-    session_difficulty: RefCell<HashMap<u16, Difficulty>>,
-    sessions: RefCell<HashMap<u16, SessionInfo>>,
+    difficulty: RefCell<ConnDifficulty>,
+    workers: RefCell<HashMap<u16, Worker>>,
+    next_generation: Cell<u64>,
     sub_account: RefCell<String>,
     jobs: RefCell<VecDeque<SentJob>>,
     next_job_id: Cell<u8>,
@@ -445,6 +583,8 @@ struct Conn {
 
 struct Pool {
     config: PoolSimConfig,
+    default_difficulty: f64,
+    min_difficulty: f64,
     addr: SocketAddr,
     stats: Arc<Mutex<PoolStats>>,
     /// Weak: tasks hold the pool, so a strong reference would be a cycle that keeps
@@ -453,6 +593,8 @@ struct Pool {
     conns: RefCell<BTreeMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     job_seq: Cell<u64>,
+    /// The current block: jobs on it share prevhash and height.
+    block: Cell<u64>,
     accept_task: RefCell<Option<Task<()>>>,
 }
 
@@ -466,6 +608,49 @@ fn notification(method: &str, params: Value) -> Vec<u8> {
 
 fn response(id: &Value, result: Value, error: Value) -> Vec<u8> {
     format!("{}\n", json!({"id": id, "result": result, "error": error})).into_bytes()
+}
+
+/// sserver's Stratum.cc `filterWorkerName`: only `[A-Za-z0-9-._:|^/]` stay.
+pub fn filter_worker_name(name: &[u8]) -> String {
+    name.iter()
+        .filter(|&&c| c.is_ascii_alphanumeric() || b"-._:|^/".contains(&c))
+        .map(|&c| c as char)
+        .collect()
+}
+
+/// The subscribe user agent as sserver keeps it: cut to 30 bytes, then filtered.
+pub fn filter_client_agent(agent: &str) -> String {
+    let bytes = agent.as_bytes();
+    filter_worker_name(&bytes[..bytes.len().min(30)])
+}
+
+/// REGISTER_WORKER's body after the session id, read as sserver reads it: the last
+/// byte is taken as the terminator whatever it is; the client agent runs to the first
+/// NUL, the worker name from there to the next.
+fn register_names(frame: &[u8]) -> (String, String) {
+    let mut text = frame[6..].to_vec();
+    let last = text.len() - 1;
+    text[last] = 0;
+    let agent_len = text.iter().position(|&b| b == 0).unwrap_or(last);
+    let agent = filter_worker_name(&text[..agent_len]);
+    let mut worker = String::new();
+    if agent_len + 2 < text.len() {
+        let rest = &text[agent_len + 1..];
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        worker = filter_worker_name(&rest[..end]);
+    }
+    if worker.is_empty() {
+        worker = DEFAULT_WORKER_NAME.to_string();
+    }
+    (agent, worker)
+}
+
+/// What a verdict costs before it can be sent.
+enum Answer {
+    /// Answered at once (job not found, duplicate).
+    Now(u32),
+    /// Through the share-checking threads.
+    Checked(u32),
 }
 
 impl Pool {
@@ -522,7 +707,7 @@ impl Pool {
                 let value = check_difficulty_text(&text)?;
                 let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
                 for conn in conns.iter().filter(|c| c.authorized.get()) {
-                    self.send_difficulty(conn, &text, value);
+                    conn.difficulty.borrow_mut().forced = Some((text.clone(), value));
                 }
             }
             Command::SetSessionDifficulty {
@@ -531,20 +716,14 @@ impl Pool {
                 sessions,
             } => {
                 let conn = self.conn(conn)?;
-                let value = 2f64.powi(diff_exp as i32);
-                let base = conn.difficulty.get();
-                let mut per_session = conn.session_difficulty.borrow_mut();
                 for session in &sessions {
-                    per_session.entry(*session).or_insert(base).set(value);
+                    if let Some(worker) = conn.workers.borrow_mut().get_mut(session) {
+                        worker.pending = Some(diff_exp);
+                    }
                 }
-                drop(per_session);
-                self.send(
-                    &conn,
-                    exmsg::encode(&ExMessage::MiningSetDiff {
-                        diff_exp,
-                        session_ids: sessions,
-                    }),
-                );
+                if conn.authorized.get() {
+                    self.send_job(&conn, false);
+                }
             }
             Command::Drop(target) => {
                 for conn in self.conns.borrow().values() {
@@ -603,7 +782,6 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
-        let difficulty = parse_difficulty(&self.config.difficulty).unwrap_or(1.0);
         let (outbound_ready, writer_wake) = channel::bounded(1);
         // Distinct per connection and recognisable in a packet dump.
         let extranonce1 = (0x5100_0000u32.wrapping_add(id as u32)).to_be_bytes();
@@ -614,15 +792,18 @@ impl Pool {
             outbound_ready,
             extranonce1,
             subscribed: Cell::new(false),
+            agent_mode: Cell::new(false),
             authorized: Cell::new(false),
             subres: Cell::new(false),
             verrol: Cell::new(false),
-            difficulty: Cell::new(Difficulty {
-                now: difficulty,
-                previous: difficulty,
+            difficulty: RefCell::new(ConnDifficulty {
+                sent: 0.0,
+                value: self.default_difficulty,
+                started: None,
+                forced: None,
             }),
-            session_difficulty: RefCell::new(HashMap::new()),
-            sessions: RefCell::new(HashMap::new()),
+            workers: RefCell::new(HashMap::new()),
+            next_generation: Cell::new(0),
             sub_account: RefCell::new(String::new()),
             jobs: RefCell::new(VecDeque::new()),
             next_job_id: Cell::new(0),
@@ -637,8 +818,12 @@ impl Pool {
                     id,
                     peer,
                     open: true,
+                    client_agent: String::new(),
+                    agent_mode: false,
                     sub_account: None,
                     methods: Vec::new(),
+                    unanswered_methods: 0,
+                    bad_lines: 0,
                     active_caps: Vec::new(),
                     extranonce1: hex_encode(&extranonce1),
                     sessions: BTreeMap::new(),
@@ -653,7 +838,9 @@ impl Pool {
                     responses_sent: 0,
                     jobs_sent: 0,
                     job_sent_at_us: BTreeMap::new(),
-                    difficulty: self.config.difficulty.clone(),
+                    difficulty: String::new(),
+                    difficulties_sent: Vec::new(),
+                    session_diff_exps: BTreeMap::new(),
                 },
             );
             let closed: Vec<u64> = stats
@@ -679,6 +866,9 @@ impl Pool {
             pool.read_loop(&conn, stream).await;
             let _ = conn.stream.shutdown(Shutdown::Both);
             conn.outbound_ready.close();
+            // The workers die with the connection: verdicts still being checked for
+            // them are never sent.
+            conn.workers.borrow_mut().clear();
             pool.conns.borrow_mut().remove(&conn.id);
             pool.conn_stats(conn.id, |c| c.open = false);
         });
@@ -710,7 +900,7 @@ impl Pool {
         let _ = conn.outbound_ready.try_send(());
     }
 
-    async fn read_loop(&self, conn: &Rc<Conn>, mut stream: TcpStream) {
+    async fn read_loop(self: &Rc<Self>, conn: &Rc<Conn>, mut stream: TcpStream) {
         let mut reader = FrameReader::new(MAX_FRAME, true);
         let (mut reads, mut bytes) = (0, 0);
         loop {
@@ -720,136 +910,197 @@ impl Pool {
                 c.bytes_in += reader.bytes - bytes;
             });
             (reads, bytes) = (reader.reads, reader.bytes);
-            let keep_open = match frame {
+            match frame {
                 Ok(Some(Frame::Line(line))) => self.on_line(conn, &line),
-                Ok(Some(Frame::Ex(frame))) => {
-                    self.on_ex(conn, &frame);
-                    true
-                }
-                Ok(None) | Err(_) => false,
-            };
-            if !keep_open {
-                return;
+                Ok(Some(Frame::Ex(frame))) => self.on_ex(conn, &frame),
+                Ok(None) | Err(_) => return,
             }
         }
     }
 
-    /// Handles one JSON line; false closes the connection (garbage).
-    fn on_line(&self, conn: &Rc<Conn>, line: &str) -> bool {
+    /// Handles one JSON line as StratumSession.cc `handleLine` does.
+    fn on_line(&self, conn: &Rc<Conn>, line: &str) {
         if line.trim().is_empty() {
-            return true;
+            return;
         }
         let Ok(message) = serde_json::from_str::<Value>(line) else {
-            return false;
+            // sserver logs "decode line fail" and reads on.
+            self.conn_stats(conn.id, |c| c.bad_lines += 1);
+            return;
         };
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let Some(method) = message.get("method").and_then(Value::as_str) else {
-            // A response to something we never asked: ignore.
-            return true;
+        let id = match message.get("id") {
+            Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+            _ => Value::Null,
         };
-        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let method = message.get("method").and_then(Value::as_str);
+        let params = message.get("params").filter(|p| p.is_array());
+        let (Some(method), Some(params)) = (method.filter(|m| !m.is_empty()), params) else {
+            if message.get("method").is_none() {
+                // A response to something we never asked: sserver answers 27 even
+                // to that, but nothing the agent sends looks like it.
+                return;
+            }
+            self.send(
+                conn,
+                response(&id, Value::Null, json!([27, "Illegal params", null])),
+            );
+            return;
+        };
         self.conn_stats(conn.id, |c| {
             if c.methods.len() < METHODS_KEPT {
                 c.methods.push(method.to_string());
             }
         });
-        let caps = &self.config.capabilities;
-        let has_cap = |name: &str| caps.iter().any(|c| c == name);
         match method {
-            "agent.get_capabilities" => {
-                self.send(
-                    conn,
-                    response(&id, json!({ "capabilities": caps }), Value::Null),
-                );
-                let asks_subres = params
-                    .get(0)
-                    .and_then(Value::as_array)
-                    .is_some_and(|wanted| wanted.iter().any(|w| w == "subres"));
-                if asks_subres && has_cap("subres") && conn.authorized.get() && !conn.subres.get() {
-                    conn.subres.set(true);
-                    self.conn_stats(conn.id, |c| c.active_caps.push("subres".into()));
-                }
+            "agent.get_capabilities" if !self.config.older_server => {
+                self.on_get_capabilities(conn, &id, params)
             }
-            "mining.configure" => {
-                if has_cap("verrol") {
-                    let mask = format!("{:08x}", self.config.version_mask);
-                    self.send(
-                        conn,
-                        response(
-                            &id,
-                            json!({"version-rolling": true, "version-rolling.mask": mask}),
-                            Value::Null,
-                        ),
-                    );
-                    self.send(conn, notification("mining.set_version_mask", json!([mask])));
-                    if !conn.verrol.get() {
-                        conn.verrol.set(true);
-                        self.conn_stats(conn.id, |c| c.active_caps.push("verrol".into()));
-                    }
-                } else {
-                    self.send(
-                        conn,
-                        response(&id, json!({"version-rolling": false}), Value::Null),
-                    );
-                }
-            }
-            "mining.subscribe" => {
-                let ex1 = hex_encode(&conn.extranonce1);
-                let result = json!([
-                    [["mining.set_difficulty", ex1], ["mining.notify", ex1]],
-                    ex1,
-                    self.config.extranonce2_size
-                ]);
-                self.send(conn, response(&id, result, Value::Null));
-                conn.subscribed.set(true);
-            }
-            "mining.authorize" => {
-                let name = params.get(0).and_then(Value::as_str).unwrap_or("");
-                if !conn.subscribed.get() {
-                    self.send(
-                        conn,
-                        response(&id, Value::Null, json!([25, "Not subscribed", null])),
-                    );
-                } else if self.config.reject_authorize || name.is_empty() {
-                    self.send(
-                        conn,
-                        response(&id, Value::Null, json!([29, "Invalid username", null])),
-                    );
-                } else {
-                    self.send(conn, response(&id, json!(true), Value::Null));
-                    *conn.sub_account.borrow_mut() = name.to_string();
-                    self.conn_stats(conn.id, |c| c.sub_account = Some(name.to_string()));
-                    if !conn.authorized.replace(true) {
-                        let text = self.config.difficulty.clone();
-                        let value = conn.difficulty.get().now;
-                        self.send_difficulty(conn, &text, value);
-                        self.send_job(conn, true);
-                    }
-                }
-            }
+            "mining.configure" => self.on_configure(conn, &id, params),
+            "mining.subscribe" => self.on_subscribe(conn, &id, params),
+            "mining.authorize" => self.on_authorize(conn, &id, params),
+            // Everything else goes to the session's dispatcher, which on an agent
+            // connection (or before authorize) answers nothing at all.
             _ => {
-                self.send(
-                    conn,
-                    response(&id, Value::Null, json!([26, "Illegal method", null])),
-                );
+                self.conn_stats(conn.id, |c| c.unanswered_methods += 1);
             }
         }
-        true
     }
 
-    fn send_difficulty(&self, conn: &Conn, text: &str, value: f64) {
-        let mut difficulty = conn.difficulty.get();
-        difficulty.set(value);
-        conn.difficulty.set(difficulty);
-        conn.session_difficulty.borrow_mut().clear();
-        // Written by hand so the number text reaches the agent exactly as given.
-        let line =
-            format!("{{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[{text}]}}\n");
-        self.send(conn, line.into_bytes());
-        self.conn_stats(conn.id, |c| c.difficulty = text.to_string());
+    fn on_get_capabilities(&self, conn: &Conn, id: &Value, params: &Value) {
+        let caps = &self.config.capabilities;
+        // sserver's answer has no "error" member.
+        self.send(
+            conn,
+            format!("{}\n", json!({"id": id, "result": {"capabilities": caps}})).into_bytes(),
+        );
+        let asks_subres = params
+            .get(0)
+            .and_then(Value::as_array)
+            .is_some_and(|wanted| wanted.iter().any(|w| w == "subres"));
+        // Before authorize the session has no dispatcher to turn it on.
+        let has_subres = caps.iter().any(|c| c == "subres");
+        if asks_subres
+            && has_subres
+            && conn.authorized.get()
+            && conn.agent_mode.get()
+            && !conn.subres.get()
+        {
+            conn.subres.set(true);
+            self.conn_stats(conn.id, |c| c.active_caps.push("subres".into()));
+        }
+    }
+
+    fn on_configure(&self, conn: &Conn, id: &Value, params: &Value) {
+        let (Some(extensions), Some(options)) = (
+            params.get(0).and_then(Value::as_array),
+            params.get(1).and_then(Value::as_object),
+        ) else {
+            self.send(
+                conn,
+                response(id, Value::Null, json!([27, "Illegal params", null])),
+            );
+            return;
+        };
+        let has_verrol = self.config.capabilities.iter().any(|c| c == "verrol");
+        let mut result = serde_json::Map::new();
+        let mut granted = 0;
+        for name in extensions.iter().filter_map(Value::as_str) {
+            match name {
+                "version-rolling" if has_verrol => {
+                    match options
+                        .get("version-rolling.mask")
+                        .and_then(Value::as_str)
+                        .and_then(crate::bitcoin::parse_hex_u32)
+                    {
+                        Some(asked) => {
+                            granted = asked & self.config.version_mask;
+                            result.insert(name.into(), json!(true));
+                            result.insert(
+                                "version-rolling.mask".into(),
+                                json!(format!("{granted:08x}")),
+                            );
+                        }
+                        None => {
+                            result.insert(name.into(), json!(false));
+                        }
+                    }
+                }
+                _ => {
+                    result.insert(name.into(), json!(false));
+                }
+            }
+        }
+        self.send(conn, response(id, Value::Object(result), Value::Null));
+        if granted != 0 {
+            self.send(
+                conn,
+                notification("mining.set_version_mask", json!([format!("{granted:08x}")])),
+            );
+            if !conn.verrol.replace(true) {
+                self.conn_stats(conn.id, |c| c.active_caps.push("verrol".into()));
+            }
+        }
+    }
+
+    fn on_subscribe(&self, conn: &Conn, id: &Value, params: &Value) {
+        if conn.subscribed.get() {
+            self.send(
+                conn,
+                response(id, Value::Null, json!([2147483647, "Unknown", null])),
+            );
+            return;
+        }
+        conn.subscribed.set(true);
+        if let Some(agent) = params.get(0) {
+            let text = match agent {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let agent = filter_client_agent(&text);
+            let agent_mode = agent.starts_with(AGENT_PREFIX);
+            conn.agent_mode.set(agent_mode);
+            self.conn_stats(conn.id, |c| {
+                c.client_agent = agent;
+                c.agent_mode = agent_mode;
+            });
+        }
+        let ex1 = hex_encode(&conn.extranonce1);
+        let result = json!([
+            [["mining.set_difficulty", ex1], ["mining.notify", ex1]],
+            ex1,
+            self.config.extranonce2_size
+        ]);
+        self.send(conn, response(id, result, Value::Null));
+    }
+
+    fn on_authorize(&self, conn: &Conn, id: &Value, params: &Value) {
+        if !conn.subscribed.get() || conn.authorized.get() {
+            self.send(
+                conn,
+                response(id, Value::Null, json!([25, "Not subscribed", null])),
+            );
+            return;
+        }
+        let name = params.get(0).and_then(Value::as_str).unwrap_or("");
+        let user = filter_worker_name(name.split('.').next().unwrap_or("").as_bytes());
+        if self.config.reject_authorize || user.is_empty() {
+            self.send(
+                conn,
+                response(id, Value::Null, json!([29, "Invalid username", null])),
+            );
+            return;
+        }
+        self.send(conn, response(id, json!(true), Value::Null));
+        *conn.sub_account.borrow_mut() = user.clone();
+        self.conn_stats(conn.id, |c| c.sub_account = Some(user));
+        conn.authorized.set(true);
+        self.send_job(conn, true);
     }
 
     async fn broadcast_job(&self, clean: bool) {
+        if clean {
+            self.block.set(self.block.get() + 1);
+        }
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         for conn in conns.iter().filter(|c| c.authorized.get()) {
             self.send_job(conn, clean);
@@ -859,32 +1110,127 @@ impl Pool {
         }
     }
 
+    /// The connection difficulty for the next job (DiffController `calcCurDiff` of a
+    /// controller without shares: halve once a period passed, never below the floor).
+    fn next_conn_difficulty(&self, conn: &Conn, now: Instant) -> Option<(String, f64)> {
+        let mut d = conn.difficulty.borrow_mut();
+        // The first job only starts the clock.
+        let started = d.started;
+        d.started = Some(started.unwrap_or(now));
+        let mut text = None;
+        if let Some((forced, value)) = d.forced.take() {
+            d.value = value;
+            text = Some(forced);
+        } else if started.is_some_and(|t| now.duration_since(t) >= self.config.decay_after)
+            && d.value >= self.min_difficulty * 2.0
+        {
+            d.value /= 2.0;
+        }
+        if d.value == d.sent {
+            return None;
+        }
+        d.sent = d.value;
+        let text = text.unwrap_or_else(|| {
+            if d.value == self.default_difficulty {
+                self.config.difficulty.clone()
+            } else {
+                format!("{}", d.value)
+            }
+        });
+        Some((text, d.value))
+    }
+
+    /// Sends a job as sserver's `sendMiningNotify` does: the connection difficulty if
+    /// it changed, MINING_SET_DIFF for workers whose difficulty changes, the notify,
+    /// then the old jobs are pruned.
     fn send_job(&self, conn: &Conn, clean: bool) {
+        let now = Instant::now();
+        if let Some((text, value)) = self.next_conn_difficulty(conn, now) {
+            // Written by hand so the number text reaches the agent exactly as given.
+            let line = format!(
+                "{{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[{text}]}}\n"
+            );
+            self.send(conn, line.into_bytes());
+            let mut stats = self.stats();
+            stats.connection_difficulties.push(value);
+            if let Some(c) = stats.connections.get_mut(&conn.id) {
+                if c.difficulties_sent.len() < DIFFICULTIES_KEPT {
+                    c.difficulties_sent.push(text.clone());
+                }
+                c.difficulty = text;
+            }
+        }
+        let mut changes: BTreeMap<u8, Vec<u16>> = BTreeMap::new();
+        let mut diffs = HashMap::new();
+        for (session, worker) in conn.workers.borrow_mut().iter_mut() {
+            if let Some(exp) = worker.pending.take() {
+                let value = 2f64.powi(exp as i32);
+                if value != worker.difficulty {
+                    worker.difficulty = value;
+                    changes.entry(exp).or_default().push(*session);
+                }
+            }
+            diffs.insert(*session, worker.difficulty);
+        }
+        for (exp, mut sessions) in changes {
+            sessions.sort_unstable();
+            {
+                let mut stats = self.stats();
+                stats
+                    .worker_difficulties
+                    .insert(2f64.powi(exp as i32).to_bits());
+                if let Some(c) = stats.connections.get_mut(&conn.id) {
+                    for s in &sessions {
+                        c.session_diff_exps.insert(*s, exp);
+                    }
+                }
+            }
+            self.send(
+                conn,
+                exmsg::encode(&ExMessage::MiningSetDiff {
+                    diff_exp: exp,
+                    session_ids: sessions,
+                }),
+            );
+        }
+
         let id = conn.next_job_id.get();
         conn.next_job_id.set(id.wrapping_add(1));
         let seq = self.job_seq.get();
         self.job_seq.set(seq + 1);
         let sent_at = now_us();
-        let job = Job::build(id, seq, sent_at, clean, self.config.merkle_branch_len);
+        let job = Job::build_on(
+            id,
+            self.block.get(),
+            seq,
+            sent_at,
+            clean,
+            self.config.merkle_branch_len,
+        );
         let line = job.notify_line();
-        if clean {
-            // Shares for older work are stale now; old difficulties no longer apply.
-            let mut d = conn.difficulty.get();
-            d.previous = d.now;
-            conn.difficulty.set(d);
-            for d in conn.session_difficulty.borrow_mut().values_mut() {
-                d.previous = d.now;
-            }
-            conn.jobs.borrow_mut().clear();
-        }
         let mut jobs = conn.jobs.borrow_mut();
-        if jobs.len() >= JOBS_KEPT {
-            jobs.pop_front();
+        if clean {
+            // Every older job is stale now; only the newest 4 local jobs stay.
+            for old in jobs.iter_mut() {
+                old.stale = true;
+            }
         }
         jobs.push_back(SentJob {
+            min_time: job.work.ntime.saturating_sub(self.config.mintime_behind),
             job: job.clone(),
+            made: now,
+            stale: false,
+            diffs,
             seen: HashSet::new(),
         });
+        let keep = if clean {
+            JOBS_KEPT_AFTER_NEW_BLOCK
+        } else {
+            JOBS_KEPT
+        };
+        while jobs.len() > keep {
+            jobs.pop_front();
+        }
         drop(jobs);
         self.send(conn, line.into_bytes());
         let mut stats = self.stats();
@@ -895,160 +1241,252 @@ impl Pool {
         }
     }
 
-    fn on_ex(&self, conn: &Conn, frame: &[u8]) {
-        let message = match exmsg::decode(frame) {
-            Ok(message) => message,
-            Err(
-                ExError::WrongLength { .. }
-                | ExError::UnknownCmd(_)
-                | ExError::Unterminated
-                | ExError::BadLength(_),
-            ) => {
-                self.count_malformed(conn);
+    fn on_ex(self: &Rc<Self>, conn: &Rc<Conn>, frame: &[u8]) {
+        if !(conn.agent_mode.get() && conn.authorized.get()) {
+            // No dispatcher yet, or a miner's: sserver drops every ex-message.
+            self.count(conn, |c| c.dropped_ex += 1);
+            return;
+        }
+        match frame[1] {
+            exmsg::CMD_REGISTER_WORKER => self.on_register(conn, frame),
+            exmsg::CMD_UNREGISTER_WORKER => {
+                if frame.len() != 6 {
+                    self.count(conn, |c| c.malformed += 1);
+                    return;
+                }
+                let session = u16::from_le_bytes([frame[4], frame[5]]);
+                let removed = conn.workers.borrow_mut().remove(&session).is_some();
+                if removed {
+                    for job in conn.jobs.borrow_mut().iter_mut() {
+                        job.diffs.remove(&session);
+                    }
+                }
+                self.conn_stats(conn.id, |c| {
+                    c.unregisters += 1;
+                    c.sessions.remove(&session);
+                });
+            }
+            exmsg::CMD_SUBMIT_SHARE
+            | exmsg::CMD_SUBMIT_SHARE_WITH_TIME
+            | exmsg::CMD_SUBMIT_SHARE_WITH_VER
+            | exmsg::CMD_SUBMIT_SHARE_WITH_TIME_VER => self.on_submit_frame(conn, frame),
+            // Pool-to-agent or unknown commands: ignored.
+            _ => self.count(conn, |c| c.malformed += 1),
+        }
+    }
+
+    fn on_register(&self, conn: &Conn, frame: &[u8]) {
+        let session = if frame.len() >= 6 {
+            u16::from_le_bytes([frame[4], frame[5]])
+        } else {
+            0xffff
+        };
+        let live = conn.workers.borrow().contains_key(&session);
+        if frame.len() < 8 || frame.len() > MAX_REGISTER_LEN || session > MAX_SESSION_ID || live {
+            self.count(conn, |c| c.ignored_registers += 1);
+            return;
+        }
+        let (client_agent, worker_name) = register_names(frame);
+        let info = SessionInfo {
+            worker_name,
+            client_agent,
+        };
+        let generation = conn.next_generation.get();
+        conn.next_generation.set(generation + 1);
+        let default = self.default_difficulty;
+        // StratumMiner.h: a new worker's difficulty for every job already sent.
+        for job in conn.jobs.borrow_mut().iter_mut() {
+            job.diffs.insert(session, default);
+        }
+        conn.workers.borrow_mut().insert(
+            session,
+            Worker {
+                info: info.clone(),
+                generation,
+                difficulty: default,
+                pending: None,
+            },
+        );
+        let mut stats = self.stats();
+        stats.worker_difficulties.insert(default.to_bits());
+        if let Some(c) = stats.connections.get_mut(&conn.id) {
+            c.registers += 1;
+            c.sessions.insert(session, info);
+        }
+    }
+
+    fn count(&self, conn: &Conn, update: impl Fn(&mut ShareCounts)) {
+        let mut stats = self.stats();
+        update(&mut stats.totals);
+        if let Some(c) = stats.connections.get_mut(&conn.id) {
+            update(&mut c.shares);
+        }
+    }
+
+    fn on_submit_frame(self: &Rc<Self>, conn: &Rc<Conn>, frame: &[u8]) {
+        // StratumSessionBitcoin `decodeSessionId`: too short names no session.
+        let session = if frame.len() >= 7 {
+            u16::from_le_bytes([frame[5], frame[6]])
+        } else {
+            0xffff
+        };
+        let worker = conn
+            .workers
+            .borrow()
+            .get(&session)
+            .map(|w| (w.info.worker_name.clone(), w.generation));
+        let Some((worker_name, generation)) = worker else {
+            self.count(conn, |c| c.unregistered += 1);
+            return;
+        };
+        let submit = match exmsg::decode(frame) {
+            Ok(ExMessage::Submit(submit)) => submit,
+            // A registered session's submit of the wrong size: no index, no answer.
+            _ => {
+                self.count(conn, |c| c.malformed += 1);
                 return;
             }
         };
-        match message {
-            ExMessage::RegisterWorker {
-                session_id,
-                client_agent,
-                worker_name,
-            } => {
-                if frame.len() > MAX_REGISTER_LEN || session_id > 0xfffe {
-                    self.count_malformed(conn);
-                    return;
-                }
-                let info = SessionInfo {
-                    worker_name,
-                    client_agent,
-                };
-                conn.sessions.borrow_mut().insert(session_id, info.clone());
-                self.conn_stats(conn.id, |c| {
-                    c.registers += 1;
-                    c.sessions.insert(session_id, info);
-                });
-            }
-            ExMessage::UnregisterWorker { session_id } => {
-                conn.sessions.borrow_mut().remove(&session_id);
-                conn.session_difficulty.borrow_mut().remove(&session_id);
-                self.conn_stats(conn.id, |c| {
-                    c.unregisters += 1;
-                    c.sessions.remove(&session_id);
-                });
-            }
-            ExMessage::Submit(submit) => self.on_submit(conn, &submit),
-            // Pool-to-agent messages have no business arriving here.
-            ExMessage::MiningSetDiff { .. } | ExMessage::SubmitResponse { .. } => {
-                self.count_malformed(conn)
-            }
-        }
-    }
-
-    fn count_malformed(&self, conn: &Conn) {
-        let mut stats = self.stats();
-        stats.totals.malformed += 1;
-        if let Some(c) = stats.connections.get_mut(&conn.id) {
-            c.shares.malformed += 1;
-        }
-    }
-
-    fn on_submit(&self, conn: &Conn, submit: &Submit) {
-        let worker = conn
-            .sessions
-            .borrow()
-            .get(&submit.session_id)
-            .map(|s| s.worker_name.clone());
+        let index = conn.submit_index.get();
+        conn.submit_index.set(index.wrapping_add(1));
+        let answer = self.judge(conn, &submit);
+        let status = match answer {
+            Answer::Now(s) | Answer::Checked(s) => s,
+        };
         let mut counts = ShareCounts::default();
-        let status = match worker {
-            None => {
-                counts.unregistered = 1;
-                None
-            }
-            Some(_) => Some(self.judge(conn, submit)),
-        };
         match status {
-            Some(exmsg::STATUS_ACCEPT) => counts.valid = 1,
-            Some(exmsg::STATUS_JOB_NOT_FOUND) => counts.stale = 1,
-            Some(exmsg::STATUS_DUPLICATE) => counts.duplicate = 1,
-            Some(_) => counts.invalid = 1,
-            None => {}
+            exmsg::STATUS_ACCEPT => counts.valid = 1,
+            exmsg::STATUS_JOB_NOT_FOUND | exmsg::STATUS_STALE => counts.stale = 1,
+            exmsg::STATUS_DUPLICATE => counts.duplicate = 1,
+            exmsg::STATUS_LOW_DIFFICULTY => {
+                counts.invalid = 1;
+                counts.low_difficulty = 1;
+            }
+            _ => counts.invalid = 1,
         }
-        if let Some(status) = status {
-            if conn.subres.get() {
-                let index = conn.submit_index.get();
-                conn.submit_index.set(index.wrapping_add(1));
-                self.send(
-                    conn,
-                    exmsg::encode(&ExMessage::SubmitResponse { index, status }),
-                );
+        {
+            let mut stats = self.stats();
+            stats.totals.add(&counts);
+            if counts.valid == 1 {
+                let key = (conn.sub_account.borrow().clone(), worker_name);
+                *stats.worker_valid.entry(key).or_insert(0) += 1;
+            }
+            if let Some(c) = stats.connections.get_mut(&conn.id) {
+                c.shares.add(&counts);
+                let forms = &mut c.submit_forms;
+                match submit.cmd {
+                    exmsg::CMD_SUBMIT_SHARE => forms.plain += 1,
+                    exmsg::CMD_SUBMIT_SHARE_WITH_TIME => forms.with_time += 1,
+                    exmsg::CMD_SUBMIT_SHARE_WITH_VER => forms.with_ver += 1,
+                    _ => forms.with_time_ver += 1,
+                }
+                if status != exmsg::STATUS_ACCEPT {
+                    *c.rejects.entry(status).or_insert(0) += 1;
+                }
             }
         }
-        let mut stats = self.stats();
-        stats.totals.add(&counts);
-        if counts.valid == 1 {
-            let key = (
-                conn.sub_account.borrow().clone(),
-                worker.clone().unwrap_or_default(),
-            );
-            *stats.worker_valid.entry(key).or_insert(0) += 1;
-        }
-        if let Some(c) = stats.connections.get_mut(&conn.id) {
-            c.shares.add(&counts);
-            let forms = &mut c.submit_forms;
-            match submit.cmd {
-                exmsg::CMD_SUBMIT_SHARE => forms.plain += 1,
-                exmsg::CMD_SUBMIT_SHARE_WITH_TIME => forms.with_time += 1,
-                exmsg::CMD_SUBMIT_SHARE_WITH_VER => forms.with_ver += 1,
-                _ => forms.with_time_ver += 1,
+        let max = self.config.verdict_delay_max;
+        match answer {
+            Answer::Now(_) => self.answer(conn, session, generation, index, status),
+            Answer::Checked(_) if max.is_zero() => {
+                self.answer(conn, session, generation, index, status)
             }
-            if let Some(code) = status.filter(|s| *s != exmsg::STATUS_ACCEPT) {
-                *c.rejects.entry(code).or_insert(0) += 1;
-            }
-            if status.is_some() && conn.subres.get() {
-                c.responses_sent += 1;
+            Answer::Checked(_) => {
+                let delay = Duration::from_micros(fastrand::u64(0..=max.as_micros() as u64));
+                let pool = self.clone();
+                let conn = conn.clone();
+                self.spawn_detached(async move {
+                    Timer::after(delay).await;
+                    pool.answer(&conn, session, generation, index, status);
+                });
             }
         }
     }
 
-    /// The status for a share of a registered session.
-    fn judge(&self, conn: &Conn, submit: &Submit) -> u32 {
+    /// Sends a verdict unless its worker is gone (sserver's `alive_` expired).
+    fn answer(&self, conn: &Conn, session: u16, generation: u64, index: u16, status: u32) {
+        if !conn.subres.get() {
+            return;
+        }
+        let alive = conn
+            .workers
+            .borrow()
+            .get(&session)
+            .is_some_and(|w| w.generation == generation);
+        if !alive {
+            self.count(conn, |c| c.withheld += 1);
+            return;
+        }
+        self.send(
+            conn,
+            exmsg::encode(&ExMessage::SubmitResponse { index, status }),
+        );
+        self.conn_stats(conn.id, |c| c.responses_sent += 1);
+    }
+
+    /// The verdict for a share of a registered session (StratumMinerBitcoin.cc
+    /// `handleRequest_Submit`, StratumServerBitcoin.cc `checkShare`).
+    fn judge(&self, conn: &Conn, submit: &Submit) -> Answer {
         let job_id = submit.job_id.to_string();
+        let now = Instant::now();
         let mut jobs = conn.jobs.borrow_mut();
-        let Some(sent) = jobs.iter_mut().find(|j| j.job.id == job_id) else {
-            return exmsg::STATUS_JOB_NOT_FOUND;
+        let newest = jobs.len().saturating_sub(1);
+        let Some((at, sent)) = jobs
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .find(|(_, j)| j.job.id == job_id)
+        else {
+            return Answer::Now(exmsg::STATUS_JOB_NOT_FOUND);
         };
+        if at != newest && now.duration_since(sent.made) >= self.config.job_lifetime {
+            return Answer::Now(exmsg::STATUS_JOB_NOT_FOUND);
+        }
+        let Some(&difficulty) = sent.diffs.get(&submit.session_id) else {
+            return Answer::Now(exmsg::STATUS_JOB_NOT_FOUND);
+        };
+        let ntime = match submit.ntime {
+            None | Some(0) => sent.job.work.ntime,
+            Some(t) => t,
+        };
+        let mask = submit.version_mask.unwrap_or(0);
         let key = (
             submit.session_id,
             submit.extranonce2,
             submit.nonce,
-            submit.ntime.unwrap_or(0),
-            submit.version_mask.unwrap_or(0),
+            ntime,
+            mask,
         );
         if sent.seen.contains(&key) {
-            return exmsg::STATUS_DUPLICATE;
+            return Answer::Now(exmsg::STATUS_DUPLICATE);
         }
-        let difficulty = conn
-            .session_difficulty
-            .borrow()
-            .get(&submit.session_id)
-            .copied()
-            .unwrap_or(conn.difficulty.get());
-        let allowed_mask = if conn.verrol.get() {
-            self.config.version_mask
-        } else {
-            0
+        if sent.seen.len() < SEEN_PER_JOB {
+            sent.seen.insert(key);
+        }
+        if sent.stale {
+            return Answer::Checked(exmsg::STATUS_STALE);
+        }
+        if ntime < sent.min_time {
+            return Answer::Checked(exmsg::STATUS_TIME_TOO_OLD);
+        }
+        if ntime > sent.job.work.ntime.saturating_add(NTIME_AHEAD) {
+            return Answer::Checked(exmsg::STATUS_TIME_TOO_NEW);
+        }
+        let target = target_for_difficulty(difficulty * self.config.difficulty_unit);
+        let submit = Submit {
+            ntime: Some(ntime),
+            ..*submit
         };
-        let target = target_for_difficulty(difficulty.easiest());
         let verdict = check_submit(
             &sent.job.work,
             &conn.extranonce1,
-            submit,
-            allowed_mask,
+            &submit,
+            self.config.version_mask,
             &target,
         );
-        if verdict == Verdict::Valid && sent.seen.len() < SEEN_PER_JOB {
-            sent.seen.insert(key);
-        }
-        verdict.status()
+        Answer::Checked(match verdict {
+            Verdict::Valid => exmsg::STATUS_ACCEPT,
+            other => other.status(),
+        })
     }
 }

@@ -8,6 +8,7 @@ use btcagent_sim::job::Job;
 use btcagent_sim::pool::{PoolSim, PoolSimConfig};
 use btcagent_sim::share::{check_submit, pool_extranonce2, search_nonce, Verdict};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
@@ -103,11 +104,22 @@ fn register(session: u16, worker: &str) -> ExMessage {
     }
 }
 
+/// Reads `n` SUBMIT_RESPONSEs (in whatever order they come): index -> status.
+async fn responses(agent: &mut Agent, n: usize) -> BTreeMap<u16, u32> {
+    let mut got = BTreeMap::new();
+    while got.len() < n {
+        match agent.conn.read_ex(T).await.unwrap() {
+            ExMessage::SubmitResponse { index, status } => {
+                assert!(got.insert(index, status).is_none(), "index {index} twice");
+            }
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+    got
+}
+
 async fn expect_response(agent: &mut Agent, index: u16, status: u32) {
-    assert_eq!(
-        agent.conn.read_ex(T).await.unwrap(),
-        ExMessage::SubmitResponse { index, status }
-    );
+    assert_eq!(responses(agent, 1).await, BTreeMap::from([(index, status)]));
 }
 
 #[test]
@@ -135,9 +147,11 @@ fn handshake_shares_and_subres() {
         let nonce = mine(&job, &ex1, 7, 0x11, difficulty);
         let good = share(&job, 7, 0x11, nonce);
         agent.conn.send_ex(&ExMessage::Submit(good)).await.unwrap();
-        expect_response(&mut agent, 0, exmsg::STATUS_ACCEPT).await;
         agent.conn.send_ex(&ExMessage::Submit(good)).await.unwrap();
-        expect_response(&mut agent, 1, exmsg::STATUS_DUPLICATE).await;
+        assert_eq!(
+            responses(&mut agent, 2).await,
+            BTreeMap::from([(0, exmsg::STATUS_ACCEPT), (1, exmsg::STATUS_DUPLICATE)])
+        );
         // A nonce known to miss the target.
         let target = target_for_difficulty(difficulty);
         let bad_nonce = (0..)
@@ -157,6 +171,7 @@ fn handshake_shares_and_subres() {
         stale.job_id = 200;
         agent.conn.send_ex(&ExMessage::Submit(stale)).await.unwrap();
         expect_response(&mut agent, 3, exmsg::STATUS_JOB_NOT_FOUND).await;
+        assert_eq!(exmsg::STATUS_JOB_NOT_FOUND, 36, "raw, as sserver sends it");
         // Unregistered session and wrong length: dropped uncounted, no index used.
         agent
             .conn
@@ -211,7 +226,8 @@ fn handshake_shares_and_subres() {
         let s = conn.shares;
         assert_eq!((s.valid, s.duplicate, s.invalid, s.stale), (2, 1, 1, 1));
         assert_eq!((s.unregistered, s.malformed), (2, 1));
-        assert_eq!(conn.submit_forms.plain, 6);
+        // Forms of the submits the pool counted (dropped ones are not read further).
+        assert_eq!(conn.submit_forms.plain, 4);
         assert_eq!(conn.submit_forms.with_time_ver, 1);
         assert_eq!(conn.responses_sent, 5);
         assert_eq!(stats.valid_for("subacct", "rig1"), 2);
@@ -260,20 +276,24 @@ fn controls() {
         let conn_id = *pool.stats().connections.keys().next().unwrap();
 
         pool.set_difficulty("0.0001").unwrap();
-        // The number text reaches the wire exactly as given.
+        assert!(pool.set_difficulty("abc").is_err());
+        pool.new_job(false);
+        // Right before the job, and the number text reaches the wire exactly as given.
         assert_eq!(
             agent.conn.read_line(T).await.unwrap(),
             r#"{"id":null,"method":"mining.set_difficulty","params":[0.0001]}"#
         );
-        assert!(pool.set_difficulty("abc").is_err());
-
-        pool.new_job(false);
         let job = next_job(&mut agent).await;
         assert_eq!((job.id.as_str(), job.clean), ("1", false));
         pool.new_job(true);
         assert!(next_job(&mut agent).await.clean);
 
-        pool.set_session_difficulty(conn_id, 13, vec![0x1122, 0x3344])
+        for s in [0x1122, 0x3344] {
+            agent.conn.send_ex(&register(s, "w")).await.unwrap();
+        }
+        assert!(pool.wait_until(T, |s| s.registered_sessions() == 2));
+        // 0x5555 is not registered: sserver has no worker to change.
+        pool.set_session_difficulty(conn_id, 13, vec![0x1122, 0x3344, 0x5555])
             .unwrap();
         assert_eq!(
             agent.conn.read_ex(T).await.unwrap(),
@@ -282,6 +302,8 @@ fn controls() {
                 session_ids: vec![0x1122, 0x3344]
             }
         );
+        // ... and right after it, the job that is the first judged at it.
+        assert!(!next_job(&mut agent).await.clean);
         pool.send_raw(conn_id, b"garbage\n".to_vec()).unwrap();
         assert_eq!(
             agent.conn.read_frame(T).await.unwrap(),
@@ -297,10 +319,12 @@ fn controls() {
         pool.accept_connections().unwrap();
         let mut again = handshake(&pool, &["subres"]).await;
         next_job(&mut again).await;
-        // Garbage from the agent closes the connection.
+        // sserver logs a line that is not JSON and reads on.
         again.conn.send_line("this is not json").await.unwrap();
-        assert!(again.conn.closed_within(T).await);
-        assert!(pool.wait_until(T, |s| s.accepted_connections == 2 && s.open_count() == 0));
+        assert!(pool.wait_until(T, |s| s.connections[&2].bad_lines == 1));
+        pool.new_job(false);
+        next_job(&mut again).await;
+        assert_eq!(pool.stats().open_count(), 1);
     });
 }
 

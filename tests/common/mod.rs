@@ -294,6 +294,9 @@ pub struct Miner {
     pub jobs_seen: usize,
     pub user: String,
     next_ex2: u32,
+    /// Responses read while waiting for another: verdicts come in the order the pool
+    /// gives them, which is not the submit order.
+    early: Vec<Value>,
 }
 
 pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -315,6 +318,7 @@ impl Miner {
             jobs_seen: 0,
             user: String::new(),
             next_ex2: 1,
+            early: Vec::new(),
         }
     }
 
@@ -387,10 +391,17 @@ impl Miner {
 
     /// Reads lines until the response to `id`, absorbing notifications on the way.
     pub async fn response(&mut self, id: u64) -> Value {
+        if let Some(at) = self.early.iter().position(|v| v["id"] == json!(id)) {
+            return self.early.remove(at);
+        }
         loop {
             let v = self.conn.read_json(T).await.expect("a response");
             if v.get("id") == Some(&json!(id)) {
                 return v;
+            }
+            if v.get("method").is_none() && !v["id"].is_null() {
+                self.early.push(v);
+                continue;
             }
             self.absorb(&v);
         }
@@ -417,6 +428,13 @@ impl Miner {
 
     /// Mines and submits one share; returns the agent's response.
     pub async fn submit_share(&mut self, ntime_delta: u32, version_bits: u32) -> Value {
+        let id = self.send_share(ntime_delta, version_bits).await;
+        self.response(id).await
+    }
+
+    /// Mines and submits one share; returns the request id to wait for with
+    /// [`Miner::response`].
+    pub async fn send_share(&mut self, ntime_delta: u32, version_bits: u32) -> u64 {
         let (job, ex2, ntime, nonce) = self.find_share(ntime_delta, version_bits);
         let mut params = vec![
             json!(self.user),
@@ -428,12 +446,10 @@ impl Miner {
         if version_bits != 0 {
             params.push(json!(format!("{version_bits:08x}")));
         }
-        let id = self
-            .conn
+        self.conn
             .request("mining.submit", Value::Array(params))
             .await
-            .unwrap();
-        self.response(id).await
+            .unwrap()
     }
 
     /// A share whose hash misses the target (at an easy difficulty many nonces hit it).

@@ -18,6 +18,9 @@ USAGE: poolsim [OPTIONS]
   --no-subres              do not offer share responses
   --no-verrol              do not offer version rolling
   --reject-authorize       refuse every mining.authorize
+  --older-server           never answer agent.get_capabilities (sserver before late 2018)
+  --decay-after SECS       connection difficulty halves each job after SECS [60]
+  --job-lifetime SECS      jobs are forgotten SECS after they were made [300]
   --stats-interval SECS    print a stats line every SECS [5]
   --duration SECS          exit after SECS, 0 = until SIGINT/SIGTERM [0]
 On exit prints the valid shares per (sub-account, worker).";
@@ -47,6 +50,8 @@ fn run() -> Result<(), String> {
     config.job_interval = seconds("--job-interval", 30.0)?;
     let stats_every = seconds("--stats-interval", 5.0)?.unwrap_or(Duration::from_secs(5));
     let duration = seconds("--duration", 0.0)?;
+    config.decay_after = seconds("--decay-after", 60.0)?.unwrap_or(Duration::ZERO);
+    config.job_lifetime = seconds("--job-lifetime", 300.0)?.unwrap_or(Duration::ZERO);
     config.difficulty = args
         .opt_value_from_str("--difficulty")
         .map_err(arg)?
@@ -68,6 +73,7 @@ fn run() -> Result<(), String> {
         config.capabilities.retain(|c| c != "verrol");
     }
     config.reject_authorize = args.contains("--reject-authorize");
+    config.older_server = args.contains("--older-server");
     let rest = args.finish();
     if !rest.is_empty() {
         return Err(format!("unknown arguments {rest:?} (see --help)"));
