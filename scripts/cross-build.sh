@@ -4,6 +4,9 @@
 #
 # Usage: scripts/cross-build.sh [TARGET...]
 #   TARGET is a Rust target triple; default: all four router targets below.
+#   Also: x86_64-unknown-linux-musl, a static binary for any Linux server
+#   (aarch64-unknown-linux-musl serves ARM servers as well as routers), and
+#   x86_64-pc-windows-gnu (linked by Debian's mingw-w64, see docs/windows.md).
 #   Output: $CARGO_TARGET_DIR/<target>/release/btcagent (CARGO_TARGET_DIR
 #   defaults to ./target), then a size table and `file` output.
 #
@@ -35,6 +38,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 ALL_TARGETS="mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
+# Built on request only (not routers): Linux servers.
+SERVER_TARGETS="x86_64-unknown-linux-musl"
 PROFILE=${BTCAGENT_PROFILE:-release}
 if [ -n "${BTCAGENT_EXAMPLE:-}" ]; then
 	ARTIFACT="--example $BTCAGENT_EXAMPLE"
@@ -56,6 +61,7 @@ zig_triple() {
 	mipsel-unknown-linux-musl) echo mipsel-linux-musleabi ;;
 	aarch64-unknown-linux-musl) echo aarch64-linux-musl ;;
 	armv7-unknown-linux-musleabihf) echo arm-linux-musleabihf ;;
+	x86_64-unknown-linux-musl) echo x86_64-linux-musl ;;
 	*) return 1 ;;
 	esac
 }
@@ -67,6 +73,8 @@ zig_cpu() {
 	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo mips32r2 ;;
 	aarch64-unknown-linux-musl) echo generic ;;
 	armv7-unknown-linux-musleabihf) echo generic+v7a+vfp3d16 ;;
+	# The x86-64 baseline rustc itself targets: runs on any 64-bit PC or server.
+	x86_64-unknown-linux-musl) echo x86_64 ;;
 	esac
 }
 
@@ -110,7 +118,7 @@ BTCAGENT_STD_FEATURES=${BTCAGENT_STD_FEATURES-optimize_for_size}
 
 TARGETS=${*:-$ALL_TARGETS}
 for t in $TARGETS; do
-	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS)"
+	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS $SERVER_TARGETS)"
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
