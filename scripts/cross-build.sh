@@ -39,7 +39,8 @@ cd "$ROOT"
 
 ALL_TARGETS="mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
 # Built on request only (not routers): Linux servers.
-SERVER_TARGETS="x86_64-unknown-linux-musl"
+# Windows PCs next to the miners: linked by Debian's mingw-w64 instead of zig.
+SERVER_TARGETS="x86_64-unknown-linux-musl x86_64-pc-windows-gnu"
 PROFILE=${BTCAGENT_PROFILE:-release}
 if [ -n "${BTCAGENT_EXAMPLE:-}" ]; then
 	ARTIFACT="--example $BTCAGENT_EXAMPLE"
@@ -48,6 +49,13 @@ else
 	ARTIFACT="--bin btcagent"
 	ARTIFACT_PATH="btcagent"
 fi
+# The file cargo writes for a target: Windows executables end in .exe.
+artifact_path() {
+	case "$1" in
+	*-windows-*) echo "$ARTIFACT_PATH.exe" ;;
+	*) echo "$ARTIFACT_PATH" ;;
+	esac
+}
 
 die() {
 	echo "cross-build: error: $*" >&2
@@ -62,6 +70,7 @@ zig_triple() {
 	aarch64-unknown-linux-musl) echo aarch64-linux-musl ;;
 	armv7-unknown-linux-musleabihf) echo arm-linux-musleabihf ;;
 	x86_64-unknown-linux-musl) echo x86_64-linux-musl ;;
+	x86_64-pc-windows-gnu) echo "none: linked by mingw-w64" ;;
 	*) return 1 ;;
 	esac
 }
@@ -101,6 +110,15 @@ fi
 [ -d "$SYSROOT_SRC" ] || die "$SYSROOT_SRC not found (apt-get install rust-web-src)"
 python3 -m ziglang version >/dev/null 2>&1 || die "zig not usable (pip install ziglang)"
 command -v file >/dev/null 2>&1 || die "'file' not found (apt-get install file)"
+case " $* " in
+*-windows-gnu*)
+	if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
+		install_missing "x86_64-w64-mingw32-gcc (Debian gcc-mingw-w64-x86-64)"
+	fi
+	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 ||
+		die "x86_64-w64-mingw32-gcc not found (apt-get install gcc-mingw-w64-x86-64)"
+	;;
+esac
 
 if [ "${BTCAGENT_PANIC_MESSAGES:-0}" = 1 ]; then
 	PANIC_FLAGS=""
@@ -173,23 +191,38 @@ write_ar_wrapper() {
 target_flags() {
 	case "$1" in
 	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo "--cfg fix_y2038" ;;
+	*-windows-gnu) echo "-C link-arg=-static" ;;
 	esac
 }
 
 # ---- build ------------------------------------------------------------------
 ar_wrapper=$(write_ar_wrapper)
 for t in $TARGETS; do
-	wrapper=$(write_wrapper "$t")
+	case "$t" in
+	*-windows-gnu)
+		# zig's MinGW would do too, but Debian's mingw-w64 is the maintained
+		# toolchain there; gcc links its runtime (libgcc, winpthreads) statically
+		# with -static, so the .exe needs only the DLLs every Windows has.
+		wrapper=$(command -v x86_64-w64-mingw32-gcc)
+		t_ar=$(command -v x86_64-w64-mingw32-ar)
+		linker_desc="mingw-w64 gcc"
+		;;
+	*)
+		wrapper=$(write_wrapper "$t")
+		t_ar=$ar_wrapper
+		linker_desc="zig $(zig_triple "$t")"
+		;;
+	esac
 	env_t=$(echo "$t" | tr 'a-z-' 'A-Z_')
 	cc_t=$(echo "$t" | tr '-' '_')
-	echo "cross-build: building $t (linker: zig $(zig_triple "$t"))" >&2
+	echo "cross-build: building $t (linker: $linker_desc)" >&2
 	start=$(date +%s)
 	env -u CARGO_ENCODED_RUSTFLAGS \
 		RUSTC="$RUSTC" \
 		RUSTC_BOOTSTRAP=1 \
 		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
 		"CC_${cc_t}=$wrapper" \
-		"AR_${cc_t}=$ar_wrapper" \
+		"AR_${cc_t}=$t_ar" \
 		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS $(target_flags "$t") ${RUSTFLAGS:-}" \
 		"$CARGO" build --profile "$PROFILE" --target "$t" $ARTIFACT \
 		-Zbuild-std=std,panic_abort ${BTCAGENT_STD_FEATURES:+-Zbuild-std-features=$BTCAGENT_STD_FEATURES} ||
@@ -202,12 +235,12 @@ done
 echo
 printf '%-34s %10s %8s\n' target bytes KiB
 for t in $TARGETS; do
-	bin="$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
+	bin="$CARGO_TARGET_DIR/$t/$PROFILE/$(artifact_path "$t")"
 	[ -f "$bin" ] || die "$bin missing after build"
 	bytes=$(wc -c <"$bin")
 	printf '%-34s %10d %8d\n' "$t" "$bytes" $(((bytes + 1023) / 1024))
 done
 echo
 for t in $TARGETS; do
-	file "$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
+	file "$CARGO_TARGET_DIR/$t/$PROFILE/$(artifact_path "$t")"
 done

@@ -19,6 +19,7 @@ pub mod miner;
 pub mod pool;
 pub mod protocol;
 pub mod status;
+pub mod stop_request;
 pub mod timer_check;
 pub mod uci;
 pub mod upstream;

@@ -1,9 +1,8 @@
 //! `btcagent`: parses the command line, loads the config, runs the agent.
 
 use btcagent::cli::{self, Command, ConfigSource, RunOptions};
-use btcagent::config::{Config, ConfigError};
-use btcagent::{agent, logging, uci};
-use std::path::Path;
+use btcagent::config::Config;
+use btcagent::{agent, logging, stop_request};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -31,12 +30,22 @@ fn main() -> ExitCode {
 fn load(source: &ConfigSource) -> Result<(Config, Vec<String>), String> {
     match source {
         ConfigSource::Json(path) => Config::load(path).map_err(|e| e.to_string()),
+        // UCI is OpenWrt's config system; elsewhere the JSON file is the config.
+        #[cfg(not(unix))]
+        ConfigSource::Uci(_) => Err(
+            "--uci reads an OpenWrt UCI config, which this system does not have: \
+             use -c agent_conf.json"
+                .into(),
+        ),
+        #[cfg(unix)]
         ConfigSource::Uci(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let json = uci::uci_to_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            Config::from_json_value(&json)
-                .map_err(|e: ConfigError| e.in_file(Path::new(path)).to_string())
+            let json = btcagent::uci::uci_to_json(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::from_json_value(&json).map_err(|e: btcagent::config::ConfigError| {
+                e.in_file(std::path::Path::new(path)).to_string()
+            })
         }
     }
 }
@@ -84,19 +93,11 @@ fn run(opts: RunOptions) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
-    let signals =
-        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot install signal handlers: {e}");
-                return ExitCode::from(1);
-            }
-        };
-    let stop = async move {
-        use smol::stream::StreamExt;
-        let mut signals = signals;
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("received {sig:?}");
+    let stop = match stop_request::install() {
+        Ok(stop) => stop,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
         }
     };
     match agent::run_blocking(config, listener, stop) {
