@@ -53,6 +53,12 @@ fi
 # Every parser reachable from a socket or a config file, FUZZ_SECONDS (10) each.
 stage "fuzz targets (scripts/fuzz.sh)" sh scripts/fuzz.sh
 
+# The systemd unit: systemd-analyze verify/security and its ExecStart as systemd runs it.
+for t in tests/systemd/*.sh; do
+    [ -e "$t" ] || continue
+    stage "$t" bash "$t"
+done
+
 for t in tests/openwrt/*.sh; do
     [ -e "$t" ] || continue
     stage "$t" bash "$t"
