@@ -18,6 +18,7 @@ pub mod logging;
 pub mod miner;
 pub mod pool;
 pub mod protocol;
+pub mod service_notify;
 pub mod status;
 pub mod stop_request;
 pub mod timer_check;

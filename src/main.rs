@@ -2,7 +2,7 @@
 
 use btcagent::cli::{self, Command, ConfigSource, RunOptions};
 use btcagent::config::Config;
-use btcagent::{agent, logging, stop_request};
+use btcagent::{agent, logging, service_notify, stop_request};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -99,6 +99,12 @@ fn run(opts: RunOptions) -> ExitCode {
             log::error!("{e}");
             return ExitCode::from(1);
         }
+    };
+    // Listening, and the stop handlers are in place: miners can come.
+    service_notify::notify("READY=1");
+    let stop = async move {
+        stop.await;
+        service_notify::notify("STOPPING=1");
     };
     match agent::run_blocking(config, listener, stop) {
         Ok(()) => {

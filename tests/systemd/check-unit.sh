@@ -8,15 +8,16 @@
 #  3. its ExecStart command line, run the way systemd would run it (an unprivileged
 #     user, the unit's open-files limit, its working directory, its directories under a
 #     scratch root), starts the agent: it listens, writes its status file where
-#     `btcagent status` finds it, logs to standard error (the journal), and stops
-#     cleanly on SIGTERM (KillSignal).
+#     `btcagent status` finds it, logs to standard error (the journal), tells
+#     $NOTIFY_SOCKET READY=1 (Type=notify) and STOPPING=1, and stops cleanly on SIGTERM
+#     (KillSignal).
 #
 # No systemd runs in this container (PID 1 is not systemd, cgroups v1 without
 # delegation: `systemd --user` does not start), so step 3 stands in for
 # `systemctl start`; on a systemd machine, docs/systemd.md's steps are the real thing.
 #
-# Usage: tests/systemd/check-unit.sh [BINARY]   (default: the static x86-64 build if
-# present, else target/release/btcagent, built if missing)
+# Usage: tests/systemd/check-unit.sh [BINARY]   (default: target/release/btcagent, else
+# the static x86-64 build, else target/release/btcagent built now)
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,16 +34,22 @@ fi
 
 BIN=${1:-}
 if [ -z "$BIN" ]; then
-	BIN="$ROOT/target/x86_64-unknown-linux-musl/release/btcagent"
-	[ -x "$BIN" ] || BIN="$ROOT/target/release/btcagent"
-	[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p btcagent) || fail "cargo build --release"
+	# scripts/test.sh builds target/release/btcagent just before: the current source.
+	BIN="$ROOT/target/release/btcagent"
+	[ -x "$BIN" ] || BIN="$ROOT/target/x86_64-unknown-linux-musl/release/btcagent"
+	if [ ! -x "$BIN" ]; then
+		(cd "$ROOT" && cargo build --release -p btcagent) || fail "cargo build --release"
+		BIN="$ROOT/target/release/btcagent"
+	fi
 fi
 [ -x "$BIN" ] || fail "$BIN is not executable"
 
 SCRATCH=$(mktemp -d)
 AGENT_PID=
+NOTIFY_PID=
 cleanup() {
 	[ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null
+	[ -n "$NOTIFY_PID" ] && kill "$NOTIFY_PID" 2>/dev/null
 	rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
@@ -85,6 +92,8 @@ expect StateDirectory btcagent
 expect LogsDirectory btcagent
 expect WorkingDirectory /var/lib/btcagent
 expect KillSignal SIGTERM
+expect Type notify
+expect NotifyAccess main
 case " $exec_start " in
 *" -c /etc/btcagent/agent_conf.json "*) ;;
 *) fail "ExecStart does not read /etc/btcagent/agent_conf.json (ConfigurationDirectory): $exec_start" ;;
@@ -131,6 +140,27 @@ else
 fi
 log="$SCRATCH/journal.txt"
 : >"$log"
+# Type=notify: systemd's notification socket, played by a datagram socket that records
+# what it receives, one line per datagram.
+notified="$SCRATCH/notified.txt"
+: >"$notified"
+python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+open(sys.argv[2] + ".up", "w").close()
+while True:
+    with open(sys.argv[2], "ab") as f:
+        f.write(s.recv(4096) + b"\n")
+' "$SCRATCH/notify.sock" "$notified" &
+NOTIFY_PID=$!
+i=0
+until [ -e "$notified.up" ]; do
+	i=$((i + 1))
+	[ "$i" -lt 100 ] || fail "the notify socket did not come up"
+	sleep 0.1
+done
 # LimitNOFILE: systemd sets soft and hard. This container's own hard limit may be
 # lower (20000 here) and cannot be raised without CAP_SYS_RESOURCE: then the highest
 # the container allows, and say so.
@@ -141,7 +171,7 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$nofile" ]; then
 	nofile=$hard
 fi
 # shellcheck disable=SC2086 # $args and $as_service_user are word lists, as systemd splits them
-(cd "$R/var/lib/btcagent" &&
+(cd "$R/var/lib/btcagent" && export NOTIFY_SOCKET="$SCRATCH/notify.sock" &&
 	exec prlimit --nofile="$nofile:$nofile" $as_service_user "$BIN" $args) 2>"$log" &
 AGENT_PID=$!
 
@@ -160,6 +190,7 @@ $(cat "$log")"
 	done
 }
 wait_for "the agent listens on 127.0.0.1:$port" grep -q "listening for miners on 127.0.0.1:$port" "$log"
+wait_for "READY=1 on the notify socket" grep -qx "READY=1" "$notified"
 wait_for "the status file in the runtime directory" test -s "$R/run/btcagent/status.json"
 summary=$("$BIN" status --file "$R/run/btcagent/status.json") || fail "btcagent status: $summary"
 echo "check-unit: btcagent status: $(echo "$summary" | head -n 1)"
@@ -176,7 +207,8 @@ wait "$AGENT_PID" || status=$?
 AGENT_PID=
 [ "$status" = 0 ] || fail "exit status $status after SIGTERM; log:
 $(cat "$log")"
+grep -qx "STOPPING=1" "$notified" || fail "no STOPPING=1 on the notify socket after SIGTERM: $(cat "$notified")"
 grep -q "stopped" "$log" || fail "no 'stopped' line after SIGTERM; log:
 $(cat "$log")"
-echo "check-unit: ExecStart as the unit runs it: listened, wrote $R/run/btcagent/status.json, stopped on SIGTERM with status 0"
+echo "check-unit: ExecStart as the unit runs it: listened, notified READY=1, wrote $R/run/btcagent/status.json, stopped on SIGTERM with status 0"
 echo "check-unit: ok"
