@@ -113,7 +113,8 @@ command -v file >/dev/null 2>&1 || die "'file' not found (apt-get install file)"
 case " $* " in
 *-windows-gnu*)
 	if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
-		install_missing "x86_64-w64-mingw32-gcc (Debian gcc-mingw-w64-x86-64)"
+		[ "${BTCAGENT_NO_INSTALL:-0}" = 1 ] && die "x86_64-w64-mingw32-gcc missing and BTCAGENT_NO_INSTALL=1"
+		sh "$ROOT/scripts/test-deps-windows.sh" || die "installing mingw-w64 failed"
 	fi
 	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 ||
 		die "x86_64-w64-mingw32-gcc not found (apt-get install gcc-mingw-w64-x86-64)"

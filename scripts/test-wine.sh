@@ -95,6 +95,7 @@ e2e_under_wine() {
 		--skip a_miner_that_stops_reading_is_cut_off_not_buffered_forever
 }
 
+stage "scripts/test-deps-windows.sh (mingw-w64, wine64)" sh "$ROOT/scripts/test-deps-windows.sh"
 stage "$T: cross build" sh "$ROOT/scripts/cross-build.sh" "$T"
 if [ "$stage_rc" -ne 0 ]; then
 	stage_skip "$T: binary, wine and e2e" "the build failed"
