@@ -4,6 +4,9 @@
 #
 # Usage: scripts/cross-build.sh [TARGET...]
 #   TARGET is a Rust target triple; default: all four router targets below.
+#   Also: x86_64-unknown-linux-musl, a static binary for any Linux server
+#   (aarch64-unknown-linux-musl serves ARM servers as well as routers), and
+#   x86_64-pc-windows-gnu (linked by Debian's mingw-w64, see docs/windows.md).
 #   Output: $CARGO_TARGET_DIR/<target>/release/btcagent (CARGO_TARGET_DIR
 #   defaults to ./target), then a size table and `file` output.
 #
@@ -35,6 +38,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 ALL_TARGETS="mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
+# Built on request only (not routers): Linux servers.
+# Windows PCs next to the miners: linked by Debian's mingw-w64 instead of zig.
+SERVER_TARGETS="x86_64-unknown-linux-musl x86_64-pc-windows-gnu"
 PROFILE=${BTCAGENT_PROFILE:-release}
 if [ -n "${BTCAGENT_EXAMPLE:-}" ]; then
 	ARTIFACT="--example $BTCAGENT_EXAMPLE"
@@ -43,6 +49,13 @@ else
 	ARTIFACT="--bin btcagent"
 	ARTIFACT_PATH="btcagent"
 fi
+# The file cargo writes for a target: Windows executables end in .exe.
+artifact_path() {
+	case "$1" in
+	*-windows-*) echo "$ARTIFACT_PATH.exe" ;;
+	*) echo "$ARTIFACT_PATH" ;;
+	esac
+}
 
 die() {
 	echo "cross-build: error: $*" >&2
@@ -56,6 +69,8 @@ zig_triple() {
 	mipsel-unknown-linux-musl) echo mipsel-linux-musleabi ;;
 	aarch64-unknown-linux-musl) echo aarch64-linux-musl ;;
 	armv7-unknown-linux-musleabihf) echo arm-linux-musleabihf ;;
+	x86_64-unknown-linux-musl) echo x86_64-linux-musl ;;
+	x86_64-pc-windows-gnu) echo "none: linked by mingw-w64" ;;
 	*) return 1 ;;
 	esac
 }
@@ -67,6 +82,8 @@ zig_cpu() {
 	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo mips32r2 ;;
 	aarch64-unknown-linux-musl) echo generic ;;
 	armv7-unknown-linux-musleabihf) echo generic+v7a+vfp3d16 ;;
+	# The x86-64 baseline rustc itself targets: runs on any 64-bit PC or server.
+	x86_64-unknown-linux-musl) echo x86_64 ;;
 	esac
 }
 
@@ -93,6 +110,16 @@ fi
 [ -d "$SYSROOT_SRC" ] || die "$SYSROOT_SRC not found (apt-get install rust-web-src)"
 python3 -m ziglang version >/dev/null 2>&1 || die "zig not usable (pip install ziglang)"
 command -v file >/dev/null 2>&1 || die "'file' not found (apt-get install file)"
+case " $* " in
+*-windows-gnu*)
+	if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
+		[ "${BTCAGENT_NO_INSTALL:-0}" = 1 ] && die "x86_64-w64-mingw32-gcc missing and BTCAGENT_NO_INSTALL=1"
+		sh "$ROOT/scripts/test-deps-windows.sh" || die "installing mingw-w64 failed"
+	fi
+	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 ||
+		die "x86_64-w64-mingw32-gcc not found (apt-get install gcc-mingw-w64-x86-64)"
+	;;
+esac
 
 if [ "${BTCAGENT_PANIC_MESSAGES:-0}" = 1 ]; then
 	PANIC_FLAGS=""
@@ -110,7 +137,7 @@ BTCAGENT_STD_FEATURES=${BTCAGENT_STD_FEATURES-optimize_for_size}
 
 TARGETS=${*:-$ALL_TARGETS}
 for t in $TARGETS; do
-	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS)"
+	zig_triple "$t" >/dev/null || die "unsupported target '$t' (supported: $ALL_TARGETS $SERVER_TARGETS)"
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -165,23 +192,38 @@ write_ar_wrapper() {
 target_flags() {
 	case "$1" in
 	mips-unknown-linux-musl | mipsel-unknown-linux-musl) echo "--cfg fix_y2038" ;;
+	*-windows-gnu) echo "-C link-arg=-static" ;;
 	esac
 }
 
 # ---- build ------------------------------------------------------------------
 ar_wrapper=$(write_ar_wrapper)
 for t in $TARGETS; do
-	wrapper=$(write_wrapper "$t")
+	case "$t" in
+	*-windows-gnu)
+		# zig's MinGW would do too, but Debian's mingw-w64 is the maintained
+		# toolchain there; gcc links its runtime (libgcc, winpthreads) statically
+		# with -static, so the .exe needs only the DLLs every Windows has.
+		wrapper=$(command -v x86_64-w64-mingw32-gcc)
+		t_ar=$(command -v x86_64-w64-mingw32-ar)
+		linker_desc="mingw-w64 gcc"
+		;;
+	*)
+		wrapper=$(write_wrapper "$t")
+		t_ar=$ar_wrapper
+		linker_desc="zig $(zig_triple "$t")"
+		;;
+	esac
 	env_t=$(echo "$t" | tr 'a-z-' 'A-Z_')
 	cc_t=$(echo "$t" | tr '-' '_')
-	echo "cross-build: building $t (linker: zig $(zig_triple "$t"))" >&2
+	echo "cross-build: building $t (linker: $linker_desc)" >&2
 	start=$(date +%s)
 	env -u CARGO_ENCODED_RUSTFLAGS \
 		RUSTC="$RUSTC" \
 		RUSTC_BOOTSTRAP=1 \
 		"CARGO_TARGET_${env_t}_LINKER=$wrapper" \
 		"CC_${cc_t}=$wrapper" \
-		"AR_${cc_t}=$ar_wrapper" \
+		"AR_${cc_t}=$t_ar" \
 		RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no $PANIC_FLAGS $SIZE_FLAGS $(target_flags "$t") ${RUSTFLAGS:-}" \
 		"$CARGO" build --profile "$PROFILE" --target "$t" $ARTIFACT \
 		-Zbuild-std=std,panic_abort ${BTCAGENT_STD_FEATURES:+-Zbuild-std-features=$BTCAGENT_STD_FEATURES} ||
@@ -194,12 +236,12 @@ done
 echo
 printf '%-34s %10s %8s\n' target bytes KiB
 for t in $TARGETS; do
-	bin="$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
+	bin="$CARGO_TARGET_DIR/$t/$PROFILE/$(artifact_path "$t")"
 	[ -f "$bin" ] || die "$bin missing after build"
 	bytes=$(wc -c <"$bin")
 	printf '%-34s %10d %8d\n' "$t" "$bytes" $(((bytes + 1023) / 1024))
 done
 echo
 for t in $TARGETS; do
-	file "$CARGO_TARGET_DIR/$t/$PROFILE/$ARTIFACT_PATH"
+	file "$CARGO_TARGET_DIR/$t/$PROFILE/$(artifact_path "$t")"
 done

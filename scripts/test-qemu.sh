@@ -5,6 +5,7 @@
 #
 # Usage: scripts/test-qemu.sh [TARGET...]
 #   default targets: mips-unknown-linux-musl armv7-unknown-linux-musleabihf
+#   x86_64-unknown-linux-musl (the static server binary) runs natively, no qemu.
 #
 # Big-endian MIPS is the target that catches byte-order and 32-bit mistakes
 # (no AtomicU64, no usize-sized wire fields); armv7 is the common ARM router.
@@ -38,9 +39,10 @@ TARGETS=${*:-mips-unknown-linux-musl armv7-unknown-linux-musleabihf}
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-# qemu binary and the `file` description each target must match.
+# qemu binary and the `file` description each target must match; "" runs natively.
 qemu_for() {
 	case "$1" in
+	x86_64-unknown-linux-musl) echo "" ;;
 	mips-unknown-linux-musl) echo qemu-mips ;;
 	mipsel-unknown-linux-musl) echo qemu-mipsel ;;
 	aarch64-unknown-linux-musl) echo qemu-aarch64 ;;
@@ -55,6 +57,7 @@ openwrt_arch_for() {
 	mipsel-unknown-linux-musl) echo mipsel_24kc ;;
 	aarch64-unknown-linux-musl) echo aarch64_cortex-a53 ;;
 	armv7-unknown-linux-musleabihf) echo arm_cortex-a7_neon-vfpv4 ;;
+	x86_64-unknown-linux-musl) echo x86_64 ;;
 	esac
 }
 file_pattern_for() {
@@ -63,6 +66,7 @@ file_pattern_for() {
 	mipsel-unknown-linux-musl) echo 'ELF 32-bit LSB executable, MIPS' ;;
 	aarch64-unknown-linux-musl) echo 'ELF 64-bit LSB executable, ARM aarch64' ;;
 	armv7-unknown-linux-musleabihf) echo 'ELF 32-bit LSB executable, ARM, EABI5' ;;
+	x86_64-unknown-linux-musl) echo 'ELF 64-bit LSB executable, x86-64' ;;
 	esac
 }
 
@@ -71,15 +75,17 @@ check_binary() {
 	t=$1
 	bin="$CARGO_TARGET_DIR/$t/release/btcagent"
 	qemu=$(qemu_for "$t") || die "no qemu known for $t"
-	command -v "$qemu" >/dev/null 2>&1 || die "$qemu not found (scripts/test-deps-cross.sh)"
+	if [ -n "$qemu" ]; then
+		command -v "$qemu" >/dev/null 2>&1 || die "$qemu not found (scripts/test-deps-cross.sh)"
+	fi
 	desc=$(file -b "$bin")
 	echo "$desc" | grep -qF "$(file_pattern_for "$t")" ||
 		die "$bin: file says '$desc', expected '$(file_pattern_for "$t")'"
 	echo "$desc" | grep -qF 'statically linked' ||
 		die "$bin is not statically linked: $desc"
 	echo "test-qemu: $t: $desc" >&2
-	version=$("$qemu" "$bin" --version) || die "$qemu $bin --version exited with $?"
-	echo "test-qemu: $t: --version under $qemu: ${version:-<no output>}" >&2
+	version=$($qemu "$bin" --version) || die "${qemu:-native} $bin --version exited with $?"
+	echo "test-qemu: $t: --version under ${qemu:-native}: ${version:-<no output>}" >&2
 }
 
 # The e2e tests spawn `$BTCAGENT_RUNNER $BTCAGENT_BIN -c conf.json` instead of the host
@@ -106,7 +112,8 @@ packaged_binary_under_qemu() {
 	tar -xzf "$ipk_dir/outer/data.tar.gz" -C "$ipk_dir/root" || die "$arch ipk has no data.tar.gz"
 	cmp -s "$ipk_dir/root/etc/config/btcagent" "$ROOT/openwrt/files/btcagent.config" ||
 		die "$arch ipk: etc/config/btcagent differs from openwrt/files/btcagent.config"
-	echo "test-qemu: $t: the $arch ipk's binary, from its UCI config, under $(qemu_for "$t")" >&2
+	runner=$(qemu_for "$t")
+	echo "test-qemu: $t: the $arch ipk's binary, from its UCI config, under ${runner:-native}" >&2
 	BTCAGENT_BIN="$ipk_dir/root/usr/bin/btcagent" BTCAGENT_RUNNER=$(qemu_for "$t") \
 		cargo test --test e2e runs_from_the_packaged_uci_config
 }
@@ -121,8 +128,9 @@ for t in $TARGETS; do
 		continue
 	fi
 	stage "$t: binary format and --version" check_binary "$t"
-	stage "$t: end-to-end tests under $(qemu_for "$t")" e2e_under_qemu "$t"
-	stage "$t: packaged binary (ipk) under $(qemu_for "$t")" packaged_binary_under_qemu "$t"
+	runner=$(qemu_for "$t")
+	stage "$t: end-to-end tests under ${runner:-native}" e2e_under_qemu "$t"
+	stage "$t: packaged binary (ipk) under ${runner:-native}" packaged_binary_under_qemu "$t"
 done
 
 stages_summary "test-qemu summary ($TARGETS)"

@@ -486,6 +486,7 @@ fn deepen_backlog(listener: &TcpListener) {
 #[cfg(not(unix))]
 fn deepen_backlog(_: &TcpListener) {}
 
+#[cfg(unix)]
 const ACCEPT_BACKLOG: i32 = 4096;
 
 /// Connected or subscribed: not authorized yet, so possibly anyone.

@@ -67,6 +67,11 @@ Subcommand:
   status [--file PATH]   summarise the status file of a running agent
                          (default: the status_file of the config)
 
+Signals:
+  SIGHUP             read the config again and apply it without dropping miners
+                     (a file that does not load is refused; the running config stays)
+  SIGINT, SIGTERM    unregister every worker at the pool, close, exit 0
+
 Flags take one or two dashes and a value either as the next argument or after '=',
 as the original agent's did: -c agent_conf.json, --c=agent_conf.json, -alsologtostderr=true.
 ";

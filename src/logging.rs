@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+#[cfg(unix)]
 use std::os::unix::net::UnixDatagram;
 
 /// Where log lines go (`-l` on the command line).
@@ -88,6 +89,7 @@ struct AgentLogger {
 enum Sink {
     Stderr,
     File(Mutex<RotatingFile>),
+    #[cfg(unix)]
     Syslog(Mutex<SyslogSink>),
 }
 
@@ -100,10 +102,12 @@ impl AgentLogger {
         rotate_bytes: u64,
         syslog_socket: &Path,
     ) -> Result<(AgentLogger, Option<String>), String> {
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut warning = None;
         let sink = match target {
             LogTarget::Stderr => Sink::Stderr,
             LogTarget::Dir(dir) => Sink::File(Mutex::new(RotatingFile::open(dir, rotate_bytes)?)),
+            #[cfg(unix)]
             LogTarget::Syslog => match SyslogSink::connect(syslog_socket) {
                 Ok(sink) => Sink::Syslog(Mutex::new(sink)),
                 Err(e) => {
@@ -114,6 +118,17 @@ impl AgentLogger {
                     Sink::Stderr
                 }
             },
+            // The event log is not a socket to write lines to; refuse rather than
+            // silently logging somewhere the user did not ask for.
+            #[cfg(not(unix))]
+            LogTarget::Syslog => {
+                let _ = syslog_socket;
+                return Err(
+                    "-l syslog: there is no syslog on this system; use -l DIR (a log \
+                     directory) or -l stderr"
+                        .into(),
+                );
+            }
         };
         let also_stderr = also_stderr && !matches!(sink, Sink::Stderr);
         Ok((
@@ -154,6 +169,7 @@ impl Log for AgentLogger {
                     write_stderr(&line);
                 }
             }
+            #[cfg(unix)]
             Sink::Syslog(syslog) => {
                 if let Ok(mut syslog) = syslog.lock() {
                     syslog.send(record.level(), &record.args().to_string());
@@ -295,6 +311,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+#[cfg(unix)]
 /// RFC 3164 messages over the local syslog socket: `<PRI>btcagent[PID]: message`.
 ///
 /// Written by hand rather than with the `syslog` crate: its timestamp formatting pulls
@@ -308,8 +325,10 @@ struct SyslogSink {
 }
 
 /// Facility `daemon` (3) in the priority value.
+#[cfg(unix)]
 const FACILITY_DAEMON: u8 = 3 << 3;
 
+#[cfg(unix)]
 impl SyslogSink {
     fn connect(path: &Path) -> Result<SyslogSink, String> {
         if !path.exists() {

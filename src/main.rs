@@ -1,8 +1,8 @@
 //! `btcagent`: parses the command line, loads the config, runs the agent.
 
 use btcagent::cli::{self, Command, ConfigSource, RunOptions};
-use btcagent::config::{Config, ConfigError};
-use btcagent::{agent, logging, uci};
+use btcagent::config::Config;
+use btcagent::{agent, control, logging, service_notify};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -32,23 +32,33 @@ fn main() -> ExitCode {
 fn load(source: &ConfigSource) -> Result<(Config, Vec<String>), String> {
     match source {
         ConfigSource::Json(path) => Config::load(path).map_err(|e| e.to_string()),
+        // UCI is OpenWrt's config system; elsewhere the JSON file is the config.
+        #[cfg(not(unix))]
+        ConfigSource::Uci(_) => Err(
+            "--uci reads an OpenWrt UCI config, which this system does not have: \
+             use -c agent_conf.json"
+                .into(),
+        ),
+        #[cfg(unix)]
         ConfigSource::Uci(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let json = uci::uci_to_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let json = btcagent::uci::uci_to_json(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             Config::from_json_value(&json)
-                .map_err(|e: ConfigError| e.in_file(Path::new(path)).to_string())
+                .map_err(|e: btcagent::config::ConfigError| e.in_file(Path::new(path)).to_string())
         }
     }
 }
 
 /// On OpenWrt the log options are the init script's (`-v`, `-l` from UCI); procd
 /// signals a reload instead of restarting with them, so they are read here.
+#[cfg(unix)]
 fn reload_log_options(uci_file: &Path, running: &logging::LogTarget) {
     let Ok(text) = std::fs::read_to_string(uci_file) else {
         return; // the config was just read: this is a race with an edit, not worth a line
     };
-    match uci::init_script_option(&text, "log_verbosity") {
+    match btcagent::uci::init_script_option(&text, "log_verbosity") {
         Ok(Some(v)) => match v.parse::<u8>() {
             Ok(v) if Some(v) != logging::verbosity() => {
                 logging::set_verbosity(v);
@@ -65,7 +75,9 @@ fn reload_log_options(uci_file: &Path, running: &logging::LogTarget) {
         }
         Err(_) => {}
     }
-    let target = uci::init_script_option(&text, "log_target").ok().flatten();
+    let target = btcagent::uci::init_script_option(&text, "log_target")
+        .ok()
+        .flatten();
     let wanted = match target.as_deref() {
         Some("stderr") => logging::LogTarget::Stderr,
         _ => logging::LogTarget::Syslog,
@@ -100,11 +112,7 @@ fn with_default_config_hint(source: &ConfigSource, e: String) -> String {
 fn run(opts: RunOptions) -> ExitCode {
     // First of all: until the handlers are in, a SIGHUP (procd's reload) would kill the
     // process instead of reloading it.
-    let signals = async_signal::Signals::new([
-        async_signal::Signal::Int,
-        async_signal::Signal::Term,
-        async_signal::Signal::Hup,
-    ]);
+    let requests = control::install();
     if let Err(e) = logging::init(&opts.log, opts.verbosity, opts.also_stderr) {
         eprintln!("btcagent: {e}");
         return ExitCode::from(2);
@@ -150,36 +158,44 @@ fn run(opts: RunOptions) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
-    let signals = match signals {
-        Ok(s) => s,
+    let requests = match requests {
+        Ok(r) => r,
         Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
+            log::error!("{e}");
             return ExitCode::from(1);
         }
     };
+    // Listening, and the stop handlers are in place: miners can come.
+    service_notify::notify("READY=1");
     let source = opts.config.clone();
+    #[cfg(unix)]
     let log_target = opts.log.clone();
-    let controls = smol::stream::StreamExt::filter_map(signals, move |sig| match sig {
-        Ok(async_signal::Signal::Hup) => match load(&source) {
-            Ok((config, warnings)) => {
-                for w in &warnings {
-                    log::warn!("config: {w}");
+    let controls = smol::stream::StreamExt::filter_map(requests, move |request| match request {
+        control::Request::Reload => {
+            service_notify::notify("RELOADING=1");
+            let control = match load(&source) {
+                Ok((config, warnings)) => {
+                    for w in &warnings {
+                        log::warn!("{w}");
+                    }
+                    #[cfg(unix)]
+                    if let ConfigSource::Uci(path) = &source {
+                        reload_log_options(path, &log_target);
+                    }
+                    Some(agent::Control::Reload(Box::new(config)))
                 }
-                if let ConfigSource::Uci(path) = &source {
-                    reload_log_options(path, &log_target);
+                Err(e) => {
+                    log::error!("reload refused, the running config stays: {e}");
+                    None
                 }
-                Some(agent::Control::Reload(Box::new(config)))
-            }
-            Err(e) => {
-                log::error!("reload refused, the running config stays: {e}");
-                None
-            }
-        },
-        Ok(sig) => {
-            log::info!("received {sig:?}");
+            };
+            service_notify::notify("READY=1");
+            control
+        }
+        control::Request::Stop => {
+            service_notify::notify("STOPPING=1");
             Some(agent::Control::Stop)
         }
-        Err(_) => None,
     });
     match agent::run_blocking(config, listener, controls) {
         Ok(()) => {

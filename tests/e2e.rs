@@ -1023,6 +1023,10 @@ fn a_bad_config_is_refused_before_any_socket_naming_the_field() {
 
 #[test]
 fn runs_from_the_packaged_uci_config() {
+    if agent_is_windows() {
+        // Refused there, by design: see uci_and_syslog_are_refused_on_windows_naming_the_alternative.
+        return;
+    }
     let pool = pool();
     let port = pool.addr().port().to_string();
     let uci = include_str!("../openwrt/files/btcagent.config")
@@ -1061,4 +1065,35 @@ fn runs_from_the_packaged_uci_config() {
         |s| s.valid_for("farm9", "rig1") == 1,
     );
     assert_clean(&pool);
+}
+
+/// OpenWrt's config system and syslog do not exist on Windows: the Windows build says
+/// so and what to use instead, rather than half-working.
+#[test]
+fn uci_and_syslog_are_refused_on_windows_naming_the_alternative() {
+    if !agent_is_windows() {
+        return;
+    }
+    let dir = TempDir::new("windows-refusals");
+    let uci = dir.0.join("btcagent");
+    std::fs::write(&uci, include_str!("../openwrt/files/btcagent.config")).unwrap();
+    let out = agent_command().arg("--uci").arg(&uci).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--uci") && err.contains("-c agent_conf.json"),
+        "{err}"
+    );
+
+    let conf = dir.0.join("agent_conf.json");
+    std::fs::write(&conf, r#"{"pools": [["127.0.0.1", 9, "x"]]}"#).unwrap();
+    let out = agent_command()
+        .arg("-c")
+        .arg(&conf)
+        .args(["-l", "syslog"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("-l syslog") && err.contains("-l DIR"), "{err}");
 }

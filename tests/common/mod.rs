@@ -3,7 +3,8 @@
 //!
 //! `BTCAGENT_BIN` runs another build of the agent (a MIPS or ARM binary), and
 //! `BTCAGENT_RUNNER` the emulator in front of it (`qemu-mips`), so the same tests
-//! prove the router binaries.
+//! prove the router binaries. A `.exe` is the Windows build, run by `wine`
+//! (scripts/test-wine.sh).
 #![allow(dead_code)]
 
 use btcagent_sim::bitcoin::{
@@ -118,6 +119,12 @@ pub fn agent_command() -> Command {
     }
 }
 
+/// The agent under test is the Windows build (run under wine): it has no UCI reader,
+/// and it stops on Ctrl-C rather than SIGTERM.
+pub fn agent_is_windows() -> bool {
+    std::env::var("BTCAGENT_BIN").is_ok_and(|b| b.ends_with(".exe"))
+}
+
 impl AgentProc {
     pub fn start(config: Value) -> AgentProc {
         Self::start_with_args(config, &[])
@@ -158,13 +165,19 @@ impl AgentProc {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening for miners on ").nth(1) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().ok());
-                }
                 if std::env::var_os("BTCAGENT_TEST_LOG").is_some() {
                     eprintln!("agent: {line}");
                 }
+                // Kept before the address is announced, so that a test never sees
+                // an agent whose log lacks its first line.
+                let addr = line
+                    .split("listening for miners on ")
+                    .nth(1)
+                    .map(|a| a.trim().parse::<SocketAddr>().ok());
                 sink.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = match rx.recv_timeout(T) {
@@ -228,9 +241,13 @@ impl AgentProc {
         assert!(ok, "kill -HUP failed");
     }
 
+    /// Asks the agent to stop as its service manager would: SIGTERM, or for the
+    /// Windows build Ctrl-C (wine turns the SIGINT into a CTRL_C_EVENT); waits for it
+    /// to exit.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let signal = if agent_is_windows() { "-INT" } else { "-TERM" };
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(signal)
             .arg(self.child.id().to_string())
             .status();
         let end = Instant::now() + T;
@@ -240,7 +257,7 @@ impl AgentProc {
             }
             assert!(
                 Instant::now() < end,
-                "agent did not exit after SIGTERM; log:\n{}",
+                "agent did not exit after kill {signal}; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
