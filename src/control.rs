@@ -17,7 +17,7 @@ pub enum Request {
 /// Installs the handlers. Call it first thing: until then a SIGHUP (procd's reload)
 /// would kill the process instead of reloading it.
 #[cfg(unix)]
-pub fn install() -> Result<impl Stream<Item = Request> + Unpin + 'static, String> {
+pub fn install() -> Result<impl Stream<Item = Request> + 'static, String> {
     use async_signal::Signal;
     let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -36,7 +36,7 @@ pub fn install() -> Result<impl Stream<Item = Request> + Unpin + 'static, String
 /// async-signal maps only Ctrl-C on Windows, and closing the console window would kill
 /// the agent without unregistering anyone; hence a console control handler of our own.
 #[cfg(windows)]
-pub fn install() -> Result<impl Stream<Item = Request> + Unpin + 'static, String> {
+pub fn install() -> Result<impl Stream<Item = Request> + 'static, String> {
     let receiver = console::install()?;
     Ok(receiver.map(|event| {
         log::info!("received {}", console::event_name(event));
