@@ -460,12 +460,6 @@ impl Agent {
     }
 }
 
-/// Connections the kernel completes and queues for `accept`: std listens with 128,
-/// and beyond that a SYN is dropped and the miner retries a second later. Thousands of
-/// miners reconnect at once after a restart, and a flood must not crowd them out of a
-/// short queue either. Linux takes a second listen() as a new backlog (capped by
-/// net.core.somaxconn, 4096 by default since 5.4).
-#[cfg(unix)]
 fn naming_rules(cfg: &Config) -> NamingRules {
     NamingRules {
         multi_user_mode: cfg.multi_user_mode,
@@ -475,6 +469,12 @@ fn naming_rules(cfg: &Config) -> NamingRules {
     }
 }
 
+/// Connections the kernel completes and queues for `accept`: std listens with 128,
+/// and beyond that a SYN is dropped and the miner retries a second later. Thousands of
+/// miners reconnect at once after a restart, and a flood must not crowd them out of a
+/// short queue either. Linux takes a second listen() as a new backlog (capped by
+/// net.core.somaxconn, 4096 by default since 5.4).
+#[cfg(unix)]
 fn deepen_backlog(listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: listen() on a descriptor the listener owns; it only changes the backlog.
