@@ -156,14 +156,18 @@ fi
 
 # --- the packaged binary reads the packaged UCI config
 if [ "$BINARY" = "$REAL_BINARY" ]; then
+	# The JSON on standard output; warnings (the shipped config's placeholder
+	# sub-account) go to the log, standard error here.
 	if (cd "$WORK/root" && usr/bin/btcagent --uci etc/config/btcagent --print-config) \
-		>"$WORK/print.out" 2>&1; then
+		>"$WORK/print.out" 2>"$WORK/print.err"; then
 		check "--print-config prints the config as JSON with the pools" \
 			grep -q '"us.ss.btc.com"' "$WORK/print.out"
 		check "--print-config output is a JSON object" \
 			sh -c "tr -d ' \n\t' <'$WORK/print.out' | grep -q '^{.*}\$'"
+		check "the shipped config's placeholder sub-account is warned about" \
+			grep -q 'YourSubAccountName' "$WORK/print.err"
 	else
-		fail "usr/bin/btcagent --uci etc/config/btcagent --print-config" "$WORK/print.out"
+		fail "usr/bin/btcagent --uci etc/config/btcagent --print-config" "$WORK/print.err"
 	fi
 else
 	echo "skip --print-config: no real binary (cargo build --release builds $REAL_BINARY)"
