@@ -7,9 +7,11 @@
 //! Passwords are built from characters that nothing else in an input or a message
 //! holds (`Q`, `Z`, `W`, `ж`), so any piece of one that leaks is seen.
 
+mod upstream_support;
+
 use btcagent::config::Config;
 use btcagent::upstream::{redact, Connector, ProxyUrl};
-use std::sync::{Mutex, OnceLock};
+use upstream_support::{init_logging, logs};
 
 const RUNS: usize = 10_000;
 const SECRET_CHARS: [char; 4] = ['Q', 'Z', 'W', 'ж'];
@@ -86,26 +88,6 @@ fn url(rng: &mut Rng) -> (String, String) {
     )
 }
 
-/// Every log line of this test binary.
-fn logs() -> &'static Mutex<Vec<String>> {
-    static LOGS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    LOGS.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-struct CaptureLogger;
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        logs()
-            .lock()
-            .unwrap()
-            .push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
 fn assert_hidden(input: &str, pass: &str, what: &str, text: &str) {
     let leaked = text.contains(SECRET_CHARS) || (pass.chars().count() >= 3 && text.contains(pass));
     assert!(
@@ -121,9 +103,7 @@ fn json_with_proxy(url: &str) -> String {
 
 #[test]
 fn no_message_holds_a_proxy_password() {
-    static LOGGER: CaptureLogger = CaptureLogger;
-    log::set_logger(&LOGGER).expect("the only logger of this binary");
-    log::set_max_level(log::LevelFilter::Trace);
+    init_logging();
     let system = Config::from_json_str(&json_with_proxy("system")).unwrap().0;
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
