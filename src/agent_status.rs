@@ -6,8 +6,8 @@
 use crate::agent::Agent;
 use crate::miner::{MinerSession, MinerState};
 use crate::status::{
-    hashrate, unix_seconds, window, MinerStatus, PoolStatus, ShareCount, StatusDoc, StatusSource,
-    SubaccountStatus, Totals,
+    hashrate, unix_seconds, window, MinerEntries, MinerStatus, PoolStatus, ShareCount, StatusDoc,
+    StatusSource, SubaccountStatus, Totals,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,8 +15,12 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 impl StatusSource for Agent {
-    fn snapshot(&self) -> StatusDoc {
-        snapshot(self)
+    fn overview(&self) -> StatusDoc {
+        document(self).0
+    }
+
+    fn document(&self) -> (StatusDoc, MinerEntries<'_>) {
+        document(self)
     }
 
     fn sample(&self) {
@@ -73,8 +77,10 @@ fn sub<'a>(all: &'a mut HashMap<String, SubaccountStatus>, name: &str) -> &'a mu
         })
 }
 
-/// Takes the snapshot. O(miners + pools); allocates a few short strings per miner.
-pub fn snapshot(agent: &Agent) -> StatusDoc {
+/// Takes the overview now and returns it with the entries of the same miners, each made
+/// when it is taken (with its counters as of then). O(miners + pools); only the entries
+/// allocate per miner, one at a time.
+pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
     let now = SystemTime::now();
     let now_instant = Instant::now();
     let updated_at = unix_seconds(now);
@@ -86,7 +92,6 @@ pub fn snapshot(agent: &Agent) -> StatusDoc {
     let (total, last_5min) = record(agent, &miners_now, updated_at);
     miners_now.sort_by_key(|m| m.sid);
 
-    let age = |t: Option<Instant>| t.map(|t| now_instant.saturating_duration_since(t).as_secs());
     let groups = agent.groups();
     let slots = cfg.advanced.pool_connection_number_per_subaccount as u64;
     let mut subaccounts: HashMap<String, SubaccountStatus> = HashMap::new();
@@ -104,7 +109,7 @@ pub fn snapshot(agent: &Agent) -> StatusDoc {
                 route: s.route.clone(),
                 miners: s.miner_count() as u64,
                 jobs: st.jobs.get() as u64,
-                last_job_age_seconds: age(st.last_job_at.get()),
+                last_job_age_seconds: age(now_instant, st.last_job_at.get()),
                 shares_sent: st.shares_sent.get() as u64,
                 shares_accepted: st.shares_accepted.get() as u64,
                 shares_rejected: st.shares_rejected.get() as u64,
@@ -115,46 +120,39 @@ pub fn snapshot(agent: &Agent) -> StatusDoc {
     }
     pools.sort_by_key(|p| p.id);
 
+    // The offline workers that came back are pruned from that list; it holds at most
+    // MAX_OFFLINE_WORKERS, so this looks the miners up in it rather than building a
+    // set of every miner.
+    let offline = tracker.offline_names();
+    let offline: HashSet<(&str, &str)> = offline
+        .iter()
+        .map(|(s, w)| (s.as_str(), w.as_str()))
+        .collect();
+    let mut back: Vec<(String, Rc<str>)> = Vec::new();
     let fallback = agent.fallback_subaccount();
-    let mut miners = Vec::with_capacity(miners_now.len());
     for m in &miners_now {
-        let pool = m.pool.borrow().clone();
         let subaccount = m.subaccount(&fallback);
-        let connected = now_instant.saturating_duration_since(m.connected_at);
         let ms = &m.stats;
-        let rate = hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64());
+        let connected = now_instant.saturating_duration_since(m.connected_at);
         let entry = sub(&mut subaccounts, &subaccount);
         entry.miners += 1;
         entry.shares_accepted += ms.accepted.get() as u64;
         entry.shares_rejected += ms.rejected.get() as u64;
-        entry.hashrate += rate;
-        miners.push(MinerStatus {
-            worker: m.worker.borrow().to_string(),
-            subaccount,
-            ip: m.peer.ip().to_string(),
-            session_id: m.sid,
-            pool_id: pool.map(|p| p.id),
-            difficulty: ms.difficulty.get(),
-            version_rolling: m.version_rolling.get(),
-            shares_accepted: ms.accepted.get() as u64,
-            shares_rejected: ms.rejected.get() as u64,
-            last_share_age_seconds: age(ms.last_share.get()),
-            connected_since: unix_seconds(now - connected),
-            hashrate: rate,
-        });
+        entry.hashrate += hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64());
+        let worker = m.worker.borrow().clone();
+        if offline.contains(&(subaccount.as_str(), &*worker)) {
+            back.push((subaccount, worker));
+        }
     }
     let mut subaccounts: Vec<SubaccountStatus> = subaccounts.into_values().collect();
     subaccounts.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let connected: HashSet<(&str, &str)> = miners
-        .iter()
-        .map(|m| (m.subaccount.as_str(), m.worker.as_str()))
-        .collect();
+    let back: HashSet<(&str, &str)> = back.iter().map(|(s, w)| (s.as_str(), &**w)).collect();
     let (history, pool_events, pool_event_counts, offline_workers) =
-        tracker.history_parts(updated_at, &connected);
+        tracker.history_parts(updated_at, &back);
 
     let totals = Totals {
-        miners: miners.len() as u64,
+        miners: miners_now.len() as u64,
         pools_up: pools.iter().filter(|p| p.state == "up").count() as u64,
         pool_connections: groups.len() as u64 * slots,
         shares_accepted: total.accepted,
@@ -170,7 +168,7 @@ pub fn snapshot(agent: &Agent) -> StatusDoc {
         Some(addr) => addr.to_string(),
         None => SocketAddr::new(cfg.agent_listen_ip, cfg.agent_listen_port).to_string(),
     };
-    StatusDoc {
+    let doc = StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: unix_seconds(now - uptime),
         updated_at,
@@ -184,10 +182,40 @@ pub fn snapshot(agent: &Agent) -> StatusDoc {
         totals,
         pools,
         subaccounts,
-        miners,
+        miners: Vec::new(),
         history,
         pool_events,
         pool_event_counts,
         offline_workers,
+    };
+    let entries = miners_now
+        .into_iter()
+        .map(move |m| miner_entry(&m, &fallback, now, now_instant));
+    (doc, Box::new(entries))
+}
+
+/// Seconds since `t`, if it happened.
+fn age(now: Instant, t: Option<Instant>) -> Option<u64> {
+    t.map(|t| now.saturating_duration_since(t).as_secs())
+}
+
+/// One miner's entry, with its counters as of now; times are those of the overview's
+/// moment, so every entry of a document is dated alike.
+fn miner_entry(m: &MinerSession, fallback: &str, now: SystemTime, at: Instant) -> MinerStatus {
+    let connected = at.saturating_duration_since(m.connected_at);
+    let ms = &m.stats;
+    MinerStatus {
+        worker: m.worker.borrow().to_string(),
+        subaccount: m.subaccount(fallback),
+        ip: m.peer.ip().to_string(),
+        session_id: m.sid,
+        pool_id: m.pool.borrow().as_ref().map(|p| p.id),
+        difficulty: ms.difficulty.get(),
+        version_rolling: m.version_rolling.get(),
+        shares_accepted: ms.accepted.get() as u64,
+        shares_rejected: ms.rejected.get() as u64,
+        last_share_age_seconds: age(at, ms.last_share.get()),
+        connected_since: unix_seconds(now - connected),
+        hashrate: hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64()),
     }
 }

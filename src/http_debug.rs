@@ -82,7 +82,7 @@ async fn accept_loop(
             let _ = std::io::Write::write(
                 &mut stream.get_ref(),
                 [
-                    response_head(503, "Service Unavailable", "text/plain", 9).as_bytes(),
+                    response_head(503, "Service Unavailable", "text/plain", Some(9)).as_bytes(),
                     b"too busy\n",
                 ]
                 .concat()
@@ -214,16 +214,9 @@ async fn handle(source: &dyn StatusSource, mut stream: Async<TcpStream>) -> io::
         ReadOutcome::Closed => return Ok(()),
     };
     match route(&buf[..head_len]) {
-        Route::Status => {
-            // Serialized off the executor: megabytes at 10k miners.
-            let doc = source.snapshot();
-            let body = smol::unblock(move || serde_json::to_vec(&doc))
-                .await
-                .map_err(io::Error::other)?;
-            reply(&mut stream, 200, "OK", "application/json", &body).await
-        }
+        Route::Status => send_document(source, &mut stream).await,
         Route::Metrics => {
-            let body = status::metrics_text(&source.snapshot());
+            let body = status::metrics_text(&source.overview());
             reply(
                 &mut stream,
                 200,
@@ -266,10 +259,43 @@ async fn handle(source: &dyn StatusSource, mut stream: Async<TcpStream>) -> io::
     }
 }
 
-fn response_head(code: u16, reason: &str, content_type: &str, len: usize) -> String {
+/// The status document, a piece at a time (megabytes at 10,000 miners are never whole
+/// in memory, and the executor goes back to the miners between pieces). Its length is
+/// not known before the end: the body ends where the connection closes (RFC 9112,
+/// section 6.3).
+async fn send_document(source: &dyn StatusSource, stream: &mut Async<TcpStream>) -> io::Result<()> {
+    let (overview, miners) = source.document();
+    let (mut pieces, mut buf) = status::DocumentPieces::new(&overview, miners)?;
+    drop(overview);
+    let head = response_head(200, "OK", "application/json", None);
+    let stream_ref = &mut *stream;
+    let write = async move {
+        stream_ref.write_all(head.as_bytes()).await?;
+        loop {
+            stream_ref.write_all(&buf).await?;
+            buf.clear();
+            // A fast reader would otherwise take the whole document in one turn.
+            smol::future::yield_now().await;
+            if !pieces.next_piece(&mut buf)? {
+                break;
+            }
+        }
+        stream_ref.flush().await
+    };
+    within_write_timeout(write).await?;
+    half_close(stream);
+    Ok(())
+}
+
+/// `len` is the body's length when it is known before the body is sent.
+fn response_head(code: u16, reason: &str, content_type: &str, len: Option<usize>) -> String {
     let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
+    let length = match len {
+        Some(len) => format!("Content-Length: {len}\r\n"),
+        None => String::new(),
+    };
     format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n{length}{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n"
     )
 }
 
@@ -280,12 +306,21 @@ async fn reply(
     content_type: &str,
     body: &[u8],
 ) -> io::Result<()> {
-    let head = response_head(code, reason, content_type, body.len());
-    let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        stream.flush().await
+    let head = response_head(code, reason, content_type, Some(body.len()));
+    let stream_ref = &mut *stream;
+    let write = async move {
+        stream_ref.write_all(head.as_bytes()).await?;
+        stream_ref.write_all(body).await?;
+        stream_ref.flush().await
     };
+    within_write_timeout(write).await?;
+    half_close(stream);
+    Ok(())
+}
+
+async fn within_write_timeout(
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
     let timer = async {
         Timer::after(WRITE_TIMEOUT).await;
         Err(io::Error::new(
@@ -293,26 +328,33 @@ async fn reply(
             "client did not take the response",
         ))
     };
-    smol::future::or(write, timer).await?;
-    // Unread request bytes would make close() send a reset that can destroy the
-    // response in flight; a half-close lets the client read it all first.
+    smol::future::or(write, timer).await
+}
+
+/// Unread request bytes would make close() send a reset that can destroy the response
+/// in flight; a half-close lets the client read it all first.
+fn half_close(stream: &Async<TcpStream>) {
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::StatusDoc;
+    use crate::status::{MinerEntries, StatusDoc};
     use std::io::{Read, Write};
 
     /// A source that knows no agent: the endpoint serves whatever it is given.
     struct Fixed(StatusDoc, Cell<u32>);
 
     impl StatusSource for Fixed {
-        fn snapshot(&self) -> StatusDoc {
+        fn overview(&self) -> StatusDoc {
+            self.document().0
+        }
+        fn document(&self) -> (StatusDoc, MinerEntries<'_>) {
             self.1.set(self.1.get() + 1);
-            self.0.clone()
+            let mut overview = self.0.clone();
+            let miners = std::mem::take(&mut overview.miners);
+            (overview, Box::new(miners.into_iter()))
         }
         fn sample(&self) {}
     }
@@ -330,7 +372,8 @@ mod tests {
     fn serves_what_the_source_gives_on_loopback() {
         let listener = bind("127.0.0.1:0").unwrap();
         let addr = listener.get_ref().local_addr().unwrap();
-        let doc = crate::status::tests::sample_doc(2);
+        // Enough miners for many pieces.
+        let doc = crate::status::tests::sample_doc(1234);
         let source = Rc::new(Fixed(doc.clone(), Cell::new(0)));
         let server = serve(listener, source.clone());
         let client =
@@ -341,10 +384,15 @@ mod tests {
                 None
             }))
             .unwrap();
-        assert!(status.starts_with("HTTP/1.1 200 OK\r\n"), "{status}");
-        let body = status.split_once("\r\n\r\n").unwrap().1;
-        assert_eq!(serde_json::from_str::<StatusDoc>(body).unwrap(), doc);
-        assert!(metrics.contains("btcagent_miners 2\n"), "{metrics}");
+        let (head, body) = status.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            !head.contains("Content-Length"),
+            "streamed: the body ends at the close ({head})"
+        );
+        assert!(head.ends_with("\r\nConnection: close"), "{head}");
+        assert_eq!(body, serde_json::to_string(&doc).unwrap());
+        assert!(metrics.contains("btcagent_miners 1234\n"), "{metrics}");
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
         assert_eq!(source.1.get(), 2, "one snapshot per document served");
     }
@@ -388,7 +436,7 @@ mod tests {
 
     #[test]
     fn responses_close_and_say_their_length() {
-        let head = response_head(405, "Method Not Allowed", "text/plain", 9);
+        let head = response_head(405, "Method Not Allowed", "text/plain", Some(9));
         assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(head.contains("\r\nContent-Length: 9\r\n"));
         assert!(head.contains("\r\nAllow: GET\r\n"));

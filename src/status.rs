@@ -4,12 +4,16 @@
 //!
 //! The document's shape is a contract with the LuCI page: change it only additively.
 
+mod atomic_file;
 pub mod history;
 pub mod metrics;
+mod pieces;
 mod summary;
 pub mod window;
 
+pub use atomic_file::write_atomically;
 pub use metrics::metrics_text;
+pub use pieces::DocumentPieces;
 pub use summary::{format_summary, print_summary};
 
 use async_io::Timer;
@@ -17,7 +21,7 @@ use history::{History, HistoryDoc, OfflineWorker, PoolEvent, PoolEventCounts, Sa
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -125,11 +129,25 @@ pub struct MinerStatus {
     pub hashrate: f64,
 }
 
+/// The miners' entries of a document, one at a time.
+pub type MinerEntries<'a> = Box<dyn Iterator<Item = MinerStatus> + 'a>;
+
 /// Where the status comes from. The agent implements it (`src/agent_status.rs`); the
 /// publishers here and [`crate::http_debug`] only see this.
 pub trait StatusSource {
-    /// The document as of now (also records a sample, as [`StatusSource::sample`]).
-    fn snapshot(&self) -> StatusDoc;
+    /// The document as of now without the miners' entries (`miners` is empty,
+    /// `totals.miners` counts them): what the log line and the metrics need, for a
+    /// few kilobytes. Records a sample, as [`StatusSource::sample`].
+    fn overview(&self) -> StatusDoc;
+    /// The overview and the entries of the same miners, made as they are taken, so
+    /// that the document of 10,000 miners is never whole in memory.
+    fn document(&self) -> (StatusDoc, MinerEntries<'_>);
+    /// The whole document at once (tests, small documents).
+    fn snapshot(&self) -> StatusDoc {
+        let (mut doc, miners) = self.document();
+        doc.miners = miners.collect();
+        doc
+    }
     /// Feeds the windows and rings; called every [`window::BUCKET_SECONDS`] so they
     /// have no holes when nobody asks for a document.
     fn sample(&self);
@@ -198,8 +216,15 @@ impl Tracker {
         (total, window.sum(uptime))
     }
 
-    /// History, events and offline workers as of `now_unix`; `connected` names the
-    /// workers connected now as `(subaccount, worker)`.
+    /// `(subaccount, worker)` of the workers on the offline list (at most
+    /// [`history::MAX_OFFLINE_WORKERS`]).
+    pub fn offline_names(&self) -> Vec<(String, String)> {
+        self.history.borrow().offline_names()
+    }
+
+    /// History, events and offline workers as of `now_unix`; `connected` names, as
+    /// `(subaccount, worker)`, the workers connected now (those on the offline list
+    /// are enough: the others change nothing).
     pub fn history_parts(
         &self,
         now_unix: u64,
@@ -300,7 +325,7 @@ pub async fn sample_loop(source: Rc<dyn StatusSource>) {
 pub async fn log_loop(source: Rc<dyn StatusSource>) {
     loop {
         Timer::after(LOG_SUMMARY_INTERVAL).await;
-        log::info!("{}", log_line(&source.snapshot()));
+        log::info!("{}", log_line(&source.overview()));
     }
 }
 
@@ -322,37 +347,20 @@ pub fn log_line(doc: &StatusDoc) -> String {
 }
 
 /// Rewrites the status file every `interval`: one warning when it cannot, one note when
-/// it works again; the agent keeps running either way. Only the snapshot is taken on the
-/// executor; serializing and writing (most of the time at 10k miners) run on a blocking
-/// thread, so miners are not kept waiting meanwhile.
+/// it works again; the agent keeps running either way.
 pub async fn file_loop(source: Rc<dyn StatusSource>, path: PathBuf, interval: Duration) {
     let path = Arc::new(path);
-    let mut buf = Vec::new();
     let mut failing = false;
     loop {
         let started = Instant::now();
-        let doc = source.snapshot();
-        let snapshot_took = started.elapsed();
-        let miners = doc.totals.miners;
-        let target = path.clone();
-        let (written, returned) = smol::unblock(move || {
-            buf.clear();
-            let written = serde_json::to_writer(&mut buf, &doc)
-                .map_err(io::Error::other)
-                .and_then(|()| write_atomically(&target, &buf));
-            (written, buf)
-        })
-        .await;
-        buf = returned;
-        match written {
-            Ok(()) => {
+        match write_file(&*source, path.clone()).await {
+            Ok((miners, bytes)) => {
                 if failing {
                     log::info!("status file {}: written again", path.display());
                     failing = false;
                 }
                 log::trace!(
-                    "status file: {miners} miners, {} bytes in {:?} (snapshot {snapshot_took:?} on the executor)",
-                    buf.len(),
+                    "status file: {miners} miners, {bytes} bytes in {:?}",
                     started.elapsed()
                 );
             }
@@ -366,35 +374,37 @@ pub async fn file_loop(source: Rc<dyn StatusSource>, path: PathBuf, interval: Du
                 }
             }
         }
-        // Not kept between writes: at 10,000 miners it is 2.5 MB of resident memory
-        // for a few milliseconds of work every few seconds.
-        buf = Vec::new();
         Timer::after(interval).await;
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a
-/// reader sees the old document or the new one, never half of one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("not a file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// One document into `path`, a piece at a time: each piece is serialized on the
+/// executor (well under a millisecond) and written on a blocking thread, so neither the
+/// miners wait for the whole document nor does the whole document sit in memory.
+/// Returns the miners and bytes written.
+async fn write_file(source: &dyn StatusSource, path: Arc<PathBuf>) -> io::Result<(u64, usize)> {
+    let (overview, miners) = source.document();
+    let count = overview.totals.miners;
+    let (mut pieces, mut buf) = DocumentPieces::new(&overview, miners)?;
+    drop(overview);
+    let mut file = smol::unblock(move || atomic_file::AtomicFile::create(&path)).await?;
+    let mut bytes = 0;
+    loop {
+        bytes += buf.len();
+        let (written, f, b) = smol::unblock(move || {
+            let written = file.write_all(&buf);
+            buf.clear();
+            (written, file, buf)
+        })
+        .await;
+        written?;
+        (file, buf) = (f, b);
+        if !pieces.next_piece(&mut buf)? {
+            break;
+        }
     }
-    result
+    smol::unblock(move || file.commit()).await?;
+    Ok((count, bytes))
 }
 
 #[cfg(test)]
@@ -790,40 +800,41 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn atomic_write_creates_the_directory_and_replaces_the_file() {
-        let dir = std::env::temp_dir().join(format!("btcagent-status-unit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("sub/status.json");
-        write_atomically(&path, b"one").unwrap();
-        write_atomically(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().collect();
-        assert_eq!(names.len(), 1, "no temporary file is left behind");
-        // A path whose directory cannot exist fails with an error, not a panic.
-        std::fs::write(dir.join("file"), b"x").unwrap();
-        assert!(write_atomically(&dir.join("file/status.json"), b"x").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// The serialize-and-write cost at 10,000 miners (printed; run with --nocapture).
+    /// The serialize-and-write cost at 10,000 miners, whole and a piece at a time as
+    /// the agent writes it (printed; run with --nocapture).
     #[test]
     fn write_time_at_ten_thousand_miners() {
         let doc = sample_doc(10_000);
+        let mut overview = doc.clone();
+        let miners = std::mem::take(&mut overview.miners);
         let dir = std::env::temp_dir().join(format!("btcagent-status-10k-{}", std::process::id()));
         let path = dir.join("status.json");
-        let mut buf = Vec::new();
-        let mut best = Duration::MAX;
+        let (mut whole, mut pieced) = (Duration::MAX, Duration::MAX);
+        let mut len = 0;
         for _ in 0..5 {
             let t = Instant::now();
-            buf.clear();
-            serde_json::to_writer(&mut buf, &doc).unwrap();
+            let buf = serde_json::to_vec(&doc).unwrap();
             write_atomically(&path, &buf).unwrap();
-            best = best.min(t.elapsed());
+            whole = whole.min(t.elapsed());
+            len = buf.len();
+
+            let t = Instant::now();
+            let entries = Box::new(miners.iter().cloned());
+            let (mut pieces, mut buf) = DocumentPieces::new(&overview, entries).unwrap();
+            let mut file = atomic_file::AtomicFile::create(&path).unwrap();
+            loop {
+                file.write_all(&buf).unwrap();
+                buf.clear();
+                if !pieces.next_piece(&mut buf).unwrap() {
+                    break;
+                }
+            }
+            file.commit().unwrap();
+            pieced = pieced.min(t.elapsed());
         }
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, len);
         println!(
-            "status file at 10k miners: {} bytes, serialize + write {best:?}",
-            buf.len()
+            "status file at 10k miners: {len} bytes, serialize + write {whole:?} whole, {pieced:?} in pieces"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

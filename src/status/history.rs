@@ -384,6 +384,13 @@ impl History {
         self.events.iter().rev().cloned().collect()
     }
 
+    pub fn offline_names(&self) -> Vec<(String, String)> {
+        self.offline
+            .iter()
+            .map(|o| (o.subaccount.clone(), o.worker.clone()))
+            .collect()
+    }
+
     /// Newest departure first.
     pub fn offline_workers(&self) -> Vec<OfflineWorker> {
         self.offline.iter().rev().cloned().collect()
