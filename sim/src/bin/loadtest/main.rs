@@ -3,6 +3,7 @@
 //! the agent is measured alone; see docs/bench.md.
 
 mod agent;
+mod floor;
 mod procfs;
 mod report;
 mod swarm;
@@ -41,7 +42,10 @@ USAGE: loadtest [OPTIONS]
                                   pool and it gets SIGHUP
                               and time until every miner is at the second pool with a
                               job, counting disconnects and lost shares
-  --agent-bin PATH            agent binary [btcagent next to this executable]
+  --agent-bin PATH            agent binary [btcagent next to this executable]; the
+                              original Go agent takes the same config and flags
+  --floor-jobs N              after the agent, the fan-out floor: one thread writes N
+                              jobs to as many sockets and the same receivers [10]; 0: none
   --json FILE                 also write the figures as JSON
   --check                     exit 1 unless every share is valid, none lost, no disconnects
   --median A.json B.json ..   print the median table of earlier --json runs (with --json: write it)
@@ -89,6 +93,7 @@ struct Options {
     cut_pool_at: Option<f64>,
     after_window: Option<Event>,
     agent_bin: PathBuf,
+    floor_jobs: u32,
     json: Option<PathBuf>,
     check: bool,
 }
@@ -171,6 +176,10 @@ fn run_cli() -> Result<bool, String> {
             .opt_value_from_str("--agent-bin")
             .map_err(arg)?
             .unwrap_or_else(agent::default_binary),
+        floor_jobs: args
+            .opt_value_from_str("--floor-jobs")
+            .map_err(arg)?
+            .unwrap_or(10),
         json,
         check: args.contains("--check"),
     };
@@ -508,6 +517,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     }
     let final_agent = procfs::sample(bench.agent.pid()).unwrap_or(b.agent);
     bench.agent.stop(Duration::from_secs(10));
+    drop(bench);
 
     let mut f = figures(
         o,
@@ -532,6 +542,23 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         f.insert("syscalls_per_share".into(), total as f64 / shares);
     } else {
         eprintln!("loadtest: perf not available: no system-call counts");
+    }
+    if o.floor_jobs > 0 {
+        eprintln!("loadtest: the fan-out floor: {total} sockets, one writer thread");
+        match floor::measure(&floor::FloorSpec {
+            miners: total,
+            per_process: o.per_process,
+            connect_rate: o.connect_rate,
+            jobs: o.floor_jobs,
+            branch_len: PoolSimConfig::default().merkle_branch_len,
+        }) {
+            Ok(floor) => {
+                f.extend(floor);
+                floor_ratios(&mut f);
+            }
+            // The agent's figures stand without it.
+            Err(e) => eprintln!("loadtest: {e}"),
+        }
     }
     if o.check {
         check(&f, &mut problems);
@@ -665,6 +692,20 @@ fn after_window(
         },
     );
     Ok(f)
+}
+
+/// The agent's fan-out over the floor's, for every miner (`fanout_swarm`) and the
+/// probe.
+fn floor_ratios(f: &mut Figures) {
+    for group in ["swarm", "probe"] {
+        for p in ["p50", "p99"] {
+            let agent = f.get(&format!("fanout_{group}_{p}_ms")).copied();
+            let floor = f.get(&format!("floor_fanout_{p}_ms")).copied();
+            if let (Some(agent), Some(floor)) = (agent, floor) {
+                f.insert(format!("fanout_{group}_{p}_over_floor"), agent / floor);
+            }
+        }
+    }
 }
 
 /// A counter's growth over the window. The pool simulator forgets the oldest closed

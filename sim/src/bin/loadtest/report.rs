@@ -194,6 +194,31 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
             "",
         ),
     ];
+    if f.contains_key("floor_fanout_p50_ms") {
+        rows.push((
+            "fan-out floor (one writer thread)".into(),
+            format!(
+                "{}; {:.0} sockets x {:.0} bytes written in {:.1} ms ({:.1} us per write)",
+                latency(f, "floor_fanout"),
+                g("floor_sockets"),
+                g("floor_message_bytes"),
+                g("floor_write_all_ms"),
+                g("floor_us_per_write")
+            ),
+            "",
+        ));
+        rows.push((
+            "agent fan-out over the floor".into(),
+            format!(
+                "swarm p50 {:.2}x, p99 {:.2}x; probe p50 {:.2}x, p99 {:.2}x",
+                g("fanout_swarm_p50_over_floor"),
+                g("fanout_swarm_p99_over_floor"),
+                g("fanout_probe_p50_over_floor"),
+                g("fanout_probe_p99_over_floor")
+            ),
+            "<= 1.2x",
+        ));
+    }
     if f.contains_key("cut_moved_miners") {
         rows.push((
             "pool connection cut".into(),
@@ -279,6 +304,18 @@ mod tests {
         assert_eq!(back, f);
         let t = table(&f, "run");
         assert!(t.contains("10 miners") && t.contains("| agent RSS | 2.0 MB"));
+        assert!(!t.contains("floor"), "no floor row without a floor run");
+        let mut with_floor = f.clone();
+        for (k, v) in [
+            ("floor_fanout_p50_ms", 100.0),
+            ("floor_fanout_p99_ms", 190.0),
+            ("fanout_swarm_p50_over_floor", 1.1),
+        ] {
+            with_floor.insert(k.into(), v);
+        }
+        let t = table(&with_floor, "run");
+        assert!(t.contains("p50 100.00 ms, p99 190.00 ms"), "{t}");
+        assert!(t.contains("swarm p50 1.10x"), "{t}");
         assert!(from_json("[1]").is_err());
     }
 }
