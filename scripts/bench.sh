@@ -58,20 +58,22 @@ run() {
         tee "$OUT/$name-median.md"
 }
 
+# Each size's runs end with the fan-out floor (one writer thread, the same sockets);
+# the other scenarios leave it out (--floor-jobs 0): it does not depend on them.
 for n in $SIZES; do
     run "miners-$n" --miners "$n" --seconds "$WINDOW" --check
 done
 if [ -z "${SKIP_EXTRA:-}" ]; then
-    run responses-10000 --miners 10000 --seconds "$WINDOW" --server-responses --check
-    # A longer submit-coalescing window than the default 5 ms, for comparison.
-    run coalesce50-10000 --miners 10000 --seconds "$WINDOW" --coalesce-ms 50 --check
+    run responses-10000 --miners 10000 --seconds "$WINDOW" --server-responses --check --floor-jobs 0
+    # A shorter submit-coalescing window than the default 50 ms, for comparison.
+    run coalesce5-10000 --miners 10000 --seconds "$WINDOW" --coalesce-ms 5 --check --floor-jobs 0
     # Correctness is reported, not checked: shares in flight on the cut connection
     # may be lost, and that is one of the figures.
-    run cut-10000 --miners 10000 --seconds "$WINDOW" --cut-pool-at $((WINDOW / 3))
+    run cut-10000 --miners 10000 --seconds "$WINDOW" --cut-pool-at $((WINDOW / 3)) --floor-jobs 0
     # The farm's pool goes away for good (the next of the list is up), and a reload
     # that moves the agent to another pool: miners must not be disconnected.
-    run failover-10000 --miners 10000 --seconds "$WINDOW" --after-window pool-fails
-    run reload-10000 --miners 10000 --seconds "$WINDOW" --after-window reload
+    run failover-10000 --miners 10000 --seconds "$WINDOW" --after-window pool-fails --floor-jobs 0
+    run reload-10000 --miners 10000 --seconds "$WINDOW" --after-window reload --floor-jobs 0
 fi
 
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -46,6 +46,10 @@ fn free_port() -> Result<u16, String> {
 fn config_text(opts: &AgentOptions, pools: &[SocketAddr], listen_port: u16) -> String {
     let mut advanced = serde_json::json!({
         "pool_connection_number_per_subaccount": opts.pool_connections,
+        // Every simulated miner comes from 127.0.0.1, a farm's from their own
+        // addresses: at 19,000 miners the ramp-up has more than the default 256 of them
+        // in their handshake at once, and the agent would refuse the rest of them.
+        "max_unauthorized_connections_per_ip": 4096,
     });
     if let Some(ms) = opts.coalesce_ms {
         advanced["submit_coalesce_ms"] = ms.into();
