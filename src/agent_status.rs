@@ -188,6 +188,9 @@ pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
         pool_event_counts,
         offline_workers,
     };
+    // The entries keep these sessions (and a departed miner's socket) alive until the
+    // document is written: milliseconds for the file, at most http_debug's write
+    // timeout for a slow /status reader.
     let entries = miners_now
         .into_iter()
         .map(move |m| miner_entry(&m, &fallback, now, now_instant));
