@@ -115,6 +115,9 @@ pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
                 shares_rejected: st.shares_rejected.get() as u64,
                 bytes_up: st.bytes_up.get(),
                 bytes_down: st.bytes_down.get(),
+                protocol: if s.is_stratum() { "stratum" } else { "agent" }.into(),
+                pool_difficulty: s.is_stratum().then(|| s.pool_difficulty()),
+                shares_local: st.shares_local.get() as u64,
             });
         }
     }

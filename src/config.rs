@@ -12,12 +12,39 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// One entry of `pools`: `["host", port, "sub-account"]`.
+/// One entry of `pools`: `["host", port, "sub-account"]` (btcpool's agent protocol),
+/// or `{"protocol": "stratum", "host": ..., "port": ..., "user": ...}` (a plain
+/// Stratum V1 pool, docs/stratum-upstream.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolEntry {
     pub host: String,
     pub port: u16,
+    /// The agent protocol's sub-account; empty for a Stratum pool.
     pub subaccount: String,
+    /// `Some` for a plain Stratum V1 pool.
+    pub stratum: Option<StratumEntry>,
+}
+
+/// What a plain Stratum V1 pool entry adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StratumEntry {
+    /// The user template (`account.worker`, `{sub}.farm1` in multi-user mode).
+    pub user: String,
+    pub password: String,
+    /// Send `mining.extranonce.subscribe` after authorize.
+    pub extranonce_subscribe: bool,
+}
+
+impl PoolEntry {
+    /// An agent-protocol entry, `["host", port, "subaccount"]`.
+    pub fn agent(host: &str, port: u16, subaccount: &str) -> PoolEntry {
+        PoolEntry {
+            host: host.into(),
+            port,
+            subaccount: subaccount.into(),
+            stratum: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +79,12 @@ pub struct Advanced {
     /// btcagent only: the same per source address (IPv6: per /64); beyond it new
     /// connections from that source are closed.
     pub max_unauthorized_connections_per_ip: u32,
+    /// btcagent only, Stratum pools: each miner's share rate the agent's vardiff aims at.
+    pub stratum_shares_per_minute: u32,
+    /// btcagent only, Stratum pools: a miner's first difficulty (never above the pool's).
+    pub stratum_start_difficulty: f64,
+    /// btcagent only, Stratum pools: the lowest difficulty a miner is given.
+    pub stratum_min_difficulty: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +150,9 @@ impl Default for Advanced {
             submit_coalesce: Duration::from_millis(DEFAULT_SUBMIT_COALESCE_MS),
             max_unauthorized_connections: DEFAULT_MAX_UNAUTHORIZED,
             max_unauthorized_connections_per_ip: DEFAULT_MAX_UNAUTHORIZED_PER_IP,
+            stratum_shares_per_minute: 6,
+            stratum_start_difficulty: 16384.0,
+            stratum_min_difficulty: 1.0,
         }
     }
 }
@@ -287,7 +323,21 @@ const ADVANCED_FIELDS: &[&str] = &[
     "submit_coalesce_ms",
     "max_unauthorized_connections",
     "max_unauthorized_connections_per_ip",
+    "stratum_shares_per_minute",
+    "stratum_start_difficulty",
+    "stratum_min_difficulty",
 ];
+/// The keys of a Stratum pool object; strict (objects are new, unlike the old fields).
+const STRATUM_POOL_FIELDS: &[&str] = &[
+    "protocol",
+    "host",
+    "port",
+    "user",
+    "password",
+    "identity_passthrough",
+    "extranonce_subscribe",
+];
+const AGENT_POOL_FIELDS: &[&str] = &["protocol", "host", "port", "subaccount"];
 const QUEUE_FIELDS: &[&str] = &[
     "session_manager",
     "pool_session_manager",
@@ -350,13 +400,21 @@ impl Config {
         let pools: Vec<String> = self
             .pools
             .iter()
-            .map(|p| {
-                format!(
+            .map(|p| match &p.stratum {
+                None => format!(
                     "[{}, {}, {}]",
                     json_string(&p.host),
                     p.port,
                     json_string(&p.subaccount)
-                )
+                ),
+                Some(s) => format!(
+                    "{{\"protocol\": \"stratum\", \"host\": {}, \"port\": {}, \"user\": {}, \"password\": {}, \"extranonce_subscribe\": {}}}",
+                    json_string(&p.host),
+                    p.port,
+                    json_string(&s.user),
+                    json_string(&s.password),
+                    s.extranonce_subscribe
+                ),
             })
             .collect();
         let proxies: Vec<String> = self.proxy.iter().map(|p| json_string(p)).collect();
@@ -452,7 +510,10 @@ impl Config {
                  \"bitcoin_default_version_mask\": {},\n        \
                  \"submit_coalesce_ms\": {},\n        \
                  \"max_unauthorized_connections\": {},\n        \
-                 \"max_unauthorized_connections_per_ip\": {}\n    }}",
+                 \"max_unauthorized_connections_per_ip\": {},\n        \
+                 \"stratum_shares_per_minute\": {},\n        \
+                 \"stratum_start_difficulty\": {},\n        \
+                 \"stratum_min_difficulty\": {}\n    }}",
                 a.pool_connection_number_per_subaccount,
                 a.pool_connection_dial_timeout.as_secs(),
                 a.pool_connection_read_timeout.as_secs(),
@@ -467,6 +528,9 @@ impl Config {
                 a.submit_coalesce.as_millis(),
                 a.max_unauthorized_connections,
                 a.max_unauthorized_connections_per_ip,
+                a.stratum_shares_per_minute,
+                json_number(a.stratum_start_difficulty),
+                json_number(a.stratum_min_difficulty),
             ),
             false,
         );
@@ -617,8 +681,37 @@ impl<'v> Fields<'v> {
         }
     }
 
+    /// A difficulty: a number above 0 (fractions allowed), at most 2^64.
+    fn difficulty(&self, name: &str, default: f64) -> Result<f64, ConfigError> {
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(d) if d > 0.0 && d <= MAX_DIFFICULTY => Ok(d),
+                _ => Err(ConfigError::field(
+                    self.path_of(name),
+                    format!("a difficulty must be above 0 and at most 2^64, got {n}"),
+                )),
+            },
+            Some(v) => Err(ConfigError::field(
+                self.path_of(name),
+                format!("expected a number, got {}", describe(v)),
+            )),
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&'v Value> {
         self.values.get(name).copied()
+    }
+}
+
+const MAX_DIFFICULTY: f64 = 18_446_744_073_709_551_616.0;
+
+/// A difficulty as JSON: whole numbers without a fraction.
+fn json_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as u64)
+    } else {
+        format!("{value}")
     }
 }
 
@@ -878,8 +971,11 @@ fn read_pools(
     let mut pools = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("pools[{i}]");
-        let items = match entry {
-            Value::Array(items) if items.len() >= 2 => items,
+        let pool = match entry {
+            Value::Object(_) => read_pool_object(entry, &path, multi_user_mode, warnings)?,
+            Value::Array(items) if items.len() >= 2 => {
+                read_pool_array(items, &path, multi_user_mode, warnings)?
+            }
             Value::Array(items) => {
                 return Err(ConfigError::field(
                     path,
@@ -893,51 +989,197 @@ fn read_pools(
                 ))
             }
         };
-        if items.len() > 3 {
-            warnings.push(format!(
-                "config: {path}: elements after the sub-account are ignored"
-            ));
-        }
-        let host_path = format!("{path}[0]");
-        let host = expect_string(&items[0], &host_path)?;
-        if host.is_empty() {
-            return Err(ConfigError::field(host_path, "host is empty"));
-        }
-        if let Some((scheme, rest)) = host.split_once("://") {
-            return Err(ConfigError::field(
-                host_path,
-                format!("write the host name only ({rest:?}), without \"{scheme}://\""),
-            ));
-        }
-        if host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(ConfigError::field(
-                host_path,
-                format!("{} is not a host name", json_string(&host)),
-            ));
-        }
-        let port = expect_uint(&items[1], &format!("{path}[1]"), "port", (1, 65535))? as u16;
-        let subaccount = match items.get(2) {
-            Some(v) => expect_string(v, &format!("{path}[2]"))?,
-            None => String::new(),
-        };
-        if subaccount.is_empty() && !multi_user_mode {
-            let where_ = if items.len() > 2 {
-                format!("{path}[2]")
-            } else {
-                path
-            };
-            return Err(ConfigError::field(
-                where_,
-                "sub-account is empty: set it, or turn on multi_user_mode to take it from the miners' names",
-            ));
-        }
-        pools.push(PoolEntry {
-            host,
-            port,
-            subaccount,
-        });
+        pools.push(pool);
     }
     Ok(pools)
+}
+
+/// `["host", port, "sub-account"]`: the agent protocol.
+fn read_pool_array(
+    items: &[Value],
+    path: &str,
+    multi_user_mode: bool,
+    warnings: &mut Vec<String>,
+) -> Result<PoolEntry, ConfigError> {
+    if items.len() > 3 {
+        warnings.push(format!(
+            "config: {path}: elements after the sub-account are ignored"
+        ));
+    }
+    let host_path = format!("{path}[0]");
+    let host = expect_string(&items[0], &host_path)?;
+    if let Some((scheme, rest)) = host.split_once("://") {
+        // btc.com writes its agent ports as stratum+tcp:// URLs too: the host is the
+        // likely fix, the Stratum object the other one.
+        let name = rest.split([':', '/']).next().unwrap_or(rest);
+        return Err(ConfigError::field(
+            host_path,
+            format!(
+                "write the host name only ({}), without \"{scheme}://\"; a pool that does not speak btcpool's agent protocol is written {{\"protocol\": \"stratum\", \"host\": {}, \"port\": {}, \"user\": \"account.worker\"}}",
+                json_string(name),
+                json_string(name),
+                items[1]
+            ),
+        ));
+    }
+    let host = check_pool_host(host, &host_path)?;
+    let port = expect_uint(&items[1], &format!("{path}[1]"), "port", (1, 65535))? as u16;
+    let subaccount = match items.get(2) {
+        Some(v) => expect_string(v, &format!("{path}[2]"))?,
+        None => String::new(),
+    };
+    if subaccount.is_empty() && !multi_user_mode {
+        let where_ = if items.len() > 2 {
+            format!("{path}[2]")
+        } else {
+            path.to_string()
+        };
+        return Err(ConfigError::field(
+            where_,
+            "sub-account is empty: set it, or turn on multi_user_mode to take it from the miners' names",
+        ));
+    }
+    Ok(PoolEntry {
+        host,
+        port,
+        subaccount,
+        stratum: None,
+    })
+}
+
+/// `{"protocol": "stratum" | "agent", ...}`. Objects are new, so their keys are strict.
+fn read_pool_object(
+    value: &Value,
+    path: &str,
+    multi_user_mode: bool,
+    warnings: &mut Vec<String>,
+) -> Result<PoolEntry, ConfigError> {
+    let object = value.as_object().expect("an object");
+    let protocol_path = format!("{path}.protocol");
+    let stratum = match object.get("protocol") {
+        None => {
+            return Err(ConfigError::field(
+                path,
+                "say \"protocol\": \"stratum\" (plain Stratum V1) or \"agent\" (btcpool's agent protocol)",
+            ))
+        }
+        Some(Value::String(p)) if p == "stratum" => true,
+        Some(Value::String(p)) if p == "agent" => false,
+        Some(Value::String(p)) => {
+            return Err(ConfigError::field(
+                protocol_path,
+                format!("{} is not a protocol: \"stratum\" or \"agent\"", json_string(p)),
+            ))
+        }
+        Some(v) => {
+            return Err(ConfigError::field(
+                protocol_path,
+                format!("expected \"stratum\" or \"agent\", got {}", describe(v)),
+            ))
+        }
+    };
+    let known = if stratum {
+        STRATUM_POOL_FIELDS
+    } else {
+        AGENT_POOL_FIELDS
+    };
+    for key in object.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let message = match key.as_str() {
+            "subaccount" => "a Stratum pool has no sub-account: write \"user\": \"account.worker\" (in multi_user_mode \"{sub}.worker\")".to_string(),
+            "user" | "password" | "identity_passthrough" | "extranonce_subscribe" => format!(
+                "an agent-protocol pool takes \"subaccount\"; {} is for \"protocol\": \"stratum\"",
+                json_string(key)
+            ),
+            _ => format!(
+                "unknown key: a {} pool has {}",
+                if stratum { "Stratum" } else { "agent-protocol" },
+                known.join(", ")
+            ),
+        };
+        return Err(ConfigError::field(
+            format!("{path}.{}", shown(key)),
+            message,
+        ));
+    }
+    let f = Fields::read(value, path, known, &[], warnings)?;
+    let host_path = f.path_of("host");
+    let host = match f.get("host") {
+        Some(v) => check_pool_host(expect_string(v, &host_path)?, &host_path)?,
+        None => {
+            return Err(ConfigError::field(
+                host_path,
+                "missing: the pool's host name",
+            ))
+        }
+    };
+    let port = match f.get("port") {
+        Some(v) => expect_uint(v, &f.path_of("port"), "port", (1, 65535))? as u16,
+        None => {
+            return Err(ConfigError::field(
+                f.path_of("port"),
+                "missing: the pool's port",
+            ))
+        }
+    };
+    if !stratum {
+        let array = [
+            Value::String(host),
+            Value::from(port),
+            Value::String(f.string("subaccount", "")?),
+        ];
+        return read_pool_array(&array, path, multi_user_mode, warnings);
+    }
+    let user_path = f.path_of("user");
+    let user = match f.get("user") {
+        Some(v) => expect_string(v, &user_path)?,
+        None => {
+            return Err(ConfigError::field(
+                user_path,
+                "missing: the name the pool expects, e.g. \"account.worker\"",
+            ))
+        }
+    };
+    if f.bool("identity_passthrough", false)? {
+        return Err(ConfigError::field(
+            f.path_of("identity_passthrough"),
+            "one upstream connection per miner is not supported by this version yet: leave it false (miners share connections)",
+        ));
+    }
+    crate::protocol::stratum_upstream::user::UserTemplate::parse(&user, multi_user_mode, false)
+        .map_err(|m| ConfigError::field(&user_path, m))?;
+    Ok(PoolEntry {
+        host,
+        port,
+        subaccount: String::new(),
+        stratum: Some(StratumEntry {
+            user,
+            password: f.string("password", "x")?,
+            extranonce_subscribe: f.bool("extranonce_subscribe", true)?,
+        }),
+    })
+}
+
+/// A pool's host name: not empty, no scheme, no spaces or slashes.
+fn check_pool_host(host: String, path: &str) -> Result<String, ConfigError> {
+    if host.is_empty() {
+        return Err(ConfigError::field(path, "host is empty"));
+    }
+    if let Some((scheme, rest)) = host.split_once("://") {
+        return Err(ConfigError::field(
+            path,
+            format!("write the host name only ({rest:?}), without \"{scheme}://\""),
+        ));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(ConfigError::field(
+            path,
+            format!("{} is not a host name", json_string(&host)),
+        ));
+    }
+    Ok(host)
 }
 
 fn read_advanced(value: &Value, warnings: &mut Vec<String>) -> Result<Advanced, ConfigError> {
@@ -1029,6 +1271,14 @@ fn read_advanced(value: &Value, warnings: &mut Vec<String>) -> Result<Advanced, 
             d.max_unauthorized_connections_per_ip.into(),
             (1, 65_535),
         )? as u32,
+        stratum_shares_per_minute: f.uint(
+            "stratum_shares_per_minute",
+            d.stratum_shares_per_minute.into(),
+            (1, 60),
+        )? as u32,
+        stratum_start_difficulty: f
+            .difficulty("stratum_start_difficulty", d.stratum_start_difficulty)?,
+        stratum_min_difficulty: f.difficulty("stratum_min_difficulty", d.stratum_min_difficulty)?,
     })
 }
 
@@ -1104,7 +1354,8 @@ mod tests {
             PoolEntry {
                 host: "us.ss.btc.com".into(),
                 port: 443,
-                subaccount: "YourSubAccountName".into()
+                subaccount: "YourSubAccountName".into(),
+                stratum: None,
             }
         );
         // Apart from multi_user_mode and the pools, the template states the code defaults.
@@ -1154,6 +1405,7 @@ mod tests {
                 host: "pool.example".into(),
                 port: 1800,
                 subaccount: "acct".into(),
+                stratum: None,
             }],
             ..Config::default()
         };

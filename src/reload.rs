@@ -123,6 +123,7 @@ mod tests {
                 host: "pool.example".into(),
                 port: 1800,
                 subaccount: "acct".into(),
+                stratum: None,
             }],
             ..Config::default()
         }

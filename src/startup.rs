@@ -89,6 +89,7 @@ mod tests {
                     host: "us.ss.btc.com".into(),
                     port: 1800 + i as u16,
                     subaccount: s.to_string(),
+                    stratum: None,
                 })
                 .collect(),
             ..Config::default()

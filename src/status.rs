@@ -99,6 +99,20 @@ pub struct PoolStatus {
     pub shares_rejected: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// `"agent"` (btcpool's agent protocol) or `"stratum"` (a plain Stratum pool).
+    #[serde(default = "agent_protocol")]
+    pub protocol: String,
+    /// Stratum pools: the difficulty the pool set for the connection.
+    #[serde(default)]
+    pub pool_difficulty: Option<f64>,
+    /// Stratum pools: shares that met the miner's difficulty but not the pool's,
+    /// accepted by the agent and not sent (`shares_sent` counts those forwarded).
+    #[serde(default)]
+    pub shares_local: u64,
+}
+
+fn agent_protocol() -> String {
+    "agent".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -447,6 +461,9 @@ pub(crate) mod tests {
                     shares_rejected: 1,
                     bytes_up: 1234,
                     bytes_down: 5678,
+                    protocol: "agent".into(),
+                    pool_difficulty: None,
+                    shares_local: 0,
                 },
                 PoolStatus {
                     id: 2,
@@ -463,6 +480,9 @@ pub(crate) mod tests {
                     shares_rejected: 0,
                     bytes_up: 10,
                     bytes_down: 20,
+                    protocol: "stratum".into(),
+                    pool_difficulty: Some(65536.0),
+                    shares_local: 7,
                 },
             ],
             subaccounts: vec![SubaccountStatus {
@@ -615,6 +635,9 @@ pub(crate) mod tests {
             "shares_rejected",
             "bytes_up",
             "bytes_down",
+            "protocol",
+            "pool_difficulty",
+            "shares_local",
         ];
         pool.sort();
         assert_eq!(keys(&value["pools"][0]), pool);

@@ -585,12 +585,14 @@ impl MinerSession {
         self.watch_asicboost(agent, version_mask.is_some());
     }
 
-    pub fn count_accepted(&self) {
+    /// Counts an accepted share found at `difficulty` (the miner's difficulty when it
+    /// was judged), for the hashrate estimate.
+    pub fn count_accepted_at(&self, difficulty: f64) {
         let s = &self.stats;
         s.accepted.set(s.accepted.get() + 1);
         s.last_share.set(Some(Instant::now()));
         s.accepted_difficulty
-            .set(s.accepted_difficulty.get() + s.difficulty.get());
+            .set(s.accepted_difficulty.get() + difficulty);
     }
 
     pub fn reject(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, code: i32, why: &str) {

@@ -10,13 +10,17 @@
 
 use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
-use crate::config::PoolEntry;
+use crate::config::{PoolEntry, StratumEntry};
 use crate::miner::{MinerSession, MinerState};
 use crate::protocol::framing::FrameReader;
 use crate::protocol::job::{fake_job, Job};
 use crate::protocol::stratum::{self, code};
+use crate::protocol::stratum_upstream::connection::{Settings, StratumConnection};
+use crate::protocol::stratum_upstream::user::UserTemplate;
+use crate::protocol::stratum_upstream::vardiff::VardiffConfig;
 use crate::status::history::PoolEvent;
 use crate::status::unix_seconds;
+use crate::upstream::conn_test::Probe;
 use crate::upstream::Connected;
 use async_io::Timer;
 use std::cell::{Cell, RefCell};
@@ -533,12 +537,16 @@ fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
     )
 }
 
-fn subaccount_of(group: &PoolGroup, entry: &PoolEntry) -> String {
-    group
-        .subaccount
-        .as_deref()
-        .unwrap_or(&entry.subaccount)
-        .to_string()
+/// The name a connection of `group` to `entry` mines for: the sub-account it
+/// authorizes as on the agent protocol, the user (the entry's template filled in with
+/// the group's sub-account) on a Stratum pool.
+fn connection_user(agent: &Agent, group: &PoolGroup, entry: &PoolEntry) -> Result<String, String> {
+    let sub = group.subaccount.as_deref();
+    match &entry.stratum {
+        None => Ok(sub.unwrap_or(&entry.subaccount).to_string()),
+        Some(s) => UserTemplate::parse(&s.user, agent.config().multi_user_mode, false)?
+            .user_for(sub.unwrap_or(""), ""),
+    }
 }
 
 /// One connection slot: dial the pool list in order, run the session, start again.
@@ -555,16 +563,17 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
             if surplus(&group) {
                 return;
             }
-            let subaccount = group
-                .subaccount
-                .as_deref()
-                .unwrap_or(&entry.subaccount)
-                .to_string();
+            let user = connection_user(&agent, &group, &entry);
             let label = format!(
-                "pool {} ({subaccount})",
-                crate::upstream::proxy_url::host_port(&entry.host, entry.port)
+                "pool {} ({})",
+                crate::upstream::proxy_url::host_port(&entry.host, entry.port),
+                user.as_deref().unwrap_or("?")
             );
-            match open(&agent, &group, &entry, subaccount).await {
+            let opened = match user {
+                Ok(user) => open(&agent, &group, &entry, user).await,
+                Err(why) => Err(why),
+            };
+            match opened {
                 Ok((session, mut reader, mut frames)) => {
                     agent.dial_succeeded(&label);
                     if surplus(&group) {
@@ -609,7 +618,7 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                         "dial_failed",
                         0,
                         format!("{}:{}", entry.host, entry.port),
-                        subaccount_of(&group, &entry),
+                        connection_user(&agent, &group, &entry).unwrap_or_default(),
                         &why,
                     ));
                     agent.dial_failed(&label, &why);
@@ -689,7 +698,12 @@ async fn open(
     let dial_timeout = agent.config().advanced.pool_connection_dial_timeout;
     let deadline = Instant::now() + dial_timeout;
     let connector = agent.connector();
-    let connect = connector.connect(&entry.host, entry.port);
+    let stratum_probe = StratumConnection::first_request();
+    let probe = match entry.stratum {
+        Some(_) => Probe::session_request(&stratum_probe),
+        None => Probe::CAPABILITIES,
+    };
+    let connect = connector.connect_with(&entry.host, entry.port, probe);
     let timeout = async {
         Timer::at(deadline).await;
         Err(format!("no connection within {} s", dial_timeout.as_secs()))
@@ -707,13 +721,12 @@ async fn open(
         timeout,
     )
     .await?;
-    let (session, wake_rx) = PoolSession::new(
-        agent.next_pool_id(),
-        entry.clone(),
-        subaccount,
-        route,
-        group,
-    );
+    let id = agent.next_pool_id();
+    let stratum = entry
+        .stratum
+        .as_ref()
+        .map(|s| stratum_connection(agent, id, &subaccount, s));
+    let (session, wake_rx) = PoolSession::new(id, entry.clone(), subaccount, route, group, stratum);
     let (mut reader, writer) = smol::io::split(stream);
     let writer = agent.spawn_task(session.clone().write_loop(
         writer,
@@ -736,6 +749,30 @@ async fn open(
         }
     }
 }
+
+/// The protocol state of a new connection to a Stratum pool, authorizing as `user`.
+fn stratum_connection(
+    agent: &Agent,
+    id: u32,
+    user: &str,
+    entry: &StratumEntry,
+) -> StratumConnection {
+    let a = &agent.config().advanced;
+    StratumConnection::new(Settings {
+        connection: id,
+        user: user.to_string(),
+        password: entry.password.clone(),
+        user_agent: STRATUM_USER_AGENT.to_string(),
+        extranonce_subscribe: entry.extranonce_subscribe,
+        vardiff: VardiffConfig::for_interval(60.0 / f64::from(a.stratum_shares_per_minute.max(1))),
+        start_difficulty: a.stratum_start_difficulty,
+        min_difficulty: a.stratum_min_difficulty,
+    })
+}
+
+/// What a Stratum pool sees as the agent's user agent (a btcpool server needs
+/// `btccom-agent/`, which only its agent-protocol port speaks).
+const STRATUM_USER_AGENT: &str = concat!("btcagent/", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests {

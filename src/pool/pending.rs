@@ -51,6 +51,11 @@ impl<T> PendingShares<T> {
         self.waiting == 0
     }
 
+    /// The index the next [`PendingShares::push`] gives its share.
+    pub fn next_index(&self) -> u16 {
+        self.next
+    }
+
     /// Records the share that was just sent with the next index. Returns the share that
     /// had to give up its place, if the ring was full: it will not be answered.
     pub fn push(&mut self, item: T, now: Instant) -> Option<T> {

@@ -1,4 +1,8 @@
-//! One connection to the pool, speaking the agent's side of the BTCAgent protocol.
+//! One connection to the pool, speaking the agent's side of the BTCAgent protocol, or
+//! plain Stratum V1 to any other pool ([`StratumConnection`] holds that protocol's
+//! state; this file carries out what it decides). Both give miners the same extranonce
+//! layout, jobs named `"<connection>-<n>"` and one serialized notify per job, so the
+//! miner side and the group never ask which protocol a connection speaks.
 
 use super::jobs::JobBook;
 use super::pending::{PendingShares, VERDICT_TIMEOUT};
@@ -10,6 +14,9 @@ use crate::protocol::exmessage::{ExError, ExMessage, Share};
 use crate::protocol::framing::{Frame, FrameReader};
 use crate::protocol::job::{rewrite_notify, Job};
 use crate::protocol::stratum::{self, Message};
+use crate::protocol::stratum_upstream::connection::{
+    self as stratum_upstream, Event, Judgement, StratumConnection, SUBMIT_ID_BASE,
+};
 use crate::protocol::worker;
 use crate::upstream::PoolStream;
 use async_io::Timer;
@@ -35,6 +42,9 @@ const CAPABILITIES_PATIENCE: Duration = Duration::from_secs(3);
 /// long, so that the shares it found on that connection's jobs still count (sserver
 /// re-sends the latest job every 30 s, so by then nothing of the old jobs is mined).
 pub const MOVE_GRACE: Duration = Duration::from_secs(30);
+
+/// How often a Stratum connection lowers the difficulty of miners gone quiet.
+const VARDIFF_TICK: Duration = Duration::from_secs(15);
 
 /// The pool's silence on capabilities is logged once per run, not per connection.
 static SILENT_CAPABILITIES_LOGGED: AtomicBool = AtomicBool::new(false);
@@ -80,12 +90,17 @@ pub struct PoolStats {
     pub shares_unanswered: Cell<u32>,
     /// Verdicts for no waiting share (late, or an index never sent).
     pub verdicts_unmatched: Cell<u32>,
+    /// Stratum pools: shares that met the miner's target but not the pool's, answered
+    /// by the agent and never sent.
+    pub shares_local: Cell<u32>,
 }
 
 /// A share waiting for the pool's verdict; its index is its place in [`PendingShares`].
 struct Pending {
     miner: Weak<MinerSession>,
     id: Box<str>,
+    /// What the share counts for at the miner once accepted.
+    difficulty: f64,
 }
 
 pub struct PoolSession {
@@ -95,6 +110,10 @@ pub struct PoolSession {
     pub subaccount: String,
     pub route: String,
     pub since: SystemTime,
+    /// `Some` on a plain Stratum pool: that protocol's state.
+    stratum: Option<RefCell<StratumConnection>>,
+    /// When the Stratum vardiff next looks for quiet miners.
+    vardiff_tick: Cell<Option<Instant>>,
     group: Weak<PoolGroup>,
     state: Cell<PoolState>,
     extranonce1: RefCell<String>,
@@ -139,6 +158,7 @@ impl PoolSession {
         subaccount: String,
         route: String,
         group: &Rc<PoolGroup>,
+        stratum: Option<StratumConnection>,
     ) -> (Rc<PoolSession>, Receiver<()>) {
         let (wake, wake_rx) = smol::channel::bounded(1);
         let (kill, kill_rx) = smol::channel::bounded(1);
@@ -149,6 +169,8 @@ impl PoolSession {
             subaccount,
             route,
             since: SystemTime::now(),
+            vardiff_tick: Cell::new(stratum.as_ref().map(|_| Instant::now() + VARDIFF_TICK)),
+            stratum: stratum.map(RefCell::new),
             group: Rc::downgrade(group),
             state: Cell::new(PoolState::Handshaking),
             extranonce1: RefCell::new(String::new()),
@@ -178,7 +200,20 @@ impl PoolSession {
         (Rc::new(s), wake_rx)
     }
 
-    /// `pool#3 host:port/sub` for logs.
+    /// True on a plain Stratum pool.
+    pub fn is_stratum(&self) -> bool {
+        self.stratum.is_some()
+    }
+
+    /// The pool's difficulty for this connection (0 before it sent one).
+    pub fn pool_difficulty(&self) -> f64 {
+        match &self.stratum {
+            Some(s) => s.borrow().difficulty(),
+            None => self.difficulty.get(),
+        }
+    }
+
+    /// `pool#3 host:port/sub` for logs (`/user` on a Stratum pool).
     pub fn name(&self) -> String {
         format!(
             "pool#{} {}:{}/{}",
@@ -203,6 +238,9 @@ impl PoolSession {
     }
 
     pub fn version_mask(&self) -> u32 {
+        if let Some(s) = &self.stratum {
+            return s.borrow().version_mask();
+        }
         if self.verrol.get() {
             self.version_mask.get()
         } else {
@@ -215,12 +253,19 @@ impl PoolSession {
     }
 
     pub fn extranonce1(&self) -> String {
-        self.extranonce1.borrow().clone()
+        match &self.stratum {
+            Some(s) => s.borrow().extranonce1_hex(),
+            None => self.extranonce1.borrow().clone(),
+        }
     }
 
-    /// The pool answers each share (it announced "subres" and the config asks for it).
+    /// Miners get the pool's verdict on each share (it announced "subres", or is a
+    /// Stratum pool, which answers every submit, and the config asks for it).
     pub fn share_responses(&self) -> bool {
-        self.subres.get()
+        match &self.stratum {
+            Some(_) => self.wants_subres(),
+            None => self.subres.get(),
+        }
     }
 
     /// Ends the connection; the session's reader returns `reason`.
@@ -252,6 +297,11 @@ impl PoolSession {
     /// request follows the authorize result (the pool turns on share responses only
     /// when it arrives after authorization).
     pub fn send_handshake(&self) {
+        if let Some(s) = &self.stratum {
+            let out = s.borrow().handshake();
+            self.enqueue(&out, true);
+            return;
+        }
         let caps = self.capabilities();
         let mut out = Vec::with_capacity(512);
         out.extend(stratum::request("\"caps\"", "agent.get_capabilities", caps));
@@ -406,6 +456,7 @@ impl PoolSession {
             self.pending.borrow().next_deadline(VERDICT_TIMEOUT),
             self.next_departure.get(),
             self.capabilities_deadline.get(),
+            self.vardiff_tick.get(),
         ]
         .into_iter()
         .flatten()
@@ -424,6 +475,13 @@ impl PoolSession {
         }
         if self.next_departure.get().is_some_and(|at| at <= now) {
             self.unregister_departed(|deadline| deadline <= now);
+        }
+        if self.vardiff_tick.get().is_some_and(|at| at <= now) {
+            self.vardiff_tick.set(Some(now + VARDIFF_TICK));
+            if let Some(s) = &self.stratum {
+                let changes = s.borrow_mut().tick(now);
+                self.set_miner_difficulties(agent, &changes);
+            }
         }
         if self.capabilities_deadline.get().is_some_and(|at| at <= now) {
             self.capabilities_deadline.set(None);
@@ -455,11 +513,22 @@ impl PoolSession {
         self.next_departure.set(departing.values().min().copied());
         drop(departing);
         for session_id in gone {
-            self.send_ex(&ExMessage::UnregisterWorker { session_id }, false);
+            match &self.stratum {
+                Some(s) => s.borrow_mut().remove_miner(session_id),
+                None => self.send_ex(&ExMessage::UnregisterWorker { session_id }, false),
+            }
         }
     }
 
     fn handle_frame(self: &Rc<Self>, agent: &Rc<Agent>, frame: Frame) -> Result<(), String> {
+        if self.stratum.is_some() {
+            return match frame {
+                Frame::Line(line) => self.on_stratum_line(agent, line),
+                Frame::Ex(_) => {
+                    Err("pool sent binary data (a plain Stratum pool never does)".into())
+                }
+            };
+        }
         match frame {
             Frame::Ex(bytes) => match ExMessage::decode(bytes) {
                 Ok(ExMessage::SubmitResponse { index, status }) => {
@@ -486,6 +555,86 @@ impl PoolSession {
             }
         }
         Ok(())
+    }
+
+    /// One line from a Stratum pool: the protocol state decides, this carries it out.
+    fn on_stratum_line(self: &Rc<Self>, agent: &Rc<Agent>, line: &[u8]) -> Result<(), String> {
+        let Some(s) = &self.stratum else {
+            return Ok(());
+        };
+        let events = s.borrow_mut().on_line(line, Instant::now())?;
+        for event in events {
+            match event {
+                Event::Up => self.state.set(PoolState::Up),
+                Event::Send(bytes) => self.enqueue(&bytes, true),
+                Event::Job(job) => self.fan_out(agent, job),
+                Event::MinerDifficulty(changes) => self.set_miner_difficulties(agent, &changes),
+                Event::VersionMask(mask) => {
+                    for miner in self.miners.borrow().values() {
+                        if miner.version_rolling.get() {
+                            send_version_mask(agent, miner, mask);
+                        }
+                    }
+                }
+                Event::Verdict { index, verdict } => {
+                    let counter = if verdict.accepted {
+                        &self.stats.shares_accepted
+                    } else {
+                        &self.stats.shares_rejected
+                    };
+                    counter.set(counter.get() + 1);
+                    if !self.share_responses() {
+                        continue; // the miner was answered when the share was sent
+                    }
+                    let Some(p) = self.pending.borrow_mut().take(index) else {
+                        self.stats
+                            .verdicts_unmatched
+                            .set(self.stats.verdicts_unmatched.get() + 1);
+                        continue;
+                    };
+                    let Some(miner) = p.miner.upgrade() else {
+                        continue;
+                    };
+                    if verdict.accepted {
+                        miner.count_accepted_at(p.difficulty);
+                        miner.send(agent, &stratum::result_line(&p.id, "true"));
+                    } else {
+                        let (code, reason) = stratum_upstream::miner_rejection(&verdict);
+                        miner.reject(agent, &p.id, code, &reason);
+                    }
+                }
+                Event::Notice(text) => log::info!("{}: {text}", self.name()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends these miners their new difficulty.
+    fn set_miner_difficulties(&self, agent: &Rc<Agent>, changes: &[(u16, f64)]) {
+        let miners = self.miners.borrow();
+        for &(sid, d) in changes {
+            if let Some(miner) = miners.get(&sid) {
+                miner.stats.difficulty.set(d);
+                miner.send(agent, &stratum_upstream::set_difficulty_line(d));
+            }
+        }
+    }
+
+    /// A new job: kept for the miners who join later, and written to every miner.
+    fn fan_out(self: &Rc<Self>, agent: &Rc<Agent>, job: Rc<Job>) {
+        if job.clean && !self.departing.borrow().is_empty() {
+            // Every job a departing miner could still finish here is dead.
+            self.unregister_departed(|_| true);
+        }
+        *self.last_job.borrow_mut() = Some(job.clone());
+        self.stats.jobs.set(self.stats.jobs.get() + 1);
+        self.stats.last_job_at.set(Some(Instant::now()));
+        if let Some(group) = self.group.upgrade() {
+            group.note_job(&job);
+        }
+        for miner in self.miners.borrow().values() {
+            miner.send_shared(agent, &job.notify);
+        }
     }
 
     fn on_response(self: &Rc<Self>, agent: &Rc<Agent>, msg: &Message) -> Result<(), String> {
@@ -584,19 +733,7 @@ impl PoolSession {
                 self.jobs
                     .borrow_mut()
                     .add(job.id, job.ntime, job.clean, Instant::now());
-                if job.clean && !self.departing.borrow().is_empty() {
-                    // Every job a departing miner could still finish here is dead.
-                    self.unregister_departed(|_| true);
-                }
-                *self.last_job.borrow_mut() = Some(job.clone());
-                self.stats.jobs.set(self.stats.jobs.get() + 1);
-                self.stats.last_job_at.set(Some(Instant::now()));
-                if let Some(group) = self.group.upgrade() {
-                    group.note_job(&job);
-                }
-                for miner in self.miners.borrow().values() {
-                    miner.send_shared(agent, &job.notify);
-                }
+                self.fan_out(agent, job);
             }
             "mining.set_difficulty" => {
                 let params = msg.params.map(|p| p.get()).unwrap_or("[]");
@@ -670,16 +807,17 @@ impl PoolSession {
             return;
         };
         if let Some(miner) = p.miner.upgrade() {
-            self.answer(agent, &miner, &p.id, status);
+            self.answer(agent, &miner, &p, status);
         }
     }
 
-    fn answer(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, id: &str, status: u32) {
+    fn answer(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, p: &Pending, status: u32) {
+        let id = &p.id;
         if stratum::status_is_accepted(status) {
             self.stats
                 .shares_accepted
                 .set(self.stats.shares_accepted.get() + 1);
-            miner.count_accepted();
+            miner.count_accepted_at(p.difficulty);
             miner.send(agent, &stratum::result_line(id, "true"));
         } else {
             self.stats
@@ -702,20 +840,56 @@ impl PoolSession {
 
     /// The ntime of job `job_id` while the pool still honours it (see [`JobBook`]).
     pub fn job_ntime(&self, job_id: u8) -> Option<u32> {
-        self.jobs.borrow().live_ntime(job_id, Instant::now())
+        match &self.stratum {
+            Some(s) => s.borrow().live_ntime(job_id),
+            None => self.jobs.borrow().live_ntime(job_id, Instant::now()),
+        }
     }
 
     /// Forwards one share; answers the miner now or when the pool's verdict arrives.
+    /// On a Stratum pool the share is judged first (rebuilt and hashed): only what
+    /// meets the pool's target goes there, what meets the miner's is accepted here.
     pub fn submit(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, share: Share, id: &str) {
-        self.send_ex(&ExMessage::SubmitShare(share), false);
+        let difficulty = match &self.stratum {
+            None => {
+                self.send_ex(&ExMessage::SubmitShare(share), false);
+                miner.stats.difficulty.get()
+            }
+            Some(s) => {
+                let submit_id = SUBMIT_ID_BASE + u32::from(self.pending.borrow().next_index());
+                let judged = s.borrow_mut().judge(&share, submit_id, Instant::now());
+                if let Some(d) = judged.new_difficulty {
+                    self.set_miner_difficulties(agent, &[(miner.sid, d)]);
+                }
+                match judged.judgement {
+                    Judgement::Reject { code, message } => {
+                        miner.reject(agent, id, code, message);
+                        return;
+                    }
+                    Judgement::Accept { difficulty } => {
+                        self.stats
+                            .shares_local
+                            .set(self.stats.shares_local.get() + 1);
+                        miner.count_accepted_at(difficulty);
+                        miner.send(agent, &stratum::result_line(id, "true"));
+                        return;
+                    }
+                    Judgement::Forward { line, difficulty } => {
+                        self.enqueue(&line, false);
+                        difficulty
+                    }
+                }
+            }
+        };
         self.stats.shares_sent.set(self.stats.shares_sent.get() + 1);
-        if self.subres.get() {
+        if self.share_responses() {
             let mut pending = self.pending.borrow_mut();
             let first = pending.is_empty();
             let evicted = pending.push(
                 Pending {
                     miner: Rc::downgrade(miner),
                     id: id.into(),
+                    difficulty,
                 },
                 Instant::now(),
             );
@@ -728,16 +902,38 @@ impl PoolSession {
             }
             return;
         }
-        self.stats
-            .shares_accepted
-            .set(self.stats.shares_accepted.get() + 1);
-        miner.count_accepted();
+        if self.stratum.is_none() {
+            // A Stratum pool's verdicts are counted when they arrive, asked for or not.
+            self.stats
+                .shares_accepted
+                .set(self.stats.shares_accepted.get() + 1);
+        }
+        miner.count_accepted_at(difficulty);
         miner.send(agent, &stratum::result_line(id, "true"));
     }
 
     /// Takes `miner` onto this connection: registers it, then sends what a new miner
     /// needs to start hashing (difficulty, version mask, the last job as clean).
     pub fn adopt(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        if let Some(s) = &self.stratum {
+            // Nothing to register: the pool sees the connection's user. The miner
+            // keeps the difficulty it had (a move), else starts at the configured one.
+            self.departing.borrow_mut().remove(&miner.sid);
+            let d =
+                s.borrow_mut()
+                    .add_miner(miner.sid, miner.stats.difficulty.get(), Instant::now());
+            self.miners.borrow_mut().insert(miner.sid, miner.clone());
+            *miner.pool.borrow_mut() = Some(self.clone());
+            miner.stats.difficulty.set(d);
+            miner.send(agent, &stratum_upstream::set_difficulty_line(d));
+            if miner.version_rolling.get() {
+                send_version_mask(agent, miner, self.version_mask());
+            }
+            if let Some(job) = self.last_job.borrow().as_ref() {
+                miner.send_shared(agent, &job.notify_clean);
+            }
+            return;
+        }
         if self.departing.borrow_mut().remove(&miner.sid).is_some() {
             // Back before its grace period ended: the pool would ignore a REGISTER for
             // a live session and keep its old difficulty, so start it afresh.
@@ -780,6 +976,7 @@ impl PoolSession {
             return;
         }
         match departure {
+            Departure::Now if self.stratum.is_some() => self.forget_stratum_miner(miner.sid),
             Departure::Now => self.send_ex(
                 &ExMessage::UnregisterWorker {
                     session_id: miner.sid,
@@ -801,7 +998,16 @@ impl PoolSession {
     /// unregister it now (its session id will be given to another miner).
     pub fn forget(&self, session_id: u16) {
         if self.departing.borrow_mut().remove(&session_id).is_some() && self.is_up() {
-            self.send_ex(&ExMessage::UnregisterWorker { session_id }, false);
+            match &self.stratum {
+                Some(_) => self.forget_stratum_miner(session_id),
+                None => self.send_ex(&ExMessage::UnregisterWorker { session_id }, false),
+            }
+        }
+    }
+
+    fn forget_stratum_miner(&self, session_id: u16) {
+        if let Some(s) = &self.stratum {
+            s.borrow_mut().remove_miner(session_id);
         }
     }
 
@@ -840,8 +1046,10 @@ impl PoolSession {
             .map(|(sid, _)| sid)
             .collect();
         sids.extend(self.departing.borrow_mut().drain().map(|(sid, _)| sid));
-        for sid in sids {
-            self.send_ex(&ExMessage::UnregisterWorker { session_id: sid }, true);
+        if self.stratum.is_none() {
+            for sid in sids {
+                self.send_ex(&ExMessage::UnregisterWorker { session_id: sid }, true);
+            }
         }
         self.drain(within).await;
     }

@@ -63,6 +63,8 @@ impl<'a> Message<'a> {
 pub mod code {
     pub const OTHER: i32 = 20;
     pub const JOB_NOT_FOUND: i32 = 21;
+    pub const DUPLICATE: i32 = 22;
+    pub const LOW_DIFFICULTY: i32 = 23;
     pub const TIME_TOO_NEW: i32 = 32;
     pub const ILLEGAL_VERSION_MASK: i32 = 33;
     pub const UNAUTHORIZED: i32 = 24;

@@ -17,6 +17,34 @@ pub const PATIENCE: Duration = Duration::from_secs(3);
 pub const CONN_TEST_REQUEST: &[u8] =
     b"{\"id\":\"conn_test\",\"method\":\"agent.get_capabilities\",\"params\":[[\"verrol\"]]}\n";
 
+/// What the connection test asks, and whose the answer is.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    pub request: &'a [u8],
+    /// The answer belongs to the session (the request was its first), not to the test.
+    pub keep_answer: bool,
+}
+
+impl Probe<'static> {
+    /// The agent protocol's test: `agent.get_capabilities`, answered to the test.
+    pub const CAPABILITIES: Probe<'static> = Probe {
+        request: CONN_TEST_REQUEST,
+        keep_answer: false,
+    };
+}
+
+impl<'a> Probe<'a> {
+    /// A plain Stratum pool's test is the session's own first request: ckpool closes a
+    /// connection whose first method is one it does not know (stratifier.c
+    /// `parse_method`), so `agent.get_capabilities` would lose every route to it.
+    pub fn session_request(request: &'a [u8]) -> Probe<'a> {
+        Probe {
+            request,
+            keep_answer: true,
+        }
+    }
+}
+
 /// A reply line longer than this is not a pool talking.
 pub const MAX_REPLY_LINE: usize = 16 * 1024;
 
@@ -27,7 +55,16 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     patience: Duration,
 ) -> Result<Vec<u8>, FailureReason> {
-    stream.write_all(CONN_TEST_REQUEST).await?;
+    run_probe(stream, patience, Probe::CAPABILITIES).await
+}
+
+/// [`run`] with another request; with `keep_answer` everything read is returned.
+pub async fn run_probe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    patience: Duration,
+    probe: Probe<'_>,
+) -> Result<Vec<u8>, FailureReason> {
+    stream.write_all(probe.request).await?;
     stream.flush().await?;
     let silent_after = Instant::now() + patience;
     let mut received = Vec::new();
@@ -52,6 +89,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // The pool side's rule (the line without its ending), so the verdict does not
         // depend on how the reply was cut into reads.
         match next_line_after(&received, scanned, MAX_REPLY_LINE) {
+            Ok(Some(_)) if probe.keep_answer => return Ok(received),
             Ok(Some((_, taken))) => return Ok(received.split_off(taken)),
             Ok(None) => {}
             Err(_) => {

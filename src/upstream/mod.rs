@@ -128,20 +128,33 @@ impl Connector {
     /// Dial `host:port` by the configured routes, run the connection test, return the winner.
     /// Each attempt is bounded by the dial timeout; the caller may bound the whole too.
     pub async fn connect(&self, host: &str, port: u16) -> Result<Connected, ConnectError> {
+        self.connect_with(host, port, conn_test::Probe::CAPABILITIES)
+            .await
+    }
+
+    /// [`Connector::connect`] with another connection test (a Stratum pool's).
+    pub async fn connect_with(
+        &self,
+        host: &str,
+        port: u16,
+        probe: conn_test::Probe<'_>,
+    ) -> Result<Connected, ConnectError> {
         let pool = host_port(host, port);
         let mut failures = Vec::new();
         let mut first: Vec<Route> = self.proxies.iter().cloned().map(Route::Proxy).collect();
         if first.is_empty() || self.direct_with_proxy {
             first.push(Route::Direct);
         }
-        let mut won = self.race(&first, host, port, &mut failures).await;
+        let mut won = self.race(&first, host, port, probe, &mut failures).await;
         if won.is_none()
             && !self.proxies.is_empty()
             && !self.direct_with_proxy
             && self.direct_after_proxy
         {
             log::debug!("pool {pool}: every proxy failed, trying direct");
-            won = self.race(&[Route::Direct], host, port, &mut failures).await;
+            won = self
+                .race(&[Route::Direct], host, port, probe, &mut failures)
+                .await;
         }
         let Some(won) = won else {
             // The caller logs this once per failure streak, not per dial.
@@ -169,6 +182,7 @@ impl Connector {
         routes: &[Route],
         host: &str,
         port: u16,
+        probe: conn_test::Probe<'_>,
         failures: &mut Vec<RouteFailure>,
     ) -> Option<Connected> {
         type Attempt<'a> =
@@ -184,7 +198,7 @@ impl Connector {
                     };
                     (
                         i,
-                        smol::future::or(self.attempt(route, host, port), timeout).await,
+                        smol::future::or(self.attempt(route, host, port, probe), timeout).await,
                     )
                 };
                 Box::pin(attempt) as Attempt<'_>
@@ -231,6 +245,7 @@ impl Connector {
         route: &Route,
         host: &str,
         port: u16,
+        probe: conn_test::Probe<'_>,
     ) -> Result<Connected, FailureReason> {
         let mut stream: PoolStream = match route {
             Route::Direct => Box::new(dial(host, port).await?),
@@ -261,7 +276,7 @@ impl Connector {
         if self.pool_use_tls {
             stream = tls::connect(self.tls_config()?, host, stream).await?;
         }
-        let leftover = conn_test::run(&mut stream, conn_test::PATIENCE).await?;
+        let leftover = conn_test::run_probe(&mut stream, conn_test::PATIENCE, probe).await?;
         Ok(Connected {
             stream,
             leftover,

@@ -1,6 +1,8 @@
 //! The pure side of plain Stratum V1 pools (issue 15): what btcagent needs to be an
 //! aggregating proxy in front of a pool that does not speak the agent protocol.
 //!
+//! - [`connection`]: one upstream connection's state (handshake, jobs, each miner's
+//!   difficulty, each share's verdict), fed lines and shares by the pool session;
 //! - [`messages`]: the pool's lines parsed (subscribe and configure results,
 //!   set_difficulty, notify, set_extranonce, set_version_mask, client.reconnect,
 //!   verdicts in every dialect seen);
@@ -14,6 +16,7 @@
 //!
 //! docs/stratum-upstream.md describes the design these serve.
 
+pub mod connection;
 pub mod extranonce;
 pub mod hash;
 pub mod hex;

@@ -1,0 +1,565 @@
+//! One upstream Stratum connection's protocol state, free of I/O: the handshake, the
+//! pool's jobs, extranonce and difficulty, every miner's own difficulty, and the
+//! verdict on each share. The pool session (src/pool/session.rs) feeds it the pool's
+//! lines and the miners' shares, and carries out what it returns.
+//!
+//! Miners on a Stratum connection see what they see on an agent-protocol one: an
+//! extranonce1 of `0000SSSS` (their session id) and 4 bytes of extranonce2, so a miner
+//! moves between connections and pools of either protocol without being told
+//! (docs/stratum-upstream.md §3). That needs a pool extranonce2 of 8 bytes or more
+//! (ckpool's and most pools'); smaller ones are refused at subscribe, and the slot
+//! tries the next pool of the list.
+
+use super::extranonce::{Layout, Split};
+use super::hash::Target;
+use super::job::{Share as PoolShare, UpstreamJob};
+use super::messages::{UpstreamMessage, Verdict};
+use super::requests::{self, Submit};
+use super::vardiff::{start_difficulty, Vardiff, VardiffConfig};
+use crate::protocol::exmessage::Share;
+use crate::protocol::job::{miner_job_id, Job};
+use crate::protocol::stratum::{self, code};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// The handshake's request ids; a submit's id is [`SUBMIT_ID_BASE`] + its index in
+/// the session's list of shares waiting for a verdict.
+pub const CONFIGURE_ID: u32 = 1;
+pub const SUBSCRIBE_ID: u32 = 2;
+pub const AUTHORIZE_ID: u32 = 3;
+pub const EXTRANONCE_SUBSCRIBE_ID: u32 = 4;
+pub const SUBMIT_ID_BASE: u32 = 16;
+
+/// Jobs kept for share checks: a pool's jobs live until its next clean job, and
+/// pools send a few a minute, so 16 covers several minutes (ckpool's simulator keeps
+/// as many).
+const JOBS_KEPT: usize = 16;
+
+/// Where a connection stands in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handshake {
+    Sent,
+    Subscribed,
+    Up,
+}
+
+/// What the pool entry and the config say about one connection.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The pool session's id: miners see job ids `"<connection>-<n>"`.
+    pub connection: u32,
+    /// The user the connection authorizes as (the entry's template filled in).
+    pub user: String,
+    pub password: String,
+    pub user_agent: String,
+    pub extranonce_subscribe: bool,
+    pub vardiff: VardiffConfig,
+    pub start_difficulty: f64,
+    pub min_difficulty: f64,
+}
+
+/// What the session must do after a line from the pool.
+#[derive(Debug)]
+pub enum Event {
+    /// The handshake is done: the connection can take miners.
+    Up,
+    /// Bytes for the pool (an answer to its request, `mining.extranonce.subscribe`).
+    Send(Vec<u8>),
+    /// A new job for every miner of the connection.
+    Job(Rc<Job>),
+    /// These miners' difficulty changed (the pool lowered its own below theirs).
+    MinerDifficulty(Vec<(u16, f64)>),
+    /// The version-rolling mask changed (`mining.set_version_mask`, or a late configure
+    /// answer).
+    VersionMask(u32),
+    /// The pool's verdict on the submit with this index.
+    Verdict { index: u16, verdict: Verdict },
+    /// Worth a line in the log.
+    Notice(String),
+}
+
+/// What becomes of one share.
+#[derive(Debug, PartialEq)]
+pub enum Judgement {
+    /// It meets the pool's target: write `line` to the pool. It also met the miner's
+    /// target, at `difficulty`.
+    Forward {
+        line: Vec<u8>,
+        difficulty: f64,
+    },
+    /// It meets only the miner's target: accepted by the agent, at `difficulty`.
+    Accept {
+        difficulty: f64,
+    },
+    Reject {
+        code: i32,
+        message: &'static str,
+    },
+}
+
+/// A judgement, and the miner's new difficulty when the share made the vardiff move.
+#[derive(Debug, PartialEq)]
+pub struct Judged {
+    pub judgement: Judgement,
+    pub new_difficulty: Option<f64>,
+}
+
+struct StoredJob {
+    /// The miners' job number (`"<connection>-<number>"`).
+    number: u8,
+    /// Counts the connection's jobs, to tell jobs from before a difficulty change.
+    seq: u32,
+    job: UpstreamJob,
+    extranonce1: Vec<u8>,
+    split: Split,
+    /// The pool's difficulty when the job arrived.
+    pool_difficulty: f64,
+}
+
+/// One miner's difficulty on this connection.
+struct MinerDifficulty {
+    vardiff: Vardiff,
+    /// Its difficulty before the last change, and the newest job then: shares on that
+    /// job or older are judged at the easier of the two, as pools judge theirs.
+    previous: f64,
+    changed_after: u32,
+}
+
+pub struct StratumConnection {
+    settings: Settings,
+    handshake: Handshake,
+    authorized: bool,
+    extranonce1: Vec<u8>,
+    split: Split,
+    /// A `mining.set_extranonce` waiting for the next notify.
+    next_extranonce: Option<(Vec<u8>, Split)>,
+    /// The pool's difficulty; 1 until it sets one (Stratum's default).
+    difficulty: f64,
+    version_mask: Option<u32>,
+    jobs: VecDeque<StoredJob>,
+    seq: u32,
+    next_number: u8,
+    miners: HashMap<u16, MinerDifficulty>,
+}
+
+impl StratumConnection {
+    pub fn new(settings: Settings) -> StratumConnection {
+        StratumConnection {
+            settings,
+            handshake: Handshake::Sent,
+            authorized: false,
+            extranonce1: Vec::new(),
+            split: Split {
+                layout: Layout::Standard,
+                pool_extranonce2_size: 8,
+            },
+            next_extranonce: None,
+            difficulty: 1.0,
+            version_mask: None,
+            jobs: VecDeque::new(),
+            seq: 0,
+            next_number: 0,
+            miners: HashMap::new(),
+        }
+    }
+
+    /// The first request, `mining.configure` (BIP 310: "SHOULD be the first message"),
+    /// sent as the connection test of each route, its answer kept for [`Self::on_line`].
+    pub fn first_request() -> Vec<u8> {
+        requests::configure(CONFIGURE_ID)
+    }
+
+    /// The rest of the handshake after [`Self::first_request`]: subscribe and authorize
+    /// in one write (pools answer in order; ckpool takes both before it answers).
+    pub fn handshake(&self) -> Vec<u8> {
+        let s = &self.settings;
+        let mut out = requests::subscribe(SUBSCRIBE_ID, &s.user_agent);
+        out.extend(requests::authorize(AUTHORIZE_ID, &s.user, &s.password));
+        out
+    }
+
+    pub fn user(&self) -> &str {
+        &self.settings.user
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.handshake == Handshake::Up
+    }
+
+    pub fn extranonce1_hex(&self) -> String {
+        super::hex::encode(&self.extranonce1)
+    }
+
+    /// The pool's extranonce2 size.
+    pub fn extranonce2_size(&self) -> usize {
+        self.split.pool_extranonce2_size
+    }
+
+    /// The bits miners may roll; 0 without version rolling.
+    pub fn version_mask(&self) -> u32 {
+        self.version_mask.unwrap_or(0)
+    }
+
+    /// The pool's current difficulty for this connection.
+    pub fn difficulty(&self) -> f64 {
+        self.difficulty
+    }
+
+    /// The ntime of job `number` while the pool still takes shares on it.
+    pub fn live_ntime(&self, number: u8) -> Option<u32> {
+        self.job(number).map(|j| j.job.ntime)
+    }
+
+    fn job(&self, number: u8) -> Option<&StoredJob> {
+        self.jobs.iter().rev().find(|j| j.number == number)
+    }
+
+    /// A miner joins: its difficulty here, from the one it had (`current`, 0 for none)
+    /// or the configured start, never above the pool's.
+    pub fn add_miner(&mut self, sid: u16, current: f64, now: Instant) -> f64 {
+        let s = &self.settings;
+        let start = if current > 0.0 {
+            current
+        } else {
+            s.start_difficulty
+        };
+        let start = start_difficulty(start, s.min_difficulty, self.difficulty);
+        let vardiff = Vardiff::new(s.vardiff, start, s.min_difficulty, self.difficulty, now);
+        let difficulty = vardiff.difficulty();
+        self.miners.insert(
+            sid,
+            MinerDifficulty {
+                vardiff,
+                previous: difficulty,
+                changed_after: 0,
+            },
+        );
+        difficulty
+    }
+
+    /// The miner left, or its grace period after a move is over.
+    pub fn remove_miner(&mut self, sid: u16) {
+        self.miners.remove(&sid);
+    }
+
+    pub fn miner_count(&self) -> usize {
+        self.miners.len()
+    }
+
+    /// Handles one line from the pool. `Err` ends the connection (the pool refused the
+    /// handshake, sent what is not Stratum, or changed what miners cannot follow).
+    pub fn on_line(&mut self, line: &[u8], now: Instant) -> Result<Vec<Event>, String> {
+        let msg = match UpstreamMessage::parse(line) {
+            Ok(msg) => msg,
+            Err(e) if e.context == "line" => return Err(format!("pool sent garbage: {e}")),
+            // A known message with a bad field: skipped, as a bad job is on the agent
+            // protocol, but said.
+            Err(e) => return Ok(vec![Event::Notice(format!("ignored: {e}"))]),
+        };
+        let mut events = Vec::new();
+        match msg {
+            UpstreamMessage::Response(r) => {
+                let id: Option<u32> = r.id.parse().ok();
+                match id {
+                    Some(CONFIGURE_ID) => {
+                        let mask = r.version_rolling().map_err(|e| e.to_string())?;
+                        let before = self.version_mask;
+                        self.version_mask = mask;
+                        if self.is_up() && before != mask {
+                            events.push(Event::VersionMask(self.version_mask()));
+                        }
+                    }
+                    Some(SUBSCRIBE_ID) => {
+                        let sub = r.subscribed().map_err(|e| e.to_string())?;
+                        let split = Split::for_pool(&sub.extranonce1, sub.extranonce2_size, false)
+                            .map_err(|e| e.to_string())?;
+                        if split.layout != Layout::Standard {
+                            return Err(format!(
+                                "the pool's extranonce2 is {} bytes: a shared Stratum connection needs 8 or more in this version (4 for the miners' session ids, 4 for their own)",
+                                sub.extranonce2_size
+                            ));
+                        }
+                        self.extranonce1 = sub.extranonce1;
+                        self.split = split;
+                        self.handshake = Handshake::Subscribed;
+                        self.maybe_up(&mut events);
+                    }
+                    Some(AUTHORIZE_ID) => {
+                        let verdict = r.verdict();
+                        if !verdict.accepted {
+                            return Err(format!(
+                                "pool refused user {:?}: {}",
+                                self.settings.user,
+                                verdict.reason.as_deref().unwrap_or("no reason given")
+                            ));
+                        }
+                        self.authorized = true;
+                        if self.settings.extranonce_subscribe {
+                            events.push(Event::Send(requests::extranonce_subscribe(
+                                EXTRANONCE_SUBSCRIBE_ID,
+                            )));
+                        }
+                        self.maybe_up(&mut events);
+                    }
+                    Some(EXTRANONCE_SUBSCRIBE_ID) => {}
+                    Some(id) if id >= SUBMIT_ID_BASE && id - SUBMIT_ID_BASE <= 0xffff => {
+                        events.push(Event::Verdict {
+                            index: (id - SUBMIT_ID_BASE) as u16,
+                            verdict: r.verdict(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            UpstreamMessage::Notify(job) => {
+                if self.handshake == Handshake::Sent {
+                    return Ok(events); // no extranonce yet: nothing can be built
+                }
+                events.push(Event::Job(self.add_job(job)));
+            }
+            UpstreamMessage::SetDifficulty(d) => {
+                self.difficulty = d;
+                let floor = self.settings.min_difficulty;
+                let changed: Vec<(u16, f64)> = self
+                    .miners
+                    .iter_mut()
+                    .filter_map(|(&sid, m)| {
+                        let before = m.vardiff.difficulty();
+                        let now_d = m.vardiff.set_limits(floor, d, now)?;
+                        m.previous = before;
+                        m.changed_after = self.seq;
+                        Some((sid, now_d))
+                    })
+                    .collect();
+                if !changed.is_empty() {
+                    events.push(Event::MinerDifficulty(changed));
+                }
+            }
+            UpstreamMessage::SetExtranonce {
+                extranonce1,
+                extranonce2_size,
+            } => {
+                let split = Split::for_pool(&extranonce1, extranonce2_size, false)
+                    .map_err(|e| e.to_string())?;
+                if !split.keeps_miners_on(&self.split) {
+                    return Err(format!(
+                        "the pool changed the extranonce2 to {extranonce2_size} bytes: dialling again"
+                    ));
+                }
+                self.next_extranonce = Some((extranonce1, split));
+            }
+            UpstreamMessage::SetVersionMask(mask) => {
+                self.version_mask = Some(mask);
+                events.push(Event::VersionMask(mask));
+            }
+            UpstreamMessage::Reconnect(r) => {
+                return Err(format!(
+                    "the pool asked to reconnect (client.reconnect{})",
+                    match (&r.host, r.port) {
+                        (Some(h), Some(p)) =>
+                            format!(" to {h}:{p}, not followed: the pool list is"),
+                        _ => String::new(),
+                    }
+                ));
+            }
+            UpstreamMessage::ShowMessage(text) => {
+                events.push(Event::Notice(format!("the pool says: {text}")));
+            }
+            UpstreamMessage::GetVersion { id } => {
+                let ua = serde_json::to_string(&self.settings.user_agent).unwrap_or_default();
+                events.push(Event::Send(stratum::result_line(&id, &ua)));
+            }
+            UpstreamMessage::Ping { id } => {
+                events.push(Event::Send(stratum::result_line(&id, "\"pong\"")));
+            }
+            UpstreamMessage::Unknown { .. } => {}
+        }
+        Ok(events)
+    }
+
+    fn maybe_up(&mut self, events: &mut Vec<Event>) {
+        if self.handshake == Handshake::Subscribed && self.authorized {
+            self.handshake = Handshake::Up;
+            events.push(Event::Up);
+        }
+    }
+
+    /// Stores the pool's job and builds the one notify all miners get.
+    fn add_job(&mut self, job: UpstreamJob) -> Rc<Job> {
+        if let Some((extranonce1, split)) = self.next_extranonce.take() {
+            self.extranonce1 = extranonce1;
+            self.split = split;
+        }
+        if job.clean {
+            self.jobs.clear();
+        }
+        if self.jobs.len() >= JOBS_KEPT {
+            self.jobs.pop_front();
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let number = self.next_number;
+        self.next_number = self.next_number.wrapping_add(1);
+        let id = miner_job_id(self.settings.connection, number);
+        let notify = requests::miner_notify(&job, &self.split, &self.extranonce1, &id);
+        let params = serde_json::from_slice::<Value>(&notify.notify)
+            .ok()
+            .and_then(|v| v.get("params").and_then(Value::as_array).cloned())
+            .unwrap_or_default();
+        let miner_job = Rc::new(Job {
+            id: number,
+            ntime: job.ntime,
+            clean: job.clean,
+            notify: notify.notify.into(),
+            notify_clean: notify.notify_clean.into(),
+            params,
+        });
+        self.jobs.push_back(StoredJob {
+            number,
+            seq: self.seq,
+            job,
+            extranonce1: self.extranonce1.clone(),
+            split: self.split,
+            pool_difficulty: self.difficulty,
+        });
+        miner_job
+    }
+
+    /// Judges a miner's share by rebuilding and hashing it: forwarded when it meets
+    /// the pool's target for its job (the easier of the difficulty then and now, as
+    /// ckpool judges), accepted here when it meets only the miner's. `submit_id` is the
+    /// request id a forwarded share is written with.
+    pub fn judge(&mut self, share: &Share, submit_id: u32, now: Instant) -> Judged {
+        let reject = |code, message| Judged {
+            judgement: Judgement::Reject { code, message },
+            new_difficulty: None,
+        };
+        let Some(stored) = self.jobs.iter().rev().find(|j| j.number == share.job_id) else {
+            return reject(code::JOB_NOT_FOUND, "Job not found (=stale)");
+        };
+        let miner_extranonce1 =
+            stored
+                .split
+                .miner_extranonce1(share.session_id, 0, &stored.extranonce1);
+        let Some(extranonce2) = stored
+            .split
+            .pool_extranonce2(&miner_extranonce1, &share.extranonce2.to_be_bytes())
+        else {
+            return reject(code::OTHER, "Wrong extranonce2 size");
+        };
+        let ntime = share.ntime.unwrap_or(stored.job.ntime);
+        let mask = self.version_mask();
+        let pool_share = PoolShare {
+            extranonce1: &stored.extranonce1,
+            extranonce2: &extranonce2,
+            ntime,
+            nonce: share.nonce,
+            version_bits: share.version_mask.map(|bits| (bits, mask)),
+        };
+        let pool_difficulty = stored.pool_difficulty.min(self.difficulty);
+        let Some(miner) = self.miners.get_mut(&share.session_id) else {
+            return reject(code::UNAUTHORIZED, "Unauthorized worker");
+        };
+        let current = miner.vardiff.difficulty();
+        let credited = if stored.seq <= miner.changed_after {
+            current.min(miner.previous)
+        } else {
+            current
+        };
+        let (Some(pool_target), Some(miner_target)) = (
+            Target::from_difficulty(pool_difficulty),
+            Target::from_difficulty(credited),
+        ) else {
+            return reject(code::OTHER, "No target");
+        };
+        let check = stored.job.check(&pool_share, &pool_target, &miner_target);
+        if !check.meets_miner && !check.meets_pool {
+            return reject(code::LOW_DIFFICULTY, "Low difficulty");
+        }
+        let line = check.meets_pool.then(|| {
+            requests::submit(
+                submit_id,
+                &Submit {
+                    user: &self.settings.user,
+                    job_id: &stored.job.job_id,
+                    extranonce2: &extranonce2,
+                    ntime,
+                    nonce: share.nonce,
+                    version_bits: share.version_mask,
+                },
+            )
+        });
+        let new_difficulty = miner.vardiff.on_share(now, credited);
+        if new_difficulty.is_some() {
+            miner.previous = current;
+            miner.changed_after = self.seq;
+        }
+        let judgement = match line {
+            Some(line) => Judgement::Forward {
+                line,
+                difficulty: credited,
+            },
+            None => Judgement::Accept {
+                difficulty: credited,
+            },
+        };
+        Judged {
+            judgement,
+            new_difficulty,
+        }
+    }
+
+    /// Lowers the miners that sent no share for a whole vardiff window.
+    pub fn tick(&mut self, now: Instant) -> Vec<(u16, f64)> {
+        let seq = self.seq;
+        self.miners
+            .iter_mut()
+            .filter_map(|(&sid, m)| {
+                let before = m.vardiff.difficulty();
+                let d = m.vardiff.on_tick(now)?;
+                m.previous = before;
+                m.changed_after = seq;
+                Some((sid, d))
+            })
+            .collect()
+    }
+}
+
+/// The Stratum code and text a miner gets for the pool's verdict on its share
+/// (docs/stratum-upstream.md §5): a code the miners know (20..=33) as it is, a reason
+/// without a code mapped from its words (ckpool before 2025), anything else 20.
+pub fn miner_rejection(verdict: &Verdict) -> (i32, String) {
+    let reason = verdict
+        .reason
+        .clone()
+        .unwrap_or_else(|| "Rejected by the pool".into());
+    if let Some(code) = verdict.code {
+        let code = i32::try_from(code)
+            .ok()
+            .filter(|c| (20..=33).contains(c))
+            .unwrap_or(code::OTHER);
+        return (code, reason);
+    }
+    let lower = reason.to_ascii_lowercase();
+    let code = if lower.contains("stale") || lower.contains("invalid jobid") {
+        code::JOB_NOT_FOUND
+    } else if lower.contains("duplicate") {
+        code::DUPLICATE
+    } else if lower.contains("above target") || lower.contains("low difficulty") {
+        code::LOW_DIFFICULTY
+    } else {
+        code::OTHER
+    };
+    (code, reason)
+}
+
+/// `mining.set_difficulty` for a miner: whole numbers without a fraction.
+pub fn set_difficulty_line(difficulty: f64) -> Vec<u8> {
+    let text = if difficulty.fract() == 0.0 && difficulty < 1e15 {
+        format!("[{}]", difficulty as u64)
+    } else {
+        format!("[{difficulty}]")
+    };
+    stratum::notification("mining.set_difficulty", &text)
+}

@@ -1,0 +1,323 @@
+//! btcagent in front of plain Stratum V1 pools (issue 15): real shares from scripted
+//! miners through the agent binary to the plain-Stratum pool simulator, which checks
+//! every share by rebuilding the coinbase and header and hashing them.
+
+mod common;
+
+use btcagent_sim::bitcoin::{hash_meets_target, hex_decode, target_for_difficulty};
+use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig, StratumPoolStats};
+use common::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+fn stratum_pool(config: StratumPoolConfig) -> StratumPool {
+    StratumPool::start(config).expect("stratum pool simulator starts")
+}
+
+fn stratum_entry(addr: SocketAddr, user: &str) -> Value {
+    json!({"protocol": "stratum", "host": addr.ip().to_string(), "port": addr.port(), "user": user})
+}
+
+/// Single-user mode, one connection, the given pool list.
+fn agent_for(pools: Vec<Value>, extra: Value) -> AgentProc {
+    let mut config = config_for(&[], extra);
+    config["multi_user_mode"] = json!(false);
+    config["pools"] = Value::Array(pools);
+    AgentProc::start(config)
+}
+
+/// Whether the share `miner` just found meets `difficulty` (the pool's target).
+fn meets(miner: &Miner, share: &(String, u32, u32, u32), difficulty: f64) -> bool {
+    let job = miner.job.as_ref().unwrap();
+    let ex1 = hex_decode(&miner.extranonce1).unwrap();
+    let root = job.work.merkle_root(&[&ex1, &share.1.to_be_bytes()]);
+    let hash = job
+        .work
+        .header_hash(&root, job.work.version, share.2, share.3);
+    hash_meets_target(&hash, &target_for_difficulty(difficulty))
+}
+
+async fn submit(miner: &mut Miner, share: &(String, u32, u32, u32)) -> Value {
+    let params = json!([
+        miner.user,
+        share.0,
+        format!("{:08x}", share.1),
+        format!("{:08x}", share.2),
+        format!("{:08x}", share.3)
+    ]);
+    let id = miner.conn.request("mining.submit", params).await.unwrap();
+    miner.response(id).await
+}
+
+fn totals(pool: &StratumPool) -> StratumPoolStats {
+    pool.stats()
+}
+
+/// Every share reaches the pool valid, under the connection's user, on a pool that
+/// answers as BIP 310 says and on one that answers as ckpool does.
+#[test]
+fn shares_reach_the_pool_valid() {
+    for (name, config) in [
+        ("bip310", StratumPoolConfig::default()),
+        ("ckpool", StratumPoolConfig::ckpool()),
+        ("ckpool-2024", StratumPoolConfig::ckpool_2024()),
+    ] {
+        let pool = stratum_pool(config);
+        let agent = agent_for(vec![stratum_entry(pool.addr(), "acct.farm1")], json!({}));
+        block_on(async {
+            let mut m = Miner::login(&agent, "rig1", true).await;
+            assert!(m.difficulty > 0.0, "{name}: the miner got a difficulty");
+            for _ in 0..5 {
+                let r = m.submit_share(0, 0x0000_2000).await;
+                assert_eq!(r["result"], json!(true), "{name}: {r}");
+            }
+            for _ in 0..3 {
+                let r = m.submit_share(0, 0).await;
+                assert_eq!(r["result"], json!(true), "{name}: {r}");
+            }
+        });
+        assert!(
+            pool.wait_until(T, |s| s.totals.valid >= 8),
+            "{name}: {}\nagent log:\n{}",
+            pool.stats().summary(),
+            agent.log()
+        );
+        let s = totals(&pool);
+        assert_eq!(s.totals.valid, 8, "{name}: {}", s.summary());
+        assert_eq!(s.totals.total(), 8, "{name}: nothing else: {}", s.summary());
+        assert_eq!(s.worker("acct.farm1").valid, 8, "{name}");
+        let conn = s
+            .open_connections()
+            .next()
+            .expect("one upstream connection");
+        assert_eq!(conn.user.as_deref(), Some("acct.farm1"));
+        assert!(
+            conn.user_agent
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("btcagent/"),
+            "{name}: {:?}",
+            conn.user_agent
+        );
+        assert_eq!(conn.methods[0], "mining.configure", "{name}: BIP 310 first");
+    }
+}
+
+/// The agent forwards exactly the shares that meet the pool's target, answers the rest
+/// itself, and counts them all for the miner.
+#[test]
+fn shares_below_the_pool_target_stay_local() {
+    let pool_difficulty = 0.0001;
+    let pool = stratum_pool(StratumPoolConfig {
+        start_difficulty: pool_difficulty.to_string(),
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {
+            "stratum_start_difficulty": 0.000001,
+            "stratum_min_difficulty": 0.000001,
+        }}),
+    );
+    let forwarded = block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        assert_eq!(
+            m.difficulty, 0.000001,
+            "the configured start, below the pool's"
+        );
+        let mut forwarded = 0;
+        for i in 0..24 {
+            // Every third share is mined at the pool's difficulty, the rest at the
+            // miner's; which ones meet the pool's target is checked here by hashing.
+            let saved = m.difficulty;
+            if i % 3 == 0 {
+                m.difficulty = pool_difficulty;
+            }
+            let share = m.find_share(0, 0);
+            m.difficulty = saved;
+            if meets(&m, &share, pool_difficulty) {
+                forwarded += 1;
+            }
+            let r = submit(&mut m, &share).await;
+            assert_eq!(r["result"], json!(true), "share {i}: {r}");
+        }
+        // A last share at the pool's difficulty: the connection delivers in order, so
+        // once it is there, anything forwarded before it is there too.
+        m.difficulty = pool_difficulty;
+        let marker = m.find_share(0, 0);
+        assert!(meets(&m, &marker, pool_difficulty));
+        assert_eq!(submit(&mut m, &marker).await["result"], json!(true));
+        forwarded + 1
+    });
+    assert!(forwarded >= 9);
+    assert!(
+        pool.wait_until(T, |s| s.totals.valid >= forwarded),
+        "{}",
+        pool.stats().summary()
+    );
+    let s = totals(&pool);
+    assert_eq!(s.totals.valid, forwarded, "{}", s.summary());
+    assert_eq!(
+        s.totals.total(),
+        forwarded,
+        "none below the pool's target: {}",
+        s.summary()
+    );
+}
+
+/// A share that meets neither target is refused by the agent, never sent.
+#[test]
+fn a_share_below_the_miners_target_is_refused_locally() {
+    let pool = stratum_pool(StratumPoolConfig {
+        start_difficulty: "0.001".into(),
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {"stratum_start_difficulty": 0.001}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        let r = m.submit_bad_share().await;
+        assert_eq!(r["error"][0], json!(23), "{r}");
+        let r = m.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}");
+    });
+    assert!(pool.wait_until(T, |s| s.totals.valid == 1));
+    assert_eq!(pool.stats().totals.total(), 1, "{}", pool.stats().summary());
+}
+
+/// With `submit_response_from_server` the miner gets the pool's own verdict: a share
+/// sent twice is accepted once and refused as a duplicate the second time.
+#[test]
+fn the_pools_verdict_reaches_the_miner() {
+    for config in [
+        StratumPoolConfig::default(),
+        StratumPoolConfig::ckpool_2024(),
+    ] {
+        let pool = stratum_pool(config);
+        let agent = agent_for(
+            vec![stratum_entry(pool.addr(), "acct.farm1")],
+            json!({"submit_response_from_server": true}),
+        );
+        block_on(async {
+            let mut m = Miner::login(&agent, "rig1", false).await;
+            let share = m.find_share(0, 0);
+            let r = submit(&mut m, &share).await;
+            assert_eq!(r["result"], json!(true), "{r}");
+            let r = submit(&mut m, &share).await;
+            assert_eq!(
+                r["error"][0],
+                json!(22),
+                "a duplicate, as the pool said: {r}"
+            );
+        });
+        assert!(pool.wait_until(T, |s| s.totals.duplicate == 1 && s.totals.valid == 1));
+    }
+}
+
+/// The first Stratum pool goes away: its miners stay connected, get the second pool's
+/// job, and their shares are valid there.
+#[test]
+fn failover_between_two_stratum_pools_keeps_the_miners() {
+    let first = stratum_pool(StratumPoolConfig::ckpool());
+    let second = stratum_pool(StratumPoolConfig::default());
+    let agent = agent_for(
+        vec![
+            stratum_entry(first.addr(), "acct.first"),
+            stratum_entry(second.addr(), "acct.second"),
+        ],
+        json!({"advanced": {"pool_failover_hold_seconds": 20}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", true).await;
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        first.stop();
+        m.wait_job().await;
+        let r = m.submit_share(0, 0x0000_4000).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+    });
+    assert!(
+        second.wait_until(T, |s| s.worker("acct.second").valid == 1),
+        "{}",
+        second.stats().summary()
+    );
+    assert_eq!(second.stats().totals.total(), 1);
+    assert!(
+        agent.log().contains("takes over the 1 miners held"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// An agent-protocol pool first and a Stratum pool as its backup: when the btcpool
+/// server goes away its miners move to the Stratum pool without a reconnect (the same
+/// extranonce layout on both), and back is just as quiet.
+#[test]
+fn mixed_config_agent_pool_with_a_stratum_backup() {
+    let agent_pool = pool();
+    let backup = stratum_pool(StratumPoolConfig::ckpool());
+    let agent_addr = agent_pool.addr();
+    let agent = agent_for(
+        vec![
+            json!([agent_addr.ip().to_string(), agent_addr.port(), "poolsub"]),
+            stratum_entry(backup.addr(), "acct.backup"),
+        ],
+        json!({"advanced": {"pool_failover_hold_seconds": 20}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", true).await;
+        let extranonce1 = m.extranonce1.clone();
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        assert!(agent_pool.wait_until(T, |s| s.valid_for("poolsub", "rig1") == 1));
+        agent_pool.stop();
+        m.wait_job().await;
+        for _ in 0..3 {
+            let r = m.submit_share(0, 0x0000_2000).await;
+            assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        }
+        assert_eq!(m.extranonce1, extranonce1, "no new subscribe was needed");
+    });
+    assert!(
+        backup.wait_until(T, |s| s.worker("acct.backup").valid == 3),
+        "{}\n{}",
+        backup.stats().summary(),
+        agent.log()
+    );
+    assert_eq!(backup.stats().totals.total(), 3);
+}
+
+/// Mistakes in a Stratum pool entry are refused at start with a message naming the
+/// field.
+#[test]
+fn stratum_entry_mistakes_are_named() {
+    for (pools, words) in [
+        (
+            json!([{"protocol": "stratum", "host": "h", "port": 1}]),
+            "pools[0].user: missing",
+        ),
+        (
+            json!([{"protocol": "stratum", "host": "h", "port": 1, "user": "a.b", "subaccount": "x"}]),
+            "pools[0].subaccount: a Stratum pool has no sub-account",
+        ),
+        (
+            json!([{"host": "h", "port": 1, "user": "a.b"}]),
+            "pools[0]: say \"protocol\"",
+        ),
+        (
+            json!([{"protocol": "stratum+tcp", "host": "h", "port": 1, "user": "a.b"}]),
+            "is not a protocol",
+        ),
+    ] {
+        let mut config = config_for(&[], json!({}));
+        config["multi_user_mode"] = json!(false);
+        config["pools"] = pools;
+        let dir = TempDir::new("stratum-conf");
+        let file = dir.0.join("agent_conf.json");
+        std::fs::write(&file, serde_json::to_vec(&config).unwrap()).unwrap();
+        let out = agent_command().arg("-c").arg(&file).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(words), "{words:?} not in: {text}");
+    }
+}
