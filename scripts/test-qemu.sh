@@ -95,7 +95,7 @@ check_binary() {
 e2e_under_qemu() {
 	t=$1
 	BTCAGENT_BIN="$CARGO_TARGET_DIR/$t/release/btcagent" BTCAGENT_RUNNER=$(qemu_for "$t") \
-		cargo test --test e2e
+		cargo test --test e2e --test stratum_e2e
 }
 
 # The ipk for this target, as opkg would unpack it: its binary, run from the package's

@@ -49,6 +49,11 @@ async fn submit(miner: &mut Miner, share: &(String, u32, u32, u32)) -> Value {
     miner.response(id).await
 }
 
+/// Equal but for the last digits of a decimal difficulty as the miner parses it.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= b.abs() * 1e-9
+}
+
 fn totals(pool: &StratumPool) -> StratumPoolStats {
     pool.stats()
 }
@@ -320,4 +325,73 @@ fn stratum_entry_mistakes_are_named() {
         assert!(!out.status.success(), "{text}");
         assert!(text.contains(words), "{words:?} not in: {text}");
     }
+}
+
+/// Two miners of very different speed on one upstream connection: the fast one's
+/// difficulty is raised towards its share rate, the slow one's stays, and both keep
+/// getting their shares accepted.
+#[test]
+fn each_miner_gets_its_own_difficulty_on_a_shared_connection() {
+    let easy = 2f64.powi(-30);
+    let pool = stratum_pool(StratumPoolConfig {
+        start_difficulty: 2f64.powi(-20).to_string(),
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {"stratum_start_difficulty": easy, "stratum_min_difficulty": easy}}),
+    );
+    block_on(async {
+        let mut fast = Miner::login(&agent, "fast", false).await;
+        let mut slow = Miner::login(&agent, "slow", false).await;
+        assert!(close(fast.difficulty, easy) && close(slow.difficulty, easy));
+        for _ in 0..2 {
+            assert_eq!(slow.submit_share(0, 0).await["result"], json!(true));
+        }
+        // 20 shares in well under a second where one per 10 s is aimed at.
+        for _ in 0..20 {
+            assert_eq!(fast.submit_share(0, 0).await["result"], json!(true));
+        }
+        fast.catch_up().await;
+        assert!(
+            fast.difficulty >= 256.0 * easy,
+            "the fast miner was raised: {} (log:\n{})",
+            fast.difficulty,
+            agent.log()
+        );
+        assert!(fast.difficulty <= 2f64.powi(-20) * 1.000001, "never above the pool's");
+        let r = fast.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "at its new difficulty: {r}");
+        slow.catch_up().await;
+        assert!(close(slow.difficulty, easy), "the slow miner keeps its own");
+        assert_eq!(slow.submit_share(0, 0).await["result"], json!(true));
+    });
+    let s = pool.stats();
+    assert_eq!(s.open_count(), 1, "one upstream connection carries both");
+    assert_eq!(s.totals.total(), s.totals.valid, "{}", s.summary());
+}
+
+/// Multi-user mode: each sub-account gets its own upstream connections, authorized as
+/// the entry's user with `{sub}` filled in.
+#[test]
+fn multi_user_mode_authorizes_each_sub_account_as_its_own_user() {
+    let pool = stratum_pool(StratumPoolConfig::ckpool());
+    let mut config = config_for(&[], json!({}));
+    config["pools"] = json!([stratum_entry(pool.addr(), "{sub}.farm1")]);
+    let agent = AgentProc::start(config);
+    block_on(async {
+        let mut alice = Miner::login(&agent, "alice.rig1", false).await;
+        let mut bob = Miner::login(&agent, "bob.rig2", false).await;
+        assert_eq!(alice.submit_share(0, 0).await["result"], json!(true));
+        assert_eq!(bob.submit_share(0, 0).await["result"], json!(true));
+    });
+    assert!(pool.wait_until(T, |s| {
+        s.worker("alice.farm1").valid == 1 && s.worker("bob.farm1").valid == 1
+    }));
+    let users: Vec<_> = pool
+        .stats()
+        .open_connections()
+        .filter_map(|c| c.user.clone())
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
 }

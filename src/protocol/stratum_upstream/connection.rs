@@ -495,6 +495,13 @@ impl StratumConnection {
             miner.previous = current;
             miner.changed_after = self.seq;
         }
+        // A share for the pool that misses the miner's own target (the pool lowered
+        // its difficulty below the miner's) counts for what it met.
+        let credited = if check.meets_miner {
+            credited
+        } else {
+            pool_difficulty
+        };
         let judgement = match line {
             Some(line) => Judgement::Forward {
                 line,
@@ -562,4 +569,272 @@ pub fn set_difficulty_line(difficulty: f64) -> Vec<u8> {
         format!("[{difficulty}]")
     };
     stratum::notification("mining.set_difficulty", &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::stratum_upstream::job::tests::{block_881423, notify_881423};
+    use std::time::Duration;
+
+    fn settings() -> Settings {
+        Settings {
+            connection: 3,
+            user: "acct.farm1".into(),
+            password: "x".into(),
+            user_agent: "btcagent/0.1.0".into(),
+            extranonce_subscribe: true,
+            vardiff: VardiffConfig::for_interval(10.0),
+            start_difficulty: 16384.0,
+            min_difficulty: 1e-12,
+        }
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    /// A connection through its handshake with ckpool's answers (extranonce1
+    /// `ee2c106b`, extranonce2 8 bytes), at pool difficulty `difficulty`, with the block
+    /// 881,423 job as its first.
+    fn up(difficulty: &str) -> StratumConnection {
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        let feed = |c: &mut StratumConnection, s: &str| c.on_line(s.as_bytes(), t).unwrap();
+        feed(&mut c, r#"{"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":1,"error":null}"#);
+        feed(&mut c, r#"{"result":[[["mining.notify","6b102cee"]],"ee2c106b",8],"id":2,"error":null}"#);
+        feed(&mut c, &format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{difficulty}]}}"#));
+        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        let events = feed(&mut c, &notify.to_string());
+        assert!(matches!(events[..], [Event::Job(_)]));
+        let events = feed(&mut c, r#"{"result":true,"error":null,"id":3}"#);
+        assert!(matches!(&events[..], [Event::Send(s), Event::Up] if text(s) == "{\"id\":4,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n"));
+        c
+    }
+
+    fn share(sid: u16, job: u8, nonce: u32) -> Share {
+        Share {
+            job_id: job,
+            session_id: sid,
+            extranonce2: 1,
+            nonce,
+            ntime: None,
+            version_mask: None,
+        }
+    }
+
+    #[test]
+    fn handshake_byte_exact() {
+        assert_eq!(
+            text(&StratumConnection::first_request()),
+            "{\"id\":1,\"method\":\"mining.configure\",\"params\":[[\"version-rolling\"],{\"version-rolling.mask\":\"ffffffff\",\"version-rolling.min-bit-count\":0}]}\n"
+        );
+        assert_eq!(
+            text(&StratumConnection::new(settings()).handshake()),
+            "{\"id\":2,\"method\":\"mining.subscribe\",\"params\":[\"btcagent/0.1.0\"]}\n\
+             {\"id\":3,\"method\":\"mining.authorize\",\"params\":[\"acct.farm1\",\"x\"]}\n"
+        );
+    }
+
+    #[test]
+    fn the_miners_notify_carries_the_pools_extranonce1() {
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        c.on_line(br#"{"result":[[["mining.notify","1"]],"ee2c106b",8],"id":2,"error":null}"#, t)
+            .unwrap();
+        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        let events = c.on_line(notify.to_string().as_bytes(), t).unwrap();
+        let [Event::Job(job)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        let want = format!(
+            "{{\"id\":null,\"method\":\"mining.notify\",\"params\":[\"3-0\",\"{}\",\"{}ee2c106b\",\"{}\",[{}],\"{}\",\"{}\",\"{}\",true]}}\n",
+            block_881423::PREVHASH_NOTIFY,
+            block_881423::COINB1,
+            block_881423::COINB2,
+            block_881423::BRANCH.map(|h| format!("\"{h}\"")).join(","),
+            block_881423::JOB_VERSION,
+            block_881423::NBITS,
+            block_881423::NTIME,
+        );
+        assert_eq!(text(&job.notify), want);
+        assert_eq!(job.id, 0);
+        assert_eq!(c.live_ntime(0), Some(0x679a_c169));
+        assert_eq!(c.live_ntime(1), None);
+        assert_eq!(c.extranonce1_hex(), "ee2c106b");
+    }
+
+    #[test]
+    fn a_pool_extranonce2_below_8_bytes_is_refused() {
+        for size in [4, 6, 7] {
+            let mut c = StratumConnection::new(settings());
+            let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
+            let e = c.on_line(answer.as_bytes(), Instant::now()).unwrap_err();
+            assert!(e.contains(&format!("extranonce2 is {size} bytes")), "{e}");
+        }
+        let mut c = StratumConnection::new(settings());
+        let e = c
+            .on_line(br#"{"result":true,"error":null,"id":3}"#, Instant::now())
+            .map(|_| ())
+            .and_then(|_| c.on_line(br#"{"result":null,"error":[24,"Unauthorized",null],"id":3}"#, Instant::now()).map(|_| ()))
+            .unwrap_err();
+        assert!(e.contains("refused user \"acct.farm1\": Unauthorized"), "{e}");
+    }
+
+    #[test]
+    fn a_share_meeting_the_pools_target_is_forwarded_byte_exact() {
+        let mut c = up("0.000000000001");
+        let t = Instant::now();
+        assert_eq!(c.add_miner(7, 0.0, t), 0.000000000001, "the start, capped at the pool's");
+        let judged = c.judge(&share(7, 0, 0x1234_5678), SUBMIT_ID_BASE + 5, t);
+        let Judgement::Forward { line, difficulty } = judged.judgement else {
+            panic!("{judged:?}")
+        };
+        assert_eq!(difficulty, 0.000000000001);
+        assert_eq!(
+            text(&line),
+            "{\"id\":21,\"method\":\"mining.submit\",\"params\":[\"acct.farm1\",\"67d5e1a400001a2b\",\"0000000700000001\",\"679ac169\",\"12345678\"]}\n"
+        );
+        let rolled = Share {
+            version_mask: Some(0x0000_6000),
+            ntime: Some(0x679a_c16a),
+            ..share(7, 0, 1)
+        };
+        let Judgement::Forward { line, .. } = c.judge(&rolled, SUBMIT_ID_BASE, t).judgement else {
+            panic!()
+        };
+        assert!(text(&line).ends_with("\"0000000700000001\",\"679ac16a\",\"00000001\",\"00006000\"]}\n"));
+    }
+
+    #[test]
+    fn shares_below_the_pools_target_are_accepted_here_and_below_the_miners_refused() {
+        let t = Instant::now();
+        let mut c = up("1000000000000");
+        c.add_miner(7, 0.000000000001, t);
+        let judged = c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t);
+        assert_eq!(
+            judged.judgement,
+            Judgement::Accept {
+                difficulty: 0.000000000001
+            }
+        );
+        c.add_miner(8, 1e12, t);
+        let judged = c.judge(&share(8, 0, 1), SUBMIT_ID_BASE, t);
+        assert_eq!(
+            judged.judgement,
+            Judgement::Reject {
+                code: code::LOW_DIFFICULTY,
+                message: "Low difficulty"
+            }
+        );
+        assert_eq!(
+            c.judge(&share(7, 9, 1), SUBMIT_ID_BASE, t).judgement,
+            Judgement::Reject {
+                code: code::JOB_NOT_FOUND,
+                message: "Job not found (=stale)"
+            }
+        );
+        assert_eq!(
+            c.judge(&share(99, 0, 1), SUBMIT_ID_BASE, t).judgement,
+            Judgement::Reject {
+                code: code::UNAUTHORIZED,
+                message: "Unauthorized worker"
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_from_before_the_pool_raised_its_difficulty_is_judged_at_the_old_one() {
+        let t = Instant::now();
+        let mut c = up("0.000000000001");
+        c.add_miner(7, 0.0, t);
+        // Raised: the miners keep theirs (their ceiling only rose).
+        let events = c
+            .on_line(br#"{"id":null,"method":"mining.set_difficulty","params":[1000000000000]}"#, t)
+            .unwrap();
+        assert!(events.is_empty(), "{events:?}");
+        assert!(matches!(
+            c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t).judgement,
+            Judgement::Forward { .. }
+        ));
+        // Lowered below a miner's: it follows at once.
+        c.add_miner(8, 0.5, t);
+        let events = c
+            .on_line(br#"{"id":null,"method":"mining.set_difficulty","params":[0.25]}"#, t)
+            .unwrap();
+        assert!(matches!(&events[..], [Event::MinerDifficulty(v)] if v == &[(8, 0.25)]), "{events:?}");
+    }
+
+    #[test]
+    fn pool_requests_and_changes() {
+        let t = Instant::now();
+        let mut c = up("1");
+        let on = |c: &mut StratumConnection, s: &str| c.on_line(s.as_bytes(), t);
+        let events = on(&mut c, r#"{"id":9,"method":"mining.ping","params":[]}"#).unwrap();
+        assert!(matches!(&events[..], [Event::Send(s)] if text(s) == "{\"id\":9,\"result\":\"pong\",\"error\":null}\n"), "{events:?}");
+        let events = on(&mut c, r#"{"result":false,"error":[23,"Above target",null],"id":21}"#).unwrap();
+        let [Event::Verdict { index: 5, verdict }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(miner_rejection(verdict), (23, "Above target".into()));
+        let events = on(&mut c, r#"{"id":null,"method":"mining.set_version_mask","params":["00ffe000"]}"#).unwrap();
+        assert!(matches!(events[..], [Event::VersionMask(0x00ff_e000)]));
+        assert_eq!(c.version_mask(), 0x00ff_e000);
+        // A new extranonce1 of the same size waits for the next job.
+        on(&mut c, r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",8]}"#).unwrap();
+        assert_eq!(c.extranonce1_hex(), "ee2c106b");
+        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        let events = on(&mut c, &notify.to_string()).unwrap();
+        let [Event::Job(job)] = &events[..] else { panic!() };
+        assert!(text(&job.notify).contains("01020304\",\""), "{}", text(&job.notify));
+        assert!(text(&job.notify).contains("\"3-1\""));
+        // One that would change the miners' extranonces ends the connection.
+        let e = on(&mut c, r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",4]}"#).unwrap_err();
+        assert!(e.contains("4 bytes"), "{e}");
+        let e = on(&mut c, r#"{"id":null,"method":"client.reconnect","params":[]}"#).unwrap_err();
+        assert!(e.contains("client.reconnect"), "{e}");
+        assert!(on(&mut c, "not json").unwrap_err().contains("garbage"));
+        let events = on(&mut c, r#"{"id":null,"method":"mining.notify","params":["x"]}"#).unwrap();
+        assert!(matches!(&events[..], [Event::Notice(n)] if n.starts_with("ignored: mining.notify")), "{events:?}");
+        assert!(on(&mut c, r#"{"id":5,"method":"mining.unknown","params":[]}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_quiet_miner_is_lowered_and_a_busy_one_raised() {
+        let t = Instant::now();
+        let mut c = up("1000000000000");
+        c.add_miner(7, 1024.0, t);
+        assert!(c.tick(t + Duration::from_secs(10)).is_empty());
+        assert_eq!(c.tick(t + Duration::from_secs(400)), vec![(7, 256.0)]);
+        // Shares far faster than one per 10 s at a tiny difficulty: raised.
+        let mut c = up("1000000000000");
+        c.add_miner(8, 0.000000000001, t);
+        let mut raised = None;
+        for i in 0..16 {
+            let judged = c.judge(&share(8, 0, i), SUBMIT_ID_BASE, t + Duration::from_millis(100 * i as u64));
+            raised = raised.or(judged.new_difficulty);
+        }
+        assert!(raised.is_some_and(|d| d > 0.000000000001), "{raised:?}");
+    }
+
+    #[test]
+    fn verdict_words_map_to_the_codes_miners_know() {
+        let v = |code: Option<i64>, reason: Option<&str>| Verdict {
+            accepted: false,
+            code,
+            reason: reason.map(String::from),
+        };
+        assert_eq!(miner_rejection(&v(Some(21), Some("Stale"))).0, 21);
+        assert_eq!(miner_rejection(&v(Some(-1), Some("x"))).0, 20);
+        assert_eq!(miner_rejection(&v(None, Some("Invalid JobID"))).0, 21);
+        assert_eq!(miner_rejection(&v(None, Some("Duplicate"))).0, 22);
+        assert_eq!(miner_rejection(&v(None, Some("Above target"))).0, 23);
+        assert_eq!(
+            miner_rejection(&v(None, Some("Worker mismatch"))),
+            (20, "Worker mismatch".into())
+        );
+        assert_eq!(miner_rejection(&v(None, None)).0, 20);
+        assert_eq!(text(&set_difficulty_line(16384.0)), "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[16384]}\n");
+        assert_eq!(text(&set_difficulty_line(0.5)), "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[0.5]}\n");
+    }
 }
