@@ -23,8 +23,8 @@ const PACKAGE: &str = "btcagent";
 const MAX_UCI_BYTES: usize = 1 << 20;
 
 /// Translate the text of `/etc/config/btcagent` into the agent's JSON config: top-level
-/// fields, `pools` as `[[host, port, subaccount], ...]` in file order, `http_debug` and
-/// `advanced` objects. Options that are absent are left out so the agent's defaults apply.
+/// fields, `pools` in file order (`[host, port, subaccount]` for an agent-protocol pool,
+/// an object for a plain Stratum one), `http_debug` and `advanced` objects. Options that are absent are left out so the agent's defaults apply.
 /// The init script's own options (`enabled`, `log_verbosity`, `log_target`) are skipped.
 pub fn uci_to_json(text: &str) -> Result<Value, String> {
     if text.len() > MAX_UCI_BYTES {
@@ -269,6 +269,8 @@ enum Kind {
     Port,
     /// A non-negative integer that fits 32 bits (counts, seconds, milliseconds).
     Number,
+    /// A number greater than 0, fractions allowed (`1`, `0.5`, `.25`): a difficulty.
+    PositiveDecimal,
     Text,
     /// A UCI list; a single `option` counts as a list of one.
     TextList,
@@ -407,6 +409,25 @@ const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
         Place::Advanced,
         Kind::Number,
     ),
+    // Plain Stratum V1 pools only (docs/stratum-upstream.md); the agent checks the ranges.
+    (
+        "stratum_shares_per_minute",
+        "stratum_shares_per_minute",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "stratum_start_difficulty",
+        "stratum_start_difficulty",
+        Place::Advanced,
+        Kind::Number,
+    ),
+    (
+        "stratum_min_difficulty",
+        "stratum_min_difficulty",
+        Place::Advanced,
+        Kind::PositiveDecimal,
+    ),
     (
         "max_unauthorized_connections_per_ip",
         "max_unauthorized_connections_per_ip",
@@ -422,7 +443,31 @@ const MAIN_OPTIONS: &[(&str, &str, Place, Kind)] = &[
     ),
 ];
 
-const POOL_OPTIONS: &[&str] = &["host", "port", "subaccount"];
+/// Every option of a `config pool` section, of either protocol.
+const POOL_OPTIONS: &[&str] = &[
+    "protocol",
+    "host",
+    "port",
+    "subaccount",
+    "user",
+    "password",
+    "identity_passthrough",
+    "extranonce_subscribe",
+];
+
+/// The options of a section without `option protocol` or with `'agent'`.
+const AGENT_POOL_OPTIONS: &[&str] = &["protocol", "host", "port", "subaccount"];
+
+/// The options of a section with `option protocol 'stratum'`.
+const STRATUM_POOL_OPTIONS: &[&str] = &[
+    "protocol",
+    "host",
+    "port",
+    "user",
+    "password",
+    "identity_passthrough",
+    "extranonce_subscribe",
+];
 
 fn translate(sections: &[Section]) -> Result<Value, String> {
     let mut top = Map::new();
@@ -484,26 +529,73 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
     Ok(Value::Object(top))
 }
 
-/// `config pool` -> `["host", port, "subaccount"]`. Host and port are required; the
-/// sub-account may be left out when `multi_user_mode` takes it from the miners' names.
+/// `config pool` -> `["host", port, "subaccount"]` (agent protocol, the default) or, with
+/// `option protocol 'stratum'`, `{"protocol": "stratum", "host": .., "port": .., "user": ..}`
+/// plus `password`, `identity_passthrough` and `extranonce_subscribe` when they are set.
+/// Host and port are required; an agent-protocol sub-account may be left out when
+/// `multi_user_mode` takes it from the miners' names, a Stratum pool's user may not.
 fn translate_pool(section: &Section) -> Result<Value, String> {
     let name = |key: &str| format!("{PACKAGE}.{}.{}", shown(&section.label), shown(key));
-    if let Some((key, _)) = section
-        .options
-        .iter()
-        .find(|(key, _)| !POOL_OPTIONS.contains(&key.as_str()))
-    {
-        return Err(format!(
-            "{}: unknown option (a pool has host, port and subaccount)",
-            name(key)
-        ));
-    }
+    let value = |key: &str| {
+        section
+            .options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    };
     let get = |key: &str, kind: Kind| -> Result<Option<Value>, String> {
-        match section.options.iter().find(|(k, _)| k == key) {
-            Some((_, value)) => convert(value, kind).map_err(|e| format!("{}: {e}", name(key))),
+        match value(key) {
+            Some(value) => convert(value, kind).map_err(|e| format!("{}: {e}", name(key))),
             None => Ok(None),
         }
     };
+    let stratum = match get("protocol", Kind::Text)? {
+        None => false,
+        Some(Value::String(protocol)) if protocol == "agent" => false,
+        Some(Value::String(protocol)) if protocol == "stratum" => true,
+        Some(other) => {
+            return Err(format!(
+                "{}: '{}' is not a protocol: 'stratum' (plain Stratum V1) or 'agent' \
+                 (btcpool's agent protocol, the default)",
+                name("protocol"),
+                shown(other.as_str().unwrap_or_default())
+            ))
+        }
+    };
+    let known = if stratum {
+        STRATUM_POOL_OPTIONS
+    } else {
+        AGENT_POOL_OPTIONS
+    };
+    if let Some((key, _)) = section
+        .options
+        .iter()
+        .find(|(key, _)| !known.contains(&key.as_str()))
+    {
+        let why = match (stratum, key.as_str()) {
+            (true, "subaccount") => {
+                "a Stratum pool has no sub-account: write option user \
+                 'account.worker' (in multi_user_mode '{sub}.worker')"
+            }
+            (false, "user" | "password") => {
+                "an agent-protocol pool takes option subaccount \
+                 (for a plain Stratum pool, set option protocol 'stratum')"
+            }
+            (false, "identity_passthrough" | "extranonce_subscribe") => {
+                "only a Stratum pool has it (option protocol 'stratum')"
+            }
+            (true, _) => {
+                "unknown option (a Stratum pool has protocol, host, port, user, \
+                 password, identity_passthrough and extranonce_subscribe)"
+            }
+            (false, _) => {
+                "unknown option (a pool has host, port and subaccount; with \
+                 option protocol 'stratum', user, password, identity_passthrough and \
+                 extranonce_subscribe instead of subaccount)"
+            }
+        };
+        return Err(format!("{}: {why}", name(key)));
+    }
     let host = match get("host", Kind::Text)? {
         Some(Value::String(host)) if !host.is_empty() => host,
         _ => {
@@ -519,8 +611,34 @@ fn translate_pool(section: &Section) -> Result<Value, String> {
             name("port")
         ));
     };
-    let subaccount = get("subaccount", Kind::Text)?.unwrap_or_else(|| Value::String(String::new()));
-    Ok(Value::Array(vec![Value::String(host), port, subaccount]))
+    if !stratum {
+        let subaccount =
+            get("subaccount", Kind::Text)?.unwrap_or_else(|| Value::String(String::new()));
+        return Ok(Value::Array(vec![Value::String(host), port, subaccount]));
+    }
+    let mut pool = Map::new();
+    pool.insert("protocol".into(), Value::String("stratum".into()));
+    pool.insert("host".into(), Value::String(host));
+    pool.insert("port".into(), port);
+    match get("user", Kind::Text)? {
+        Some(user) if user != "" => pool.insert("user".into(), user),
+        _ => {
+            return Err(format!(
+                "{}: missing: the name the pool expects, e.g. 'account.worker'",
+                name("user")
+            ))
+        }
+    };
+    for (key, kind) in [
+        ("password", Kind::Text),
+        ("identity_passthrough", Kind::Bool),
+        ("extranonce_subscribe", Kind::Bool),
+    ] {
+        if let Some(json) = get(key, kind)? {
+            pool.insert(key.into(), json);
+        }
+    }
+    Ok(Value::Object(pool))
 }
 
 /// One UCI value as JSON; `None` for an empty boolean or number ("not set").
@@ -558,9 +676,41 @@ fn convert(value: &OptionValue, kind: Kind) -> Result<Option<Value>, String> {
                 ))
             }
         },
+        Kind::PositiveDecimal => parse_positive_decimal(text)?,
         Kind::Text | Kind::TextList => Value::String(text.clone()),
     };
     Ok(Some(json))
+}
+
+/// `12`, `0.5`, `.25` or `3.` (no sign, exponent or spaces), greater than 0. Whole numbers
+/// stay integers in the JSON (`1`, not `1.0`).
+fn parse_positive_decimal(text: &str) -> Result<Value, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = !(whole.is_empty() && fraction.is_empty())
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(format!(
+            "'{}' is not a number (write e.g. 1, 0.5 or 0.001)",
+            shown(text)
+        ));
+    }
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{}' is not a number", shown(text)))?;
+    if value <= 0.0 || text.starts_with('-') {
+        return Err(format!("'{}' must be greater than 0", shown(text)));
+    }
+    if !text.contains('.') {
+        if let Ok(n) = text.parse::<u64>() {
+            return Ok(Value::from(n));
+        }
+    }
+    match serde_json::Number::from_f64(value) {
+        Some(n) if value.is_finite() => Ok(Value::Number(n)),
+        _ => Err(format!("'{}' is too large", shown(text))),
+    }
 }
 
 /// The spellings OpenWrt's `config_get_bool` (`get_bool` in /lib/functions.sh)
@@ -646,6 +796,24 @@ mod tests {
         );
     }
 
+    /// Commented out in the shipped file, each with the agent's default: the proxy list
+    /// (an example), and the Stratum options, which only plain Stratum pools read.
+    const SHIPPED_COMMENTED: &[(&str, &str)] = &[
+        ("proxy", "#list proxy 'socks5://user:pass@192.0.2.1:1080'"),
+        (
+            "stratum_shares_per_minute",
+            "#option stratum_shares_per_minute '6'",
+        ),
+        (
+            "stratum_start_difficulty",
+            "#option stratum_start_difficulty '16384'",
+        ),
+        (
+            "stratum_min_difficulty",
+            "#option stratum_min_difficulty '1'",
+        ),
+    ];
+
     #[test]
     fn shipped_defaults_set_every_known_option_but_proxy() {
         let sections = parse(SHIPPED).unwrap();
@@ -653,8 +821,25 @@ mod tests {
         assert_eq!(main.label, "main");
         for (uci, ..) in MAIN_OPTIONS {
             let present = main.options.iter().any(|(k, _)| k == uci);
-            assert_eq!(present, *uci != "proxy", "option {uci}");
+            let commented = SHIPPED_COMMENTED.iter().find(|(name, _)| name == uci);
+            assert_eq!(present, commented.is_none(), "option {uci}");
+            if let Some((_, line)) = commented {
+                assert!(
+                    SHIPPED.lines().any(|l| l.trim() == *line),
+                    "{line} in the shipped file"
+                );
+            }
         }
+        // The commented-out Stratum pool example is exactly what the translator accepts.
+        let example: String = SHIPPED
+            .lines()
+            .skip_while(|l| !l.starts_with("#config pool"))
+            .map(|l| format!("{}\n", l.trim_start_matches('#')))
+            .collect();
+        assert_eq!(
+            serde_json::to_string(&uci_to_json(&example).unwrap()).unwrap(),
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+        );
     }
 
     #[test]
@@ -686,6 +871,9 @@ mod tests {
             option pool_connection_read_timeout_seconds '90'
             option fake_job_notify_interval_seconds '11'
             option submit_coalesce_ms '0'
+            option stratum_shares_per_minute '12'
+            option stratum_start_difficulty '65536'
+            option stratum_min_difficulty '0.5'
             option status_file '/tmp/s.json'
         config pool
             option host 'a.example'
@@ -715,7 +903,10 @@ mod tests {
                     "pool_connection_dial_timeout_seconds": 7,
                     "pool_connection_read_timeout_seconds": 90,
                     "fake_job_notify_interval_seconds": 11,
-                    "submit_coalesce_ms": 0
+                    "submit_coalesce_ms": 0,
+                    "stratum_shares_per_minute": 12,
+                    "stratum_start_difficulty": 65536,
+                    "stratum_min_difficulty": 0.5
                 },
                 "status_file": "/tmp/s.json",
                 "pools": [["a.example", 25, "sub"]]
@@ -872,6 +1063,209 @@ config pool
         );
     }
 
+    /// The JSON as the agent gets it, byte for byte (keys in serde_json's sorted order).
+    fn json_text(text: &str) -> String {
+        serde_json::to_string(&uci_to_json(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn agent_pools_are_the_array_as_before_with_or_without_protocol_agent() {
+        let plain = "config pool\n option host 'h'\n option port '1800'\n option subaccount 's'\n";
+        let agent = "config pool\n option protocol 'agent'\n option host 'h'\n option port '1800'\n option subaccount 's'\n";
+        assert_eq!(json_text(plain), r#"{"pools":[["h",1800,"s"]]}"#);
+        assert_eq!(json_text(agent), r#"{"pools":[["h",1800,"s"]]}"#);
+        // The shipped file, with `option protocol 'agent'` in every pool, is the same JSON.
+        let explicit = SHIPPED.replace("config pool\n", "config pool\n\toption protocol 'agent'\n");
+        assert_ne!(explicit, SHIPPED);
+        assert_eq!(json_text(&explicit), json_text(SHIPPED));
+    }
+
+    #[test]
+    fn a_stratum_pool_is_an_object_one_option_per_key() {
+        let text = "config pool
+	option protocol 'stratum'
+	option host 'solo.ckpool.org'
+	option port '3333'
+	option user 'bc1qexample.farm1'
+	option password 'x'
+	option identity_passthrough '0'
+	option extranonce_subscribe 'yes'
+";
+        assert_eq!(
+            json_text(text),
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+        );
+        // Only what is set: the agent's defaults apply to the rest.
+        let minimal = "config pool\n option protocol stratum\n option host h\n option port 1\n option user '{sub}.farm1'\n";
+        assert_eq!(
+            json_text(minimal),
+            r#"{"pools":[{"host":"h","port":1,"protocol":"stratum","user":"{sub}.farm1"}]}"#
+        );
+        // Empty booleans are "not set", as everywhere; an empty password is a password.
+        let empty = "config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option password ''\n option identity_passthrough ''\n option extranonce_subscribe ''\n";
+        assert_eq!(
+            json_text(empty),
+            r#"{"pools":[{"host":"h","password":"","port":1,"protocol":"stratum","user":"u"}]}"#
+        );
+    }
+
+    #[test]
+    fn mixed_pool_lists_keep_file_order() {
+        let text = "config pool 'primary'\n option host a\n option port 1\n option subaccount s\n\
+                    config pool\n option protocol stratum\n option user u.w\n option port 2\n option host b\n\
+                    config pool\n option protocol agent\n option host c\n option port 3\n";
+        assert_eq!(
+            json_text(text),
+            r#"{"pools":[["a",1,"s"],{"host":"b","port":2,"protocol":"stratum","user":"u.w"},["c",3,""]]}"#
+        );
+    }
+
+    #[test]
+    fn options_of_the_other_protocol_are_refused_with_the_fix() {
+        let stratum = |extra: &str| {
+            format!("config pool\n option host a\n option port 1\nconfig pool 'solo'\n option protocol stratum\n option host b\n option port 2\n option user u.w\n{extra}")
+        };
+        assert_eq!(
+            err(&stratum(" option subaccount farm1\n")),
+            "btcagent.solo.subaccount: a Stratum pool has no sub-account: write option user \
+             'account.worker' (in multi_user_mode '{sub}.worker')"
+        );
+        // Wherever the protocol line is in the section.
+        assert_eq!(
+            err("config pool\n option subaccount s\n option host b\n option port 2\n option user u\n option protocol 'stratum'\n"),
+            "btcagent.@pool[0].subaccount: a Stratum pool has no sub-account: write option user \
+             'account.worker' (in multi_user_mode '{sub}.worker')"
+        );
+        let agent = |extra: &str| {
+            format!("config pool\n option host a\n option port 1\n{extra}config pool\n option protocol agent\n option host b\n option port 2\n")
+        };
+        for key in ["user", "password"] {
+            assert_eq!(
+                err(&agent(&format!(" option {key} x\n"))),
+                format!(
+                    "btcagent.@pool[0].{key}: an agent-protocol pool takes option subaccount \
+                     (for a plain Stratum pool, set option protocol 'stratum')"
+                )
+            );
+        }
+        for key in ["identity_passthrough", "extranonce_subscribe"] {
+            assert_eq!(
+                err(&agent(&format!(" option {key} 1\n"))),
+                format!(
+                    "btcagent.@pool[0].{key}: only a Stratum pool has it (option protocol 'stratum')"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_stratum_pool_needs_a_user_and_a_known_protocol() {
+        let missing =
+            "btcagent.@pool[0].user: missing: the name the pool expects, e.g. 'account.worker'";
+        assert_eq!(
+            err("config pool\n option protocol stratum\n option host h\n option port 1\n"),
+            missing
+        );
+        assert_eq!(
+            err("config pool\n option protocol stratum\n option host h\n option port 1\n option user ''\n"),
+            missing
+        );
+        assert_eq!(
+            err("config pool\n option protocol stratum\n option port 1\n option user u\n"),
+            "btcagent.@pool[0].host: missing; every pool needs a host"
+        );
+        assert_eq!(
+            err("config pool\n option protocol stratum\n option host h\n option user u\n"),
+            "btcagent.@pool[0].port: missing; every pool needs a port"
+        );
+        for bad in ["stratum+tcp", "Stratum", "v2", ""] {
+            assert_eq!(
+                err(&format!(
+                    "config pool\n option protocol '{bad}'\n option host h\n option port 1\n"
+                )),
+                format!(
+                    "btcagent.@pool[0].protocol: '{bad}' is not a protocol: 'stratum' (plain \
+                     Stratum V1) or 'agent' (btcpool's agent protocol, the default)"
+                )
+            );
+        }
+        assert!(
+            err("config pool\n list protocol stratum\n option host h\n option port 1\n")
+                .starts_with("btcagent.@pool[0].protocol: is a list")
+        );
+        assert!(err("config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option identity_passthrough maybe\n")
+            .starts_with("btcagent.@pool[0].identity_passthrough: 'maybe' is not a boolean"));
+        assert_eq!(
+            err("config pool\n option protocol stratum\n option host h\n option port 70000\n option user u\n"),
+            "btcagent.@pool[0].port: '70000' is not a port number (1-65535)"
+        );
+    }
+
+    #[test]
+    fn stratum_advanced_options_and_fractional_min_difficulty() {
+        let json = uci_to_json(&main_with(
+            "option stratum_shares_per_minute '6'\noption stratum_start_difficulty '16384'\noption stratum_min_difficulty '1'",
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&json["advanced"]).unwrap(),
+            r#"{"stratum_min_difficulty":1,"stratum_shares_per_minute":6,"stratum_start_difficulty":16384}"#
+        );
+        for (text, shown) in [
+            ("0.5", "0.5"),
+            (".25", "0.25"),
+            ("3.", "3.0"),
+            ("0.001", "0.001"),
+            ("007", "7"),
+            ("65536", "65536"),
+            ("99999999999999999999999", "1e+23"),
+        ] {
+            let json = uci_to_json(&main_with(&format!(
+                "option stratum_min_difficulty '{text}'"
+            )))
+            .unwrap();
+            assert_eq!(
+                serde_json::to_string(&json["advanced"]["stratum_min_difficulty"]).unwrap(),
+                shown,
+                "{text}"
+            );
+        }
+        for bad in [
+            "abc", "1e3", "1,5", " 1", "1.2.3", ".", "+1", "0x10", "inf", "NaN",
+        ] {
+            assert_eq!(
+                err(&main_with(&format!("option stratum_min_difficulty '{bad}'"))),
+                format!(
+                    "btcagent.main.stratum_min_difficulty: '{bad}' is not a number (write e.g. 1, 0.5 or 0.001)"
+                ),
+            );
+        }
+        for bad in ["0", "0.0", ".0", "-1", "-0.5", "-0"] {
+            assert_eq!(
+                err(&main_with(&format!(
+                    "option stratum_min_difficulty '{bad}'"
+                ))),
+                format!("btcagent.main.stratum_min_difficulty: '{bad}' must be greater than 0"),
+            );
+        }
+        let huge = "9".repeat(400);
+        assert!(err(&main_with(&format!(
+            "option stratum_min_difficulty '{huge}'"
+        )))
+        .ends_with("is too large"));
+        // Empty: not set, as for every number.
+        let json = uci_to_json(&main_with("option stratum_min_difficulty ''")).unwrap();
+        assert_eq!(json.get("advanced"), None);
+        assert_eq!(
+            err(&main_with("option stratum_shares_per_minute '6.5'")),
+            "btcagent.main.stratum_shares_per_minute: '6.5' is not a number"
+        );
+        assert_eq!(
+            err(&main_with("option stratum_start_difficulty '-1'")),
+            "btcagent.main.stratum_start_difficulty: '-1' is not a number"
+        );
+    }
+
     #[test]
     fn unknown_names_are_errors() {
         assert_eq!(
@@ -879,8 +1273,18 @@ config pool
             "btcagent.main.agent_listn_port: unknown option"
         );
         assert_eq!(
-            err("config pool\n option host a\n option port 1\n option user x\n"),
-            "btcagent.@pool[0].user: unknown option (a pool has host, port and subaccount)"
+            err("config pool\n option host a\n option port 1\n option usr x\n"),
+            "btcagent.@pool[0].usr: unknown option (a pool has host, port and subaccount; \
+             with option protocol 'stratum', user, password, identity_passthrough and \
+             extranonce_subscribe instead of subaccount)"
+        );
+        assert_eq!(
+            err(
+                "config pool\n option protocol stratum\n option host a\n option port 1\n \
+                 option user u\n option pasword x\n"
+            ),
+            "btcagent.@pool[0].pasword: unknown option (a Stratum pool has protocol, host, \
+             port, user, password, identity_passthrough and extranonce_subscribe)"
         );
         assert_eq!(
             err("config pools\n"),

@@ -86,8 +86,12 @@ fn luci_page_defaults_and_translator_name_the_same_options() {
 
 #[test]
 fn every_json_option_has_a_uci_spelling() {
-    // A UCI file setting every option (the proxy list included) yields every JSON field.
-    let full = UCI_DEFAULTS.replace("#list proxy", "list proxy");
+    // A UCI file setting every option (the proxy list and the Stratum options, commented
+    // out in the shipped file, included) yields every JSON field.
+    let full = UCI_DEFAULTS
+        .replace("#list proxy", "list proxy")
+        .replace("#option stratum_", "option stratum_");
+    assert_eq!(full.matches("\toption stratum_").count(), 3);
     let json = uci::uci_to_json(&full).unwrap();
     let mut from_uci = BTreeSet::new();
     json_paths(&json, "", &mut from_uci);

@@ -269,6 +269,214 @@ check('settings: zh_Hans translation renders', async () => {
 	await page.close();
 });
 
+/* ---------------- pools of both protocols ---------------- */
+
+const POOL = (sid, opt) => `.cbi-tblsection tr[data-sid="${sid}"] [id$=".${opt}"]`;
+const MODAL = (opt) => `.cbi-modal [id$=".${opt}"]`;
+
+async function save(page) {
+	await page.evaluate(() => { document.getElementById('save-result').textContent = ''; });
+	await page.click('#btn-save');
+	await page.waitForFunction(() => document.getElementById('save-result').textContent !== '');
+	return page.textContent('#save-result');
+}
+
+async function openEdit(page, sid) {
+	await page.click(`.cbi-tblsection tr[data-sid="${sid}"] .cbi-button-edit`);
+	await page.waitForSelector('.cbi-modal');
+}
+
+/* Clicks the dialog's Save; returns the problems it shows ('' once saved and closed). */
+async function saveEdit(page) {
+	await page.click('.cbi-modal .cbi-button-positive');
+	await page.waitForFunction(() => !document.querySelector('.cbi-modal') ||
+		document.querySelector('.cbi-modal .cbi-modal-errors').textContent !== '');
+	return page.evaluate(() => { const m = document.querySelector('.cbi-modal'); return m ? m.querySelector('.cbi-modal-errors').textContent : ''; });
+}
+
+/* The uci calls sent so far that touch a pool section (or add one). */
+async function poolCalls(page) {
+	return page.evaluate(() => (window.__test.ubusCalls || []).filter((c) =>
+		c.args.type === 'pool' || (c.args.section && c.args.section !== 'main') || c.method === 'order'));
+}
+
+check('settings: pools table: Protocol, host, port, sub-account or user by protocol; the rest in the edit dialog', async () => {
+	const page = await openView('view=btcagent/settings&uci=uci-stratum');
+	const titles = await page.$$eval('.cbi-tblsection[data-type="pool"] tr.cbi-section-table-titles th', (l) => l.map((x) => x.textContent));
+	assert.deepEqual(titles, [ 'Protocol', 'Pool host', 'Pool port', 'Sub-account', 'User', '' ]);
+	const protocols = await page.$$eval('.cbi-tblsection[data-type="pool"] tr[data-sid] [id$=".protocol"]', (l) => l.map((x) => x.value));
+	assert.deepEqual(protocols, [ 'agent', 'stratum', 'stratum', 'agent' ], 'an absent protocol shows as the agent protocol');
+	const labels = await page.$$eval(`${POOL('cfg0a1001', 'protocol')} option`, (l) => l.map((x) => [ x.value, x.textContent ]));
+	assert.deepEqual(labels, [ [ 'agent', 'BTCAgent (btcpool)' ], [ 'stratum', 'Stratum V1' ] ]);
+	/* Each row shows the one of sub-account and user its protocol has. */
+	for (const [ sid, stratum ] of [ [ 'cfg0a1001', false ], [ 'cfg0b1002', true ], [ 'cfg0c1003', true ], [ 'cfg0d1004', false ] ]) {
+		assert.equal(await page.isVisible(POOL(sid, 'subaccount')), !stratum, `${sid} sub-account`);
+		assert.equal(await page.isVisible(POOL(sid, 'user')), stratum, `${sid} user`);
+	}
+	assert.equal(await page.inputValue(POOL('cfg0b1002', 'user')), '{sub}.farm1');
+	assert.equal(await page.getAttribute(POOL('cfg0c1003', 'user'), 'placeholder'), '{sub}.farm1', 'multi-user mode is on');
+	/* Password and the two switches are not in the table, only in the row's dialog. */
+	for (const opt of [ 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+		assert.equal(await page.$$eval(`.cbi-tblsection [id$=".${opt}"]`, (l) => l.length), 0, opt);
+	await openEdit(page, 'cfg0b1002');
+	assert.equal(await page.inputValue(MODAL('password')), 'x');
+	assert.equal(await page.isChecked(MODAL('identity_passthrough')), false);
+	assert.equal(await page.isChecked(MODAL('extranonce_subscribe')), true);
+	assert.equal(await page.isVisible(MODAL('subaccount')), false);
+	await shot(page, 'settings-pool-stratum-dialog.png');
+	await page.click('.cbi-modal .button-row .cbi-button:not(.cbi-button-positive)');
+	/* An agent-protocol row's dialog has no Stratum options. */
+	await openEdit(page, 'cfg0a1001');
+	for (const opt of [ 'user', 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+		assert.equal(await page.isVisible(MODAL(opt)), false, opt);
+	assert.equal(await page.isVisible(MODAL('subaccount')), true);
+	/* A Stratum pool with absent switches shows the agent's defaults: pass-through off, subscribe on. */
+	await page.click('.cbi-modal .button-row .cbi-button:not(.cbi-button-positive)');
+	await openEdit(page, 'cfg0c1003');
+	assert.equal(await page.isChecked(MODAL('identity_passthrough')), false);
+	assert.equal(await page.isChecked(MODAL('extranonce_subscribe')), true);
+	assert.equal(await page.getAttribute(MODAL('password'), 'placeholder'), 'x');
+	assert.deepEqual(page.consoleErrors, []);
+	await page.close();
+});
+
+check('settings: plain Save leaves every pool alone, agent-protocol and Stratum alike', async () => {
+	for (const fixture of [ 'uci-btcagent', 'uci-stratum' ]) {
+		const page = await openView(`view=btcagent/settings&uci=${fixture}`);
+		const before = JSON.parse(fs.readFileSync(path.join(__dirname, `fixtures/${fixture}.json`), 'utf8'));
+		assert.equal(await save(page), 'saved', fixture);
+		assert.deepEqual(await poolCalls(page), [], `${fixture}: no uci call touches a pool`);
+		const saved = await page.evaluate(() => window.__test.uciSaved.btcagent);
+		for (const sid of Object.keys(before).filter((k) => before[k]['.type'] === 'pool'))
+			assert.deepEqual(saved[sid], before[sid], `${fixture}: ${sid} unchanged`);
+		/* No protocol option is written, neither into the sections nor by a set. */
+		const sets = await page.evaluate(() => (window.__test.ubusCalls || []).filter((c) => c.method === 'set'));
+		assert.deepEqual(sets.map((c) => c.args.section), [ 'main' ]);
+		assert.deepEqual(page.consoleErrors, []);
+		await page.close();
+	}
+});
+
+check('settings: switching a row to Stratum V1 shows User for Sub-account and Save deletes the sub-account', async () => {
+	const page = await openView('view=btcagent/settings');
+	const sid = 'cfg02f1a2';
+	assert.equal(await page.isVisible(POOL(sid, 'subaccount')), true);
+	assert.equal(await page.isVisible(POOL(sid, 'user')), false);
+	await page.selectOption(POOL(sid, 'protocol'), 'stratum');
+	assert.equal(await page.isVisible(POOL(sid, 'subaccount')), false);
+	assert.equal(await page.isVisible(POOL(sid, 'user')), true);
+	assert.equal(await page.getAttribute(POOL(sid, 'user'), 'placeholder'), '{sub}.farm1');
+	/* The user must be given, and follow the agent's template rules. */
+	assert.equal(await save(page), 'not saved:\n_pools: User: Enter the user name the pool expects, e.g. account.worker');
+	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.farm1'), /With multi-user mode on, write \{sub\}/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}'), /\{worker\} needs identity pass-through/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{rig}'), /Only \{sub\} and \{worker\}/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub} farm'), /spaces/);
+	assert.equal(await typeInto(page, POOL(sid, 'user'), '{sub}.farm1'), '');
+	await shot(page, 'settings-pool-switched.png');
+	assert.equal(await save(page), 'saved');
+	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
+		{ method: 'delete', args: { config: 'btcagent', section: sid, options: [ 'subaccount' ] } },
+		{ method: 'set', args: { config: 'btcagent', section: sid, values: { protocol: 'stratum', user: '{sub}.farm1' } } }
+	]));
+	const saved = await page.evaluate((s) => window.__test.uciSaved.btcagent[s], sid);
+	assert.deepEqual([ saved.protocol, saved.host, saved.port, saved.user, saved.subaccount ],
+		[ 'stratum', 'us.ss.btc.com', '1800', '{sub}.farm1', undefined ]);
+	await page.close();
+});
+
+check('settings: the Stratum user follows multi-user mode and identity pass-through', async () => {
+	const page = await openView('view=btcagent/settings&uci=uci-stratum');
+	const sid = 'cfg0c1003';
+	await page.uncheck(id('main', 'multi_user_mode'));
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.rack2'), /\{sub\} needs multi-user mode/);
+	assert.equal(await typeInto(page, POOL(sid, 'user'), 'acct.rack2'), '');
+	await page.check(id('main', 'multi_user_mode'));
+	await openEdit(page, sid);
+	await page.check(MODAL('identity_passthrough'));
+	await page.fill(MODAL('user'), '{sub}.rack2');
+	assert.match(await saveEdit(page), /With identity pass-through, write \{worker\}/);
+	await page.fill(MODAL('user'), '{sub}.{worker}');
+	assert.equal(await saveEdit(page), '');
+	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
+		{ method: 'set', args: { config: 'btcagent', section: sid, values: { user: '{sub}.{worker}', identity_passthrough: '1' } } }
+	]));
+	/* The table shows what the dialog saved. */
+	assert.equal(await page.inputValue(POOL(sid, 'user')), '{sub}.{worker}');
+	await page.close();
+});
+
+check('settings: a Stratum pool added through the edit dialog gives exactly its options to uci', async () => {
+	const page = await openView('view=btcagent/settings');
+	await page.click('.cbi-tblsection .cbi-section-create .cbi-button-add');
+	await openEdit(page, 'new1');
+	assert.equal(await page.inputValue(MODAL('protocol')), 'agent', 'a new pool starts as agent protocol');
+	assert.equal(await page.isVisible(MODAL('password')), false);
+	await page.selectOption(MODAL('protocol'), 'stratum');
+	for (const opt of [ 'user', 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+		assert.equal(await page.isVisible(MODAL(opt)), true, opt);
+	assert.equal(await page.isVisible(MODAL('subaccount')), false);
+	await page.fill(MODAL('host'), 'solo.ckpool.org');
+	await page.fill(MODAL('port'), '3333');
+	await page.fill(MODAL('user'), '{sub}.farm1');
+	await page.fill(MODAL('password'), 'd=65536');
+	await page.uncheck(MODAL('extranonce_subscribe'));
+	assert.equal(await saveEdit(page), '');
+	/* The switches at their defaults (pass-through off) are not written. */
+	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
+		{ method: 'add', args: { config: 'btcagent', type: 'pool', values: {
+			protocol: 'stratum', host: 'solo.ckpool.org', port: '3333', user: '{sub}.farm1', password: 'd=65536', extranonce_subscribe: '0' } } }
+	]));
+	assert.equal(await page.isVisible(POOL('new1', 'user')), true);
+	assert.equal(await page.isVisible(POOL('new1', 'subaccount')), false);
+	/* A plain Save afterwards sends nothing more for the pools. */
+	const before = (await poolCalls(page)).length;
+	assert.equal(await save(page), 'saved');
+	assert.equal((await poolCalls(page)).length, before);
+	const saved = await page.evaluate(() => window.__test.uciSaved.btcagent.new1);
+	assert.deepEqual(Object.keys(saved).filter((k) => k[0] !== '.').sort(),
+		[ 'extranonce_subscribe', 'host', 'password', 'port', 'protocol', 'user' ]);
+	await page.close();
+});
+
+check('settings: a Stratum pool added in its table row writes protocol, host, port and user only', async () => {
+	const page = await openView('view=btcagent/settings');
+	await page.click('.cbi-tblsection .cbi-section-create .cbi-button-add');
+	await page.selectOption(POOL('new1', 'protocol'), 'stratum');
+	await page.fill(POOL('new1', 'host'), '192.0.2.7');
+	await page.fill(POOL('new1', 'port'), '3333');
+	await page.fill(POOL('new1', 'user'), '{sub}.farm1');
+	assert.equal(await save(page), 'saved');
+	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
+		{ method: 'add', args: { config: 'btcagent', type: 'pool', values: { protocol: 'stratum', host: '192.0.2.7', port: '3333', user: '{sub}.farm1' } } }
+	]));
+	await page.close();
+});
+
+check('settings: Stratum V1 advanced options: shares per minute 1-60, difficulties, fractions for the lowest', async () => {
+	const page = await openView('view=btcagent/settings');
+	await showTab(page, 'advanced');
+	const spm = id('main', 'stratum_shares_per_minute');
+	for (const bad of [ '0', '61', '6.5', '-1', 'six' ])
+		assert.notEqual(await typeInto(page, spm, bad), '', `shares per minute ${bad}`);
+	for (const good of [ '', '1', '60', '6' ])
+		assert.equal(await typeInto(page, spm, good), '', `shares per minute ${good}`);
+	const start = id('main', 'stratum_start_difficulty');
+	for (const bad of [ '0', '1.5', '-1' ])
+		assert.notEqual(await typeInto(page, start, bad), '', `start difficulty ${bad}`);
+	assert.equal(await typeInto(page, start, '65536'), '');
+	const min = id('main', 'stratum_min_difficulty');
+	for (const bad of [ '0', '0.0', '-1', '1e3', 'abc', '1,5' ])
+		assert.notEqual(await typeInto(page, min, bad), '', `min difficulty ${bad}`);
+	assert.match(await typeInto(page, min, '0'), /greater than 0/);
+	for (const good of [ '1', '0.5', '.25', '2048' ])
+		assert.equal(await typeInto(page, min, good), '', `min difficulty ${good}`);
+	assert.equal(await save(page), 'saved');
+	const saved = await page.evaluate(() => window.__test.uciSaved.btcagent.main);
+	assert.deepEqual([ saved.stratum_shares_per_minute, saved.stratum_start_difficulty, saved.stratum_min_difficulty ], [ '6', '65536', '2048' ]);
+	await page.close();
+});
+
 /* ---------------- the stand-in form against the real form.js ---------------- */
 
 const RECORDINGS = path.join(__dirname, 'recordings');

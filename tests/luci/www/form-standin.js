@@ -281,10 +281,15 @@
 		optionByName: function(name) {
 			return this.children.filter(function(c) { return c.option === name; })[0];
 		},
+		/* A table cell stays, marked inactive with its widget hidden, as form.js does. */
 		refreshDepends: function(sid) {
 			this.children.forEach(function(c) {
 				var w = c.widgets[sid];
-				if (w && w.row)
+				if (w && w.cell) {
+					w.cell.classList.toggle('inactive', !c.isActive(sid));
+					w.node.style.display = c.isActive(sid) ? '' : 'none';
+				}
+				else if (w && w.row)
 					w.row.style.display = c.isActive(sid) ? '' : 'none';
 			});
 		},
@@ -362,24 +367,90 @@
 		}
 	});
 
+	/* As form.js GridSection: the table shows the options not marked modalonly (as
+	 * widgets when editable), each row has Edit, which opens the row's options (all
+	 * but those with modalonly === false) in a dialog on a clone of each option, as
+	 * cloneOptions() does; the dialog's Save writes them and saves to uci at once (as
+	 * handleModalSave() saves the modal map), then redraws the table from uci. The
+	 * main Save parses only the editable, not modalonly options of the rows. Add
+	 * appends a row (the real Add opens the dialog for it first). */
 	var GridSection = TypedSection.extend({
+		inTable: function(c) { return !c.modalonly; },
+		problems: function() {
+			var self = this, out = [];
+			this.cfgsections().forEach(function(sid) {
+				self.children.filter(function(c) { return self.inTable(c) && c.editable; }).forEach(function(c) {
+					c.problems(sid).forEach(function(p) { out.push((c.title || c.option) + ': ' + p); });
+				});
+			});
+			return out;
+		},
+		write: function() {
+			var self = this;
+			this.cfgsections().forEach(function(sid) {
+				self.children.forEach(function(c) { if (self.inTable(c) && c.editable) c.write(sid); });
+			});
+		},
+		openModal: function(sid, redraw) {
+			var self = this;
+			var modalMap = new Map(this.map.config);
+			window.__test.maps.pop(); /* not a Map of the page: editedOptions() lists the page's */
+			var ms = new NamedSection(modalMap, sid, this.sectiontype);
+			modalMap.sections.push(ms);
+			this.children.forEach(function(c) {
+				if (c.modalonly === false) return;
+				var o2 = Object.create(c);
+				o2.map = modalMap;
+				o2.section = ms;
+				o2.widgets = {};
+				ms.children.push(o2);
+			});
+			var errors = E('div', { 'class': 'cbi-modal-errors' });
+			var modal = E('div', { 'class': 'modal cbi-modal', 'data-sid': sid }, [
+				E('h4', {}, [ this.map.title ]),
+				ms.renderBody(sid),
+				errors,
+				E('div', { 'class': 'button-row' }, [
+					E('button', { 'class': 'btn cbi-button', 'type': 'button', 'click': function() { close(); } }, [ _('Dismiss') ]),
+					' ',
+					E('button', { 'class': 'btn cbi-button cbi-button-positive important', 'type': 'button', 'click': function() {
+						var problems = ms.problems();
+						dom.content(errors, problems.join('\n'));
+						if (problems.length)
+							return;
+						ms.write();
+						uci.save().then(function() { close(); redraw(); });
+					} }, [ _('Save') ])
+				])
+			]);
+			var overlay = E('div', { 'id': 'modal_overlay' }, [ modal ]);
+			function close() { overlay.parentNode.removeChild(overlay); }
+			document.body.appendChild(overlay);
+			ms.refreshDepends(sid);
+		},
 		render: function() {
 			var self = this;
 			var container = E('div', { 'class': 'cbi-section cbi-tblsection', 'data-type': this.sectiontype });
 			function draw() {
-				var head = E('tr', { 'class': 'tr cbi-section-table-titles' }, self.children.map(function(c) {
-					return E('th', { 'class': 'th cbi-section-table-cell' }, [ c.title ]);
+				var shown = self.children.filter(function(c) { return self.inTable(c); });
+				var head = E('tr', { 'class': 'tr cbi-section-table-titles' }, shown.map(function(c) {
+					return E('th', { 'class': 'th cbi-section-table-cell', 'data-name': c.option }, [ c.title ]);
 				}).concat([ E('th', { 'class': 'th' }, '') ]));
 				var rows = self.cfgsections().map(function(sid) {
-					return E('tr', { 'class': 'tr cbi-section-table-row', 'data-sid': sid }, self.children.map(function(c) {
-						var cell = c.render(sid);
+					var tr = E('tr', { 'class': 'tr cbi-section-table-row', 'data-sid': sid }, shown.map(function(c) {
+						c.render(sid);
 						var w = c.widgets[sid];
-						return E('td', { 'class': 'td cbi-value-field', 'data-name': c.option }, [ w.node, w.errorBox ]);
+						w.cell = E('td', { 'class': 'td cbi-value-field', 'data-name': c.option }, [ w.node, w.errorBox ]);
+						return w.cell;
 					}).concat([ E('td', { 'class': 'td cbi-section-table-cell nowrap cbi-section-actions' }, [
+						E('button', { 'class': 'cbi-button cbi-button-edit', 'type': 'button', 'click': function() {
+							self.openModal(sid, draw);
+						} }, [ _('Edit') ]),
 						self.addremove ? E('button', { 'class': 'cbi-button cbi-button-remove', 'type': 'button', 'click': function() {
 							uci.remove(self.map.config, sid); draw();
 						} }, [ _('Delete') ]) : ''
 					]) ]));
+					return tr;
 				});
 				dom.content(container, [
 					self.title ? E('h3', {}, [ self.title ]) : '',
@@ -391,6 +462,8 @@
 						} }, [ _('Add') ])
 					]) : ''
 				]);
+				/* Depends are evaluated once every widget of a row exists. */
+				self.cfgsections().forEach(function(sid) { self.refreshDepends(sid); });
 			}
 			draw();
 			return container;

@@ -1,6 +1,7 @@
 'use strict';
 'require view';
 'require form';
+'require uci';
 
 /*
  * Settings page for btcagent: edits /etc/config/btcagent, which the init
@@ -11,7 +12,10 @@
  * (o.default for switches, the placeholder for text), so that saving an
  * untouched page changes nothing the agent does; options hidden by depends()
  * keep their value (o.retain), since LuCI would otherwise delete them on Save.
- * tests/luci checks both rules against the agent's defaults.
+ * tests/luci checks both rules against the agent's defaults. The pools table
+ * is the exception to the second rule: a pool's options of the other protocol
+ * (sub-account, or user, password and the Stratum switches) are deleted when
+ * its protocol changes, since the agent refuses them.
  *
  * Validation is written out here rather than left to LuCI datatypes so that
  * every rule the agent enforces at start-up is caught while typing, with a
@@ -157,6 +161,61 @@ function nonNegativeInteger(section_id, value) {
 	return /^(0|[1-9][0-9]{0,8})$/.test(String(value)) ? true : _('Must be a whole number, 0 or more');
 }
 
+/* 1 to 60 shares a minute, as the agent accepts. */
+function sharesPerMinute(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	return /^([1-9]|[1-5][0-9]|60)$/.test(String(value)) ? true : _('Must be a whole number from 1 to 60');
+}
+
+/* A difficulty: greater than 0, fractions allowed (0.5, .25), as the agent reads it. */
+function positiveDecimal(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	value = String(value);
+	if (!/^([0-9]+\.?[0-9]*|\.[0-9]+)$/.test(value))
+		return _('Must be a number, e.g. 1 or 0.5');
+	return parseFloat(value) > 0 ? true : _('Must be greater than 0');
+}
+
+/* Multi-user mode as the form shows it (the stored value where the form has no switch,
+   as in a pool's edit dialog). */
+function multiUserMode(map) {
+	var multi = map.lookupOption('multi_user_mode', 'main');
+	var value = multi ? multi[0].formvalue('main') : null;
+	if (value == null)
+		value = uci.get('btcagent', 'main', 'multi_user_mode');
+	return value === '1';
+}
+
+/* The user a Stratum pool expects: the rules of the agent's user template
+   (src/protocol/stratum_upstream/user.rs). */
+function validateStratumUser(section_id, value) {
+	if (value == null || value === '')
+		return _('Enter the user name the pool expects, e.g. account.worker');
+	value = String(value);
+	if (/\s/.test(value))
+		return _('The user name may not contain spaces');
+	if (/[{}]/.test(value.replace(/\{(sub|worker)\}/g, '')))
+		return _('Only {sub} and {worker} may appear in braces');
+	var sub = value.indexOf('{sub}') >= 0, worker = value.indexOf('{worker}') >= 0;
+	var multi = multiUserMode(this.map);
+	if (multi && !sub)
+		return _('With multi-user mode on, write {sub} where the sub-account goes, e.g. {sub}.farm1: otherwise every sub-account mines for this one user');
+	if (!multi && sub)
+		return _('{sub} needs multi-user mode: without it there are no sub-accounts');
+	var pass = this.map.lookupOption('identity_passthrough', section_id);
+	var passValue = pass ? pass[0].formvalue(section_id) : null;
+	if (passValue == null)
+		passValue = uci.get('btcagent', section_id, 'identity_passthrough');
+	var passthrough = [ '1', 'true', 'yes', 'on', 'enabled' ].indexOf(String(passValue)) >= 0;
+	if (passthrough && !worker)
+		return _('With identity pass-through, write {worker} where the worker name goes, e.g. account.{worker}');
+	if (!passthrough && worker)
+		return _('{worker} needs identity pass-through: otherwise many workers share one pool connection and one user');
+	return true;
+}
+
 function validateWorkerName(section_id, value) {
 	if (value == null || value === '')
 		return true;
@@ -222,12 +281,24 @@ return view.extend({
 		o.rmempty = false;
 
 		o = s.taboption('basic', form.SectionValue, '_pools', form.GridSection, 'pool', _('Pools'),
-			_('Tried from top to bottom: when the connection to one pool fails, the next one is used. Drag rows to change the order. The sub-account is used for every miner when multi-user mode is off.'));
+			_('Tried from top to bottom: when the connection to one pool fails, the next one is used. Drag rows to change the order. A BTCAgent (btcpool) pool takes a sub-account, used for every miner when multi-user mode is off; any other pool is Stratum V1 and takes the user name the pool expects. Edit a Stratum V1 row for its password and options.'));
 		pools = o.subsection;
 		pools.anonymous = true;
 		pools.addremove = true;
 		pools.sortable = true;
 		pools.nodescriptions = true;
+
+		o = pools.option(form.ListValue, 'protocol', _('Protocol'));
+		o.editable = true;
+		o.value('agent', _('BTCAgent (btcpool)'));
+		o.value('stratum', _('Stratum V1'));
+		o.default = 'agent';
+		/* Absent means the agent protocol. Shown as its value, not only as the default, a
+		   Save that leaves it so writes nothing: a ListValue writes a default it shows. */
+		o.cfgvalue = function(section_id) {
+			var value = form.ListValue.prototype.cfgvalue.apply(this, arguments);
+			return value == null ? 'agent' : value;
+		};
 
 		o = pools.option(form.Value, 'host', _('Pool host'));
 		o.editable = true;
@@ -241,9 +312,12 @@ return view.extend({
 		o.rmempty = false;
 		o.validate = validatePort;
 
+		/* Sub-account and user share the row's last cell by protocol: LuCI gives each
+		   option its own column, so they are two columns, one empty in each row. */
 		o = pools.option(form.Value, 'subaccount', _('Sub-account'));
 		o.editable = true;
 		o.placeholder = 'YourSubAccountName';
+		o.depends('protocol', 'agent');
 		o.validate = function(section_id, value) {
 			if (value == null || value === '') {
 				/* Without multi-user mode the pool entry names the only sub-account. */
@@ -254,6 +328,33 @@ return view.extend({
 			}
 			return validateWorkerName(section_id, value);
 		};
+
+		o = pools.option(form.Value, 'user', _('User'));
+		o.editable = true;
+		o.depends('protocol', 'stratum');
+		o.validate = validateStratumUser;
+		o.renderWidget = function(/* ... */) {
+			this.placeholder = multiUserMode(this.map) ? '{sub}.farm1' : 'account.worker';
+			return form.Value.prototype.renderWidget.apply(this, arguments);
+		};
+
+		o = pools.option(form.Value, 'password', _('Password'),
+			_('Sent with the user; most pools ignore it, some read settings from it. Empty: x.'));
+		o.modalonly = true;
+		o.depends('protocol', 'stratum');
+		o.placeholder = 'x';
+
+		o = pools.option(form.Flag, 'identity_passthrough', _('Identity pass-through'),
+			_('On: one pool connection per miner, authorized as that worker (write {worker} in the user, e.g. account.{worker}); the pool sets each miner\'s difficulty. Off: many miners share a few connections under one user, which is far lighter for the router and the pool.'));
+		o.modalonly = true;
+		o.depends('protocol', 'stratum');
+		o.default = '0';
+
+		o = pools.option(form.Flag, 'extranonce_subscribe', _('Extranonce subscribe'),
+			_('Ask the pool to announce extranonce changes (mining.extranonce.subscribe) instead of reconnecting. Turn off only for a pool that drops connections that ask.'));
+		o.modalonly = true;
+		o.depends('protocol', 'stratum');
+		o.default = '1';
 
 		/* --- Worker names --- */
 		o = s.taboption('workers', form.Flag, 'use_ip_as_worker_name', _('Use IP as worker name'),
@@ -366,6 +467,21 @@ return view.extend({
 			_('New connections from an address with this many not yet authorized are closed at once. Raise it only for many miners behind one NAT address.'));
 		o.placeholder = '256';
 		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'stratum_shares_per_minute', _('Stratum V1: shares per minute'),
+			_('Stratum V1 pools only. The agent sets each miner\'s difficulty so that it sends about this many shares a minute (1 to 60). More shares follow a miner\'s hashrate more closely but cost the router more CPU, since the agent checks every share before it goes to the pool.'));
+		o.placeholder = '6';
+		o.validate = sharesPerMinute;
+
+		o = s.taboption('advanced', form.Value, 'stratum_start_difficulty', _('Stratum V1: starting difficulty'),
+			_('Stratum V1 pools only. The difficulty a miner starts with, before the agent has seen its shares (never above the pool\'s). Close to what your miners settle at saves the first minutes of adjusting.'));
+		o.placeholder = '16384';
+		o.validate = positiveInteger;
+
+		o = s.taboption('advanced', form.Value, 'stratum_min_difficulty', _('Stratum V1: lowest difficulty'),
+			_('Stratum V1 pools only. No miner gets a lower difficulty than this (fractions such as 0.5 are allowed), so small or idle miners cannot flood the router with shares.'));
+		o.placeholder = '1';
+		o.validate = positiveDecimal;
 
 		o = s.taboption('advanced', form.Flag, 'http_debug_enable', _('HTTP debug endpoint'),
 			_('Serve status and metrics over HTTP. Keep it on 127.0.0.1 unless the LAN may read it.'));
