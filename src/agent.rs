@@ -133,7 +133,7 @@ impl Agent {
         self.config()
             .pools
             .first()
-            .map(|p| p.subaccount.clone())
+            .map(|p| p.account().to_string())
             .unwrap_or_default()
     }
 

@@ -36,13 +36,12 @@ pub struct StratumEntry {
 }
 
 impl PoolEntry {
-    /// An agent-protocol entry, `["host", port, "subaccount"]`.
-    pub fn agent(host: &str, port: u16, subaccount: &str) -> PoolEntry {
-        PoolEntry {
-            host: host.into(),
-            port,
-            subaccount: subaccount.into(),
-            stratum: None,
+    /// What miners on this entry mine for in single-user mode: its sub-account, or on a
+    /// Stratum pool its user.
+    pub fn account(&self) -> &str {
+        match &self.stratum {
+            Some(s) => &s.user,
+            None => &self.subaccount,
         }
     }
 }
@@ -1821,5 +1820,137 @@ mod tests {
         assert_eq!(edit_distance("polos", "pools"), 2);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(nearest_name("POOL", TOP_LEVEL_FIELDS), Some("pools"));
+    }
+
+    #[test]
+    fn stratum_pool_entries() {
+        let text = r#"{"pools": [["a.example", 1800, "acct"],
+            {"protocol": "stratum", "host": "solo.ckpool.org", "port": 3333, "user": "bc1q.farm1"},
+            {"protocol": "agent", "host": "b.example", "port": 443, "subaccount": "acct"}],
+            "advanced": {"stratum_shares_per_minute": 3, "stratum_min_difficulty": 0.5}}"#;
+        let (c, warnings) = parse(text);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.pools[0].stratum, None);
+        assert_eq!(
+            c.pools[1],
+            PoolEntry {
+                host: "solo.ckpool.org".into(),
+                port: 3333,
+                subaccount: String::new(),
+                stratum: Some(StratumEntry {
+                    user: "bc1q.farm1".into(),
+                    password: "x".into(),
+                    extranonce_subscribe: true,
+                }),
+            }
+        );
+        assert_eq!(c.pools[1].account(), "bc1q.farm1");
+        assert_eq!(
+            c.pools[2],
+            PoolEntry {
+                stratum: None,
+                host: "b.example".into(),
+                port: 443,
+                subaccount: "acct".into()
+            }
+        );
+        assert_eq!(c.advanced.stratum_shares_per_minute, 3);
+        assert_eq!(c.advanced.stratum_start_difficulty, 16384.0);
+        assert_eq!(c.advanced.stratum_min_difficulty, 0.5);
+        // What --print-config writes reads back the same.
+        let (back, _) = parse(&c.to_json_pretty());
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn stratum_pool_mistakes_name_the_field() {
+        let pools = |p: &str| format!(r#"{{"pools": [{p}]}}"#);
+        let stratum = r#""protocol": "stratum", "host": "h", "port": 1"#;
+        assert_field_error(
+            &pools(r#"{"host": "h", "port": 1}"#),
+            "pools[0]",
+            "say \"protocol\": \"stratum\"",
+        );
+        assert_field_error(
+            &pools(r#"{"protocol": "stratum+tcp", "host": "h", "port": 1}"#),
+            "pools[0].protocol",
+            "is not a protocol",
+        );
+        assert_field_error(
+            &pools(r#"{"protocol": 1}"#),
+            "pools[0].protocol",
+            "expected \"stratum\" or \"agent\"",
+        );
+        assert_field_error(
+            &pools(&format!("{{{stratum}}}")),
+            "pools[0].user",
+            "missing",
+        );
+        assert_field_error(
+            &pools(&format!(
+                r#"{{{stratum}, "user": "a.b", "subaccount": "s"}}"#
+            )),
+            "pools[0].subaccount",
+            "has no sub-account",
+        );
+        assert_field_error(
+            &pools(&format!(r#"{{{stratum}, "user": "a.b", "usr": "s"}}"#)),
+            "pools[0].usr",
+            "unknown key",
+        );
+        assert_field_error(
+            &pools(&format!(r#"{{{stratum}, "user": "a b"}}"#)),
+            "pools[0].user",
+            "white space",
+        );
+        assert_field_error(
+            &pools(&format!(r#"{{{stratum}, "user": "a.{{worker}}"}}"#)),
+            "pools[0].user",
+            "identity_passthrough",
+        );
+        assert_field_error(
+            &pools(&format!(
+                r#"{{{stratum}, "user": "a.b", "identity_passthrough": true}}"#
+            )),
+            "pools[0].identity_passthrough",
+            "not supported",
+        );
+        assert_field_error(
+            &pools(r#"{"protocol": "stratum", "port": 1, "user": "a"}"#),
+            "pools[0].host",
+            "missing",
+        );
+        assert_field_error(
+            &pools(r#"{"protocol": "stratum", "host": "h", "user": "a"}"#),
+            "pools[0].port",
+            "missing",
+        );
+        assert_field_error(
+            &pools(r#"{"protocol": "agent", "host": "h", "port": 1, "user": "a"}"#),
+            "pools[0].user",
+            "takes \"subaccount\"",
+        );
+        assert_field_error(
+            &pools(r#"["stratum+tcp://pool.example:3333", 3333, "x"]"#),
+            "pools[0][0]",
+            "{\"protocol\": \"stratum\", \"host\": \"pool.example\", \"port\": 3333",
+        );
+        // In multi-user mode the user names the sub-account's.
+        let multi = |user: &str| {
+            format!(r#"{{"multi_user_mode": true, "pools": [{{{stratum}, "user": "{user}"}}]}}"#)
+        };
+        assert_field_error(&multi("acct.farm1"), "pools[0].user", "has no {sub}");
+        let (c, _) = parse(&multi("{sub}.farm1"));
+        assert_eq!(c.pools[0].stratum.as_ref().unwrap().user, "{sub}.farm1");
+        assert_field_error(
+            &format!(r#"{{{POOL}, "advanced": {{"stratum_min_difficulty": 0}}}}"#),
+            "advanced.stratum_min_difficulty",
+            "above 0",
+        );
+        assert_field_error(
+            &format!(r#"{{{POOL}, "advanced": {{"stratum_shares_per_minute": 61}}}}"#),
+            "advanced.stratum_shares_per_minute",
+            "1..=60",
+        );
     }
 }

@@ -23,10 +23,10 @@ pub fn plan(cfg: &Config, routes: &str) -> String {
         .iter()
         .map(|p| {
             let pool = crate::upstream::proxy_url::host_port(&p.host, p.port);
-            if cfg.multi_user_mode {
-                pool
-            } else {
-                format!("{pool} ({})", p.subaccount)
+            match (&p.stratum, cfg.multi_user_mode) {
+                (Some(s), _) => format!("{pool} (Stratum V1, user {})", s.user),
+                (None, true) => pool,
+                (None, false) => format!("{pool} ({})", p.subaccount),
             }
         })
         .collect();

@@ -359,7 +359,10 @@ fn each_miner_gets_its_own_difficulty_on_a_shared_connection() {
             fast.difficulty,
             agent.log()
         );
-        assert!(fast.difficulty <= 2f64.powi(-20) * 1.000001, "never above the pool's");
+        assert!(
+            fast.difficulty <= 2f64.powi(-20) * 1.000001,
+            "never above the pool's"
+        );
         let r = fast.submit_share(0, 0).await;
         assert_eq!(r["result"], json!(true), "at its new difficulty: {r}");
         slow.catch_up().await;

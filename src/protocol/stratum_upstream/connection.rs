@@ -601,14 +601,26 @@ mod tests {
         let mut c = StratumConnection::new(settings());
         let t = Instant::now();
         let feed = |c: &mut StratumConnection, s: &str| c.on_line(s.as_bytes(), t).unwrap();
-        feed(&mut c, r#"{"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":1,"error":null}"#);
-        feed(&mut c, r#"{"result":[[["mining.notify","6b102cee"]],"ee2c106b",8],"id":2,"error":null}"#);
-        feed(&mut c, &format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{difficulty}]}}"#));
-        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        feed(
+            &mut c,
+            r#"{"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"id":1,"error":null}"#,
+        );
+        feed(
+            &mut c,
+            r#"{"result":[[["mining.notify","6b102cee"]],"ee2c106b",8],"id":2,"error":null}"#,
+        );
+        feed(
+            &mut c,
+            &format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{difficulty}]}}"#),
+        );
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
         let events = feed(&mut c, &notify.to_string());
         assert!(matches!(events[..], [Event::Job(_)]));
         let events = feed(&mut c, r#"{"result":true,"error":null,"id":3}"#);
-        assert!(matches!(&events[..], [Event::Send(s), Event::Up] if text(s) == "{\"id\":4,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n"));
+        assert!(
+            matches!(&events[..], [Event::Send(s), Event::Up] if text(s) == "{\"id\":4,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n")
+        );
         c
     }
 
@@ -640,9 +652,13 @@ mod tests {
     fn the_miners_notify_carries_the_pools_extranonce1() {
         let mut c = StratumConnection::new(settings());
         let t = Instant::now();
-        c.on_line(br#"{"result":[[["mining.notify","1"]],"ee2c106b",8],"id":2,"error":null}"#, t)
-            .unwrap();
-        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        c.on_line(
+            br#"{"result":[[["mining.notify","1"]],"ee2c106b",8],"id":2,"error":null}"#,
+            t,
+        )
+        .unwrap();
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
         let events = c.on_line(notify.to_string().as_bytes(), t).unwrap();
         let [Event::Job(job)] = &events[..] else {
             panic!("{events:?}")
@@ -676,16 +692,29 @@ mod tests {
         let e = c
             .on_line(br#"{"result":true,"error":null,"id":3}"#, Instant::now())
             .map(|_| ())
-            .and_then(|_| c.on_line(br#"{"result":null,"error":[24,"Unauthorized",null],"id":3}"#, Instant::now()).map(|_| ()))
+            .and_then(|_| {
+                c.on_line(
+                    br#"{"result":null,"error":[24,"Unauthorized",null],"id":3}"#,
+                    Instant::now(),
+                )
+                .map(|_| ())
+            })
             .unwrap_err();
-        assert!(e.contains("refused user \"acct.farm1\": Unauthorized"), "{e}");
+        assert!(
+            e.contains("refused user \"acct.farm1\": Unauthorized"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_share_meeting_the_pools_target_is_forwarded_byte_exact() {
         let mut c = up("0.000000000001");
         let t = Instant::now();
-        assert_eq!(c.add_miner(7, 0.0, t), 0.000000000001, "the start, capped at the pool's");
+        assert_eq!(
+            c.add_miner(7, 0.0, t),
+            0.000000000001,
+            "the start, capped at the pool's"
+        );
         let judged = c.judge(&share(7, 0, 0x1234_5678), SUBMIT_ID_BASE + 5, t);
         let Judgement::Forward { line, difficulty } = judged.judgement else {
             panic!("{judged:?}")
@@ -703,7 +732,8 @@ mod tests {
         let Judgement::Forward { line, .. } = c.judge(&rolled, SUBMIT_ID_BASE, t).judgement else {
             panic!()
         };
-        assert!(text(&line).ends_with("\"0000000700000001\",\"679ac16a\",\"00000001\",\"00006000\"]}\n"));
+        assert!(text(&line)
+            .ends_with("\"0000000700000001\",\"679ac16a\",\"00000001\",\"00006000\"]}\n"));
     }
 
     #[test]
@@ -750,7 +780,10 @@ mod tests {
         c.add_miner(7, 0.0, t);
         // Raised: the miners keep theirs (their ceiling only rose).
         let events = c
-            .on_line(br#"{"id":null,"method":"mining.set_difficulty","params":[1000000000000]}"#, t)
+            .on_line(
+                br#"{"id":null,"method":"mining.set_difficulty","params":[1000000000000]}"#,
+                t,
+            )
             .unwrap();
         assert!(events.is_empty(), "{events:?}");
         assert!(matches!(
@@ -760,9 +793,15 @@ mod tests {
         // Lowered below a miner's: it follows at once.
         c.add_miner(8, 0.5, t);
         let events = c
-            .on_line(br#"{"id":null,"method":"mining.set_difficulty","params":[0.25]}"#, t)
+            .on_line(
+                br#"{"id":null,"method":"mining.set_difficulty","params":[0.25]}"#,
+                t,
+            )
             .unwrap();
-        assert!(matches!(&events[..], [Event::MinerDifficulty(v)] if v == &[(8, 0.25)]), "{events:?}");
+        assert!(
+            matches!(&events[..], [Event::MinerDifficulty(v)] if v == &[(8, 0.25)]),
+            "{events:?}"
+        );
     }
 
     #[test]
@@ -771,32 +810,73 @@ mod tests {
         let mut c = up("1");
         let on = |c: &mut StratumConnection, s: &str| c.on_line(s.as_bytes(), t);
         let events = on(&mut c, r#"{"id":9,"method":"mining.ping","params":[]}"#).unwrap();
-        assert!(matches!(&events[..], [Event::Send(s)] if text(s) == "{\"id\":9,\"result\":\"pong\",\"error\":null}\n"), "{events:?}");
-        let events = on(&mut c, r#"{"result":false,"error":[23,"Above target",null],"id":21}"#).unwrap();
+        assert!(
+            matches!(&events[..], [Event::Send(s)] if text(s) == "{\"id\":9,\"result\":\"pong\",\"error\":null}\n"),
+            "{events:?}"
+        );
+        let events = on(
+            &mut c,
+            r#"{"result":false,"error":[23,"Above target",null],"id":21}"#,
+        )
+        .unwrap();
         let [Event::Verdict { index: 5, verdict }] = &events[..] else {
             panic!("{events:?}")
         };
         assert_eq!(miner_rejection(verdict), (23, "Above target".into()));
-        let events = on(&mut c, r#"{"id":null,"method":"mining.set_version_mask","params":["00ffe000"]}"#).unwrap();
+        let events = on(
+            &mut c,
+            r#"{"id":null,"method":"mining.set_version_mask","params":["00ffe000"]}"#,
+        )
+        .unwrap();
         assert!(matches!(events[..], [Event::VersionMask(0x00ff_e000)]));
         assert_eq!(c.version_mask(), 0x00ff_e000);
         // A new extranonce1 of the same size waits for the next job.
-        on(&mut c, r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",8]}"#).unwrap();
+        on(
+            &mut c,
+            r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",8]}"#,
+        )
+        .unwrap();
         assert_eq!(c.extranonce1_hex(), "ee2c106b");
-        let notify = serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
         let events = on(&mut c, &notify.to_string()).unwrap();
-        let [Event::Job(job)] = &events[..] else { panic!() };
-        assert!(text(&job.notify).contains("01020304\",\""), "{}", text(&job.notify));
+        let [Event::Job(job)] = &events[..] else {
+            panic!()
+        };
+        assert!(
+            text(&job.notify).contains("01020304\",\""),
+            "{}",
+            text(&job.notify)
+        );
         assert!(text(&job.notify).contains("\"3-1\""));
         // One that would change the miners' extranonces ends the connection.
-        let e = on(&mut c, r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",4]}"#).unwrap_err();
+        let e = on(
+            &mut c,
+            r#"{"id":null,"method":"mining.set_extranonce","params":["01020304",4]}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("4 bytes"), "{e}");
-        let e = on(&mut c, r#"{"id":null,"method":"client.reconnect","params":[]}"#).unwrap_err();
+        let e = on(
+            &mut c,
+            r#"{"id":null,"method":"client.reconnect","params":[]}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("client.reconnect"), "{e}");
         assert!(on(&mut c, "not json").unwrap_err().contains("garbage"));
-        let events = on(&mut c, r#"{"id":null,"method":"mining.notify","params":["x"]}"#).unwrap();
-        assert!(matches!(&events[..], [Event::Notice(n)] if n.starts_with("ignored: mining.notify")), "{events:?}");
-        assert!(on(&mut c, r#"{"id":5,"method":"mining.unknown","params":[]}"#).unwrap().is_empty());
+        let events = on(
+            &mut c,
+            r#"{"id":null,"method":"mining.notify","params":["x"]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&events[..], [Event::Notice(n)] if n.starts_with("ignored: mining.notify")),
+            "{events:?}"
+        );
+        assert!(
+            on(&mut c, r#"{"id":5,"method":"mining.unknown","params":[]}"#)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -811,7 +891,11 @@ mod tests {
         c.add_miner(8, 0.000000000001, t);
         let mut raised = None;
         for i in 0..16 {
-            let judged = c.judge(&share(8, 0, i), SUBMIT_ID_BASE, t + Duration::from_millis(100 * i as u64));
+            let judged = c.judge(
+                &share(8, 0, i),
+                SUBMIT_ID_BASE,
+                t + Duration::from_millis(100 * i as u64),
+            );
             raised = raised.or(judged.new_difficulty);
         }
         assert!(raised.is_some_and(|d| d > 0.000000000001), "{raised:?}");
@@ -834,7 +918,13 @@ mod tests {
             (20, "Worker mismatch".into())
         );
         assert_eq!(miner_rejection(&v(None, None)).0, 20);
-        assert_eq!(text(&set_difficulty_line(16384.0)), "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[16384]}\n");
-        assert_eq!(text(&set_difficulty_line(0.5)), "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[0.5]}\n");
+        assert_eq!(
+            text(&set_difficulty_line(16384.0)),
+            "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[16384]}\n"
+        );
+        assert_eq!(
+            text(&set_difficulty_line(0.5)),
+            "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[0.5]}\n"
+        );
     }
 }
