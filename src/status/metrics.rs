@@ -128,16 +128,17 @@ pub fn metrics_text(doc: &StatusDoc) -> String {
         doc.offline_workers.len() as f64,
     );
 
-    // (pool, sub-account) -> (accepted, rejected, miners, jobs)
-    let mut per_pool: BTreeMap<(&str, &str), [u64; 4]> = BTreeMap::new();
+    // (pool, sub-account) -> (accepted, rejected, miners, jobs, local)
+    let mut per_pool: BTreeMap<(&str, &str), [u64; 5]> = BTreeMap::new();
     // pool -> (bytes up, bytes down)
     let mut bytes: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for p in &doc.pools {
-        let e = per_pool.entry((&p.pool, &p.subaccount)).or_insert([0; 4]);
+        let e = per_pool.entry((&p.pool, &p.subaccount)).or_insert([0; 5]);
         e[0] += p.shares_accepted;
         e[1] += p.shares_rejected;
         e[2] += p.miners;
         e[3] += p.jobs;
+        e[4] += p.shares_local;
         let b = bytes.entry(&p.pool).or_insert([0; 2]);
         b[0] += p.bytes_up;
         b[1] += p.bytes_down;
@@ -157,6 +158,20 @@ pub fn metrics_text(doc: &StatusDoc) -> String {
                 n as f64,
             );
         }
+    }
+    family(
+        &mut out,
+        "btcagent_pool_shares_local_total",
+        "counter",
+        "Plain Stratum pools: shares that met the miner's difficulty but not the pool's, accepted by the agent and not sent (0 on agent-protocol pools).",
+    );
+    for ((pool, sub), v) in &per_pool {
+        sample(
+            &mut out,
+            "btcagent_pool_shares_local_total",
+            &[("pool", pool), ("subaccount", sub)],
+            v[4] as f64,
+        );
     }
     family(
         &mut out,
@@ -343,6 +358,9 @@ mod tests {
         ));
         assert!(text.contains(
             "btcagent_pool_bytes_total{pool=\"us.ss.btc.com:1800\",direction=\"down\"} 5678\n"
+        ));
+        assert!(text.contains(
+            "btcagent_pool_shares_local_total{pool=\"eu.ss.btc.com:1800\",subaccount=\"farm\\\"2\\\\\"} 7\n"
         ));
         assert!(
             text.contains("btcagent_subaccount_hashrate{subaccount=\"farm1\"} 80000000000000\n")
