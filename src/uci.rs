@@ -451,7 +451,6 @@ const POOL_OPTIONS: &[&str] = &[
     "subaccount",
     "user",
     "password",
-    "identity_passthrough",
     "extranonce_subscribe",
 ];
 
@@ -465,7 +464,6 @@ const STRATUM_POOL_OPTIONS: &[&str] = &[
     "port",
     "user",
     "password",
-    "identity_passthrough",
     "extranonce_subscribe",
 ];
 
@@ -531,7 +529,7 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
 
 /// `config pool` -> `["host", port, "subaccount"]` (agent protocol, the default) or, with
 /// `option protocol 'stratum'`, `{"protocol": "stratum", "host": .., "port": .., "user": ..}`
-/// plus `password`, `identity_passthrough` and `extranonce_subscribe` when they are set.
+/// plus `password` and `extranonce_subscribe` when they are set.
 /// Host and port are required; an agent-protocol sub-account may be left out when
 /// `multi_user_mode` takes it from the miners' names, a Stratum pool's user may not.
 fn translate_pool(section: &Section) -> Result<Value, String> {
@@ -581,17 +579,17 @@ fn translate_pool(section: &Section) -> Result<Value, String> {
                 "an agent-protocol pool takes option subaccount \
                  (for a plain Stratum pool, set option protocol 'stratum')"
             }
-            (false, "identity_passthrough" | "extranonce_subscribe") => {
+            (false, "extranonce_subscribe") => {
                 "only a Stratum pool has it (option protocol 'stratum')"
             }
             (true, _) => {
                 "unknown option (a Stratum pool has protocol, host, port, user, \
-                 password, identity_passthrough and extranonce_subscribe)"
+                 password and extranonce_subscribe)"
             }
             (false, _) => {
                 "unknown option (a pool has host, port and subaccount; with \
-                 option protocol 'stratum', user, password, identity_passthrough and \
-                 extranonce_subscribe instead of subaccount)"
+                 option protocol 'stratum', user, password and extranonce_subscribe \
+                 instead of subaccount)"
             }
         };
         return Err(format!("{}: {why}", name(key)));
@@ -631,7 +629,6 @@ fn translate_pool(section: &Section) -> Result<Value, String> {
     };
     for (key, kind) in [
         ("password", Kind::Text),
-        ("identity_passthrough", Kind::Bool),
         ("extranonce_subscribe", Kind::Bool),
     ] {
         if let Some(json) = get(key, kind)? {
@@ -838,7 +835,7 @@ mod tests {
             .collect();
         assert_eq!(
             serde_json::to_string(&uci_to_json(&example).unwrap()).unwrap(),
-            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
         );
     }
 
@@ -1088,12 +1085,11 @@ config pool
 	option port '3333'
 	option user 'bc1qexample.farm1'
 	option password 'x'
-	option identity_passthrough '0'
 	option extranonce_subscribe 'yes'
 ";
         assert_eq!(
             json_text(text),
-            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
         );
         // Only what is set: the agent's defaults apply to the rest.
         let minimal = "config pool\n option protocol stratum\n option host h\n option port 1\n option user '{sub}.farm1'\n";
@@ -1102,7 +1098,7 @@ config pool
             r#"{"pools":[{"host":"h","port":1,"protocol":"stratum","user":"{sub}.farm1"}]}"#
         );
         // Empty booleans are "not set", as everywhere; an empty password is a password.
-        let empty = "config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option password ''\n option identity_passthrough ''\n option extranonce_subscribe ''\n";
+        let empty = "config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option password ''\n option extranonce_subscribe ''\n";
         assert_eq!(
             json_text(empty),
             r#"{"pools":[{"host":"h","password":"","port":1,"protocol":"stratum","user":"u"}]}"#
@@ -1148,14 +1144,10 @@ config pool
                 )
             );
         }
-        for key in ["identity_passthrough", "extranonce_subscribe"] {
-            assert_eq!(
-                err(&agent(&format!(" option {key} 1\n"))),
-                format!(
-                    "btcagent.@pool[0].{key}: only a Stratum pool has it (option protocol 'stratum')"
-                )
-            );
-        }
+        assert_eq!(
+            err(&agent(" option extranonce_subscribe 1\n")),
+            "btcagent.@pool[0].extranonce_subscribe: only a Stratum pool has it (option protocol 'stratum')"
+        );
     }
 
     #[test]
@@ -1193,8 +1185,8 @@ config pool
             err("config pool\n list protocol stratum\n option host h\n option port 1\n")
                 .starts_with("btcagent.@pool[0].protocol: is a list")
         );
-        assert!(err("config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option identity_passthrough maybe\n")
-            .starts_with("btcagent.@pool[0].identity_passthrough: 'maybe' is not a boolean"));
+        assert!(err("config pool\n option protocol stratum\n option host h\n option port 1\n option user u\n option extranonce_subscribe maybe\n")
+            .starts_with("btcagent.@pool[0].extranonce_subscribe: 'maybe' is not a boolean"));
         assert_eq!(
             err("config pool\n option protocol stratum\n option host h\n option port 70000\n option user u\n"),
             "btcagent.@pool[0].port: '70000' is not a port number (1-65535)"
@@ -1275,8 +1267,8 @@ config pool
         assert_eq!(
             err("config pool\n option host a\n option port 1\n option usr x\n"),
             "btcagent.@pool[0].usr: unknown option (a pool has host, port and subaccount; \
-             with option protocol 'stratum', user, password, identity_passthrough and \
-             extranonce_subscribe instead of subaccount)"
+             with option protocol 'stratum', user, password and extranonce_subscribe \
+             instead of subaccount)"
         );
         assert_eq!(
             err(
@@ -1284,7 +1276,23 @@ config pool
                  option user u\n option pasword x\n"
             ),
             "btcagent.@pool[0].pasword: unknown option (a Stratum pool has protocol, host, \
-             port, user, password, identity_passthrough and extranonce_subscribe)"
+             port, user, password and extranonce_subscribe)"
+        );
+        // One upstream connection per miner is not in this version: the option is unknown,
+        // in a pool of either protocol.
+        assert_eq!(
+            err(
+                "config pool\n option protocol stratum\n option host a\n option port 1\n \
+                 option user u\n option identity_passthrough 0\n"
+            ),
+            "btcagent.@pool[0].identity_passthrough: unknown option (a Stratum pool has \
+             protocol, host, port, user, password and extranonce_subscribe)"
+        );
+        assert_eq!(
+            err("config pool\n option host a\n option port 1\n option identity_passthrough 1\n"),
+            "btcagent.@pool[0].identity_passthrough: unknown option (a pool has host, port and \
+             subaccount; with option protocol 'stratum', user, password and \
+             extranonce_subscribe instead of subaccount)"
         );
         assert_eq!(
             err("config pools\n"),

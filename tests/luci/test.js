@@ -315,25 +315,23 @@ check('settings: pools table: Protocol, host, port, sub-account or user by proto
 	}
 	assert.equal(await page.inputValue(POOL('cfg0b1002', 'user')), '{sub}.farm1');
 	assert.equal(await page.getAttribute(POOL('cfg0c1003', 'user'), 'placeholder'), '{sub}.farm1', 'multi-user mode is on');
-	/* Password and the two switches are not in the table, only in the row's dialog. */
-	for (const opt of [ 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+	/* Password and the switch are not in the table, only in the row's dialog. */
+	for (const opt of [ 'password', 'extranonce_subscribe' ])
 		assert.equal(await page.$$eval(`.cbi-tblsection [id$=".${opt}"]`, (l) => l.length), 0, opt);
 	await openEdit(page, 'cfg0b1002');
 	assert.equal(await page.inputValue(MODAL('password')), 'x');
-	assert.equal(await page.isChecked(MODAL('identity_passthrough')), false);
 	assert.equal(await page.isChecked(MODAL('extranonce_subscribe')), true);
 	assert.equal(await page.isVisible(MODAL('subaccount')), false);
 	await shot(page, 'settings-pool-stratum-dialog.png');
 	await page.click('.cbi-modal .button-row .cbi-button:not(.cbi-button-positive)');
 	/* An agent-protocol row's dialog has no Stratum options. */
 	await openEdit(page, 'cfg0a1001');
-	for (const opt of [ 'user', 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+	for (const opt of [ 'user', 'password', 'extranonce_subscribe' ])
 		assert.equal(await page.isVisible(MODAL(opt)), false, opt);
 	assert.equal(await page.isVisible(MODAL('subaccount')), true);
-	/* A Stratum pool with absent switches shows the agent's defaults: pass-through off, subscribe on. */
+	/* A Stratum pool with the switch absent shows the agent's default: subscribe on. */
 	await page.click('.cbi-modal .button-row .cbi-button:not(.cbi-button-positive)');
 	await openEdit(page, 'cfg0c1003');
-	assert.equal(await page.isChecked(MODAL('identity_passthrough')), false);
 	assert.equal(await page.isChecked(MODAL('extranonce_subscribe')), true);
 	assert.equal(await page.getAttribute(MODAL('password'), 'placeholder'), 'x');
 	assert.deepEqual(page.consoleErrors, []);
@@ -369,7 +367,7 @@ check('settings: switching a row to Stratum V1 shows User for Sub-account and Sa
 	/* The user must be given, and follow the agent's template rules. */
 	assert.equal(await save(page), 'not saved:\n_pools: User: Enter the user name the pool expects, e.g. account.worker');
 	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.farm1'), /With multi-user mode on, write \{sub\}/);
-	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}'), /\{worker\} needs identity pass-through/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}'), /\{worker\} is not supported in this version: many miners share one pool connection and one user/);
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{rig}'), /Only \{sub\} and \{worker\}/);
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub} farm'), /spaces/);
 	assert.equal(await typeInto(page, POOL(sid, 'user'), '{sub}.farm1'), '');
@@ -385,24 +383,24 @@ check('settings: switching a row to Stratum V1 shows User for Sub-account and Sa
 	await page.close();
 });
 
-check('settings: the Stratum user follows multi-user mode and identity pass-through', async () => {
+check('settings: the Stratum user follows multi-user mode; {worker} is refused', async () => {
 	const page = await openView('view=btcagent/settings&uci=uci-stratum');
 	const sid = 'cfg0c1003';
 	await page.uncheck(id('main', 'multi_user_mode'));
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.rack2'), /\{sub\} needs multi-user mode/);
 	assert.equal(await typeInto(page, POOL(sid, 'user'), 'acct.rack2'), '');
+	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.{worker}'), /\{worker\} is not supported in this version/);
 	await page.check(id('main', 'multi_user_mode'));
 	await openEdit(page, sid);
-	await page.check(MODAL('identity_passthrough'));
-	await page.fill(MODAL('user'), '{sub}.rack2');
-	assert.match(await saveEdit(page), /With identity pass-through, write \{worker\}/);
 	await page.fill(MODAL('user'), '{sub}.{worker}');
+	assert.match(await saveEdit(page), /\{worker\} is not supported in this version/);
+	await page.fill(MODAL('user'), '{sub}.rack3');
 	assert.equal(await saveEdit(page), '');
 	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
-		{ method: 'set', args: { config: 'btcagent', section: sid, values: { user: '{sub}.{worker}', identity_passthrough: '1' } } }
+		{ method: 'set', args: { config: 'btcagent', section: sid, values: { user: '{sub}.rack3' } } }
 	]));
 	/* The table shows what the dialog saved. */
-	assert.equal(await page.inputValue(POOL(sid, 'user')), '{sub}.{worker}');
+	assert.equal(await page.inputValue(POOL(sid, 'user')), '{sub}.rack3');
 	await page.close();
 });
 
@@ -413,7 +411,7 @@ check('settings: a Stratum pool added through the edit dialog gives exactly its 
 	assert.equal(await page.inputValue(MODAL('protocol')), 'agent', 'a new pool starts as agent protocol');
 	assert.equal(await page.isVisible(MODAL('password')), false);
 	await page.selectOption(MODAL('protocol'), 'stratum');
-	for (const opt of [ 'user', 'password', 'identity_passthrough', 'extranonce_subscribe' ])
+	for (const opt of [ 'user', 'password', 'extranonce_subscribe' ])
 		assert.equal(await page.isVisible(MODAL(opt)), true, opt);
 	assert.equal(await page.isVisible(MODAL('subaccount')), false);
 	await page.fill(MODAL('host'), 'solo.ckpool.org');
@@ -422,7 +420,7 @@ check('settings: a Stratum pool added through the edit dialog gives exactly its 
 	await page.fill(MODAL('password'), 'd=65536');
 	await page.uncheck(MODAL('extranonce_subscribe'));
 	assert.equal(await saveEdit(page), '');
-	/* The switches at their defaults (pass-through off) are not written. */
+	/* Only what was filled in or switched away from its default is written. */
 	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
 		{ method: 'add', args: { config: 'btcagent', type: 'pool', values: {
 			protocol: 'stratum', host: 'solo.ckpool.org', port: '3333', user: '{sub}.farm1', password: 'd=65536', extranonce_subscribe: '0' } } }

@@ -204,15 +204,8 @@ function validateStratumUser(section_id, value) {
 		return _('With multi-user mode on, write {sub} where the sub-account goes, e.g. {sub}.farm1: otherwise every sub-account mines for this one user');
 	if (!multi && sub)
 		return _('{sub} needs multi-user mode: without it there are no sub-accounts');
-	var pass = this.map.lookupOption('identity_passthrough', section_id);
-	var passValue = pass ? pass[0].formvalue(section_id) : null;
-	if (passValue == null)
-		passValue = uci.get('btcagent', section_id, 'identity_passthrough');
-	var passthrough = [ '1', 'true', 'yes', 'on', 'enabled' ].indexOf(String(passValue)) >= 0;
-	if (passthrough && !worker)
-		return _('With identity pass-through, write {worker} where the worker name goes, e.g. account.{worker}');
-	if (!passthrough && worker)
-		return _('{worker} needs identity pass-through: otherwise many workers share one pool connection and one user');
+	if (worker)
+		return _('{worker} is not supported in this version: many miners share one pool connection and one user');
 	return true;
 }
 
@@ -343,12 +336,6 @@ return view.extend({
 		o.modalonly = true;
 		o.depends('protocol', 'stratum');
 		o.placeholder = 'x';
-
-		o = pools.option(form.Flag, 'identity_passthrough', _('Identity pass-through'),
-			_('On: one pool connection per miner, authorized as that worker (write {worker} in the user, e.g. account.{worker}); the pool sets each miner\'s difficulty. Off: many miners share a few connections under one user, which is far lighter for the router and the pool.'));
-		o.modalonly = true;
-		o.depends('protocol', 'stratum');
-		o.default = '0';
 
 		o = pools.option(form.Flag, 'extranonce_subscribe', _('Extranonce subscribe'),
 			_('Ask the pool to announce extranonce changes (mining.extranonce.subscribe) instead of reconnecting. Turn off only for a pool that drops connections that ask.'));
