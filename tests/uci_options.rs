@@ -108,6 +108,20 @@ fn every_json_option_has_a_uci_spelling() {
     );
     let (config, _) = Config::from_json_value(&json).unwrap();
     assert_eq!(config.proxy.len(), 1);
+    let (a, d) = (&config.advanced, Config::default().advanced);
+    assert_eq!(
+        (
+            a.stratum_shares_per_minute,
+            a.stratum_start_difficulty,
+            a.stratum_min_difficulty
+        ),
+        (
+            d.stratum_shares_per_minute,
+            d.stratum_start_difficulty,
+            d.stratum_min_difficulty
+        ),
+        "the shipped file's commented-out Stratum options state the agent's defaults"
+    );
 }
 
 /// tests/luci checks that the settings page shows these values for absent options; here
