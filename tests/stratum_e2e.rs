@@ -391,10 +391,47 @@ fn multi_user_mode_authorizes_each_sub_account_as_its_own_user() {
     assert!(pool.wait_until(T, |s| {
         s.worker("alice.farm1").valid == 1 && s.worker("bob.farm1").valid == 1
     }));
-    let users: Vec<_> = pool
+    // The miners have gone, and with them their sub-accounts' connections: all count.
+    let mut users: Vec<_> = pool
         .stats()
-        .open_connections()
+        .connections
+        .values()
         .filter_map(|c| c.user.clone())
         .collect();
-    assert_eq!(users.len(), 2, "{users:?}");
+    users.sort();
+    assert_eq!(users, ["alice.farm1", "bob.farm1"]);
+}
+
+/// From an OpenWrt UCI file, as the init script runs it: a Stratum pool section mines.
+#[test]
+fn runs_from_a_uci_config_with_a_stratum_pool() {
+    if agent_is_windows() {
+        return; // --uci is refused there, by design
+    }
+    let pool = stratum_pool(StratumPoolConfig::ckpool());
+    let uci = format!(
+        "config btcagent 'main'\n\toption enabled '1'\n\toption multi_user_mode '1'\n\
+         \toption agent_listen_ip '127.0.0.1'\n\toption agent_listen_port '{}'\n\
+         \toption status_file ''\n\toption pool_connection_number_per_subaccount '1'\n\
+         \toption stratum_min_difficulty '0.000001'\n\n\
+         config pool\n\toption protocol 'stratum'\n\toption host '127.0.0.1'\n\
+         \toption port '{}'\n\toption user '{{sub}}.router'\n\toption password 'p1'\n",
+        free_port(),
+        pool.addr().port()
+    );
+    let agent = AgentProc::start_uci(&uci);
+    block_on(async {
+        let mut m = Miner::login(&agent, "farm9.rig1", true).await;
+        assert_eq!(m.submit_share(0, 0x2000).await["result"], json!(true));
+    });
+    assert!(
+        pool.wait_until(T, |s| s.worker("farm9.router").valid == 1),
+        "{}\n{}",
+        pool.stats().summary(),
+        agent.log()
+    );
+    // The miner has gone, and with it the sub-account's connection: look among all.
+    let s = pool.stats();
+    let conn = s.connections.values().find(|c| c.user.as_deref() == Some("farm9.router"));
+    assert_eq!(conn.and_then(|c| c.password.as_deref()), Some("p1"));
 }
