@@ -249,7 +249,7 @@ fn failover_between_two_stratum_pools_keeps_the_miners() {
     );
     assert_eq!(second.stats().totals.total(), 1);
     assert!(
-        agent.log().contains("takes over the 1 miners held"),
+        agent.wait_log("takes over the 1 miners held", T),
         "{}",
         agent.log()
     );
@@ -432,6 +432,9 @@ fn runs_from_a_uci_config_with_a_stratum_pool() {
     );
     // The miner has gone, and with it the sub-account's connection: look among all.
     let s = pool.stats();
-    let conn = s.connections.values().find(|c| c.user.as_deref() == Some("farm9.router"));
+    let conn = s
+        .connections
+        .values()
+        .find(|c| c.user.as_deref() == Some("farm9.router"));
     assert_eq!(conn.and_then(|c| c.password.as_deref()), Some("p1"));
 }
