@@ -348,13 +348,15 @@ fn each_miner_gets_its_own_difficulty_on_a_shared_connection() {
         for _ in 0..2 {
             assert_eq!(slow.submit_share(0, 0).await["result"], json!(true));
         }
-        // 20 shares in well under a second where one per 10 s is aimed at.
+        // 20 shares in a few seconds at most, where one per 10 s is aimed at.
         for _ in 0..20 {
             assert_eq!(fast.submit_share(0, 0).await["result"], json!(true));
         }
         fast.catch_up().await;
         assert!(
-            fast.difficulty >= 256.0 * easy,
+            // 16 shares in T seconds estimate 150 / T times the start: 16x holds for
+            // any T up to 13 s, even under qemu on a busy machine.
+            fast.difficulty >= 16.0 * easy,
             "the fast miner was raised: {} (log:\n{})",
             fast.difficulty,
             agent.log()
