@@ -220,6 +220,8 @@ pub struct StratumConnStats {
     pub responses_sent: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// read(2) calls that returned data: the segments the client's writes arrived in.
+    pub reads: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -720,6 +722,7 @@ impl Pool {
                     responses_sent: 0,
                     bytes_in: 0,
                     bytes_out: 0,
+                    reads: 0,
                 },
             );
             let closed: Vec<u64> = stats
@@ -796,11 +799,14 @@ impl Pool {
 
     async fn read_loop(&self, conn: &Rc<Conn>, mut stream: TcpStream) {
         let mut reader = FrameReader::new(MAX_LINE, false);
-        let mut bytes = 0;
+        let (mut reads, mut bytes) = (0, 0);
         loop {
             let frame = reader.read_frame(&mut stream).await;
-            self.conn_stats(conn.id, |c| c.bytes_in += reader.bytes - bytes);
-            bytes = reader.bytes;
+            self.conn_stats(conn.id, |c| {
+                c.bytes_in += reader.bytes - bytes;
+                c.reads += reader.reads - reads;
+            });
+            (reads, bytes) = (reader.reads, reader.bytes);
             match frame {
                 Ok(Some(Frame::Line(text))) => {
                     if !self.on_line(conn, &text) {

@@ -189,6 +189,8 @@ fn shares_are_judged_by_hashing_them() {
     assert_eq!(conn.password.as_deref(), Some("x"));
     assert_eq!(conn.rejects.get("Above target"), Some(&1));
     assert!((conn.credited_difficulty - 2.0 * 2f64.powi(-20)).abs() < 1e-12);
+    // The eight submits above each waited for its answer: a read each at least.
+    assert!(conn.reads >= 8 && conn.bytes_in > 0, "{} reads", conn.reads);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone)]
 pub struct AgentOptions {
@@ -17,6 +17,18 @@ pub struct AgentOptions {
     pub coalesce_ms: Option<u64>,
     /// Where the config and the agent's log go.
     pub work_dir: PathBuf,
+    /// `Some`: the pools are plain Stratum pools, not agent-protocol ones.
+    pub stratum: Option<StratumUpstream>,
+}
+
+/// How the agent meets a plain Stratum pool.
+#[derive(Clone, Debug)]
+pub struct StratumUpstream {
+    /// The pool entry's `user` (single-user mode: no `{sub}`).
+    pub user: String,
+    /// `advanced.stratum_start_difficulty` and `stratum_min_difficulty` both: the
+    /// miners stay at it.
+    pub miner_difficulty: f64,
 }
 
 pub struct AgentProcess {
@@ -54,18 +66,97 @@ fn config_text(opts: &AgentOptions, pools: &[SocketAddr], listen_port: u16) -> S
     if let Some(ms) = opts.coalesce_ms {
         advanced["submit_coalesce_ms"] = ms.into();
     }
+    let Some(stratum) = &opts.stratum else {
+        return serde_json::to_string_pretty(&serde_json::json!({
+            "multi_user_mode": false,
+            "submit_response_from_server": opts.server_responses,
+            "agent_listen_ip": "127.0.0.1",
+            "agent_listen_port": listen_port,
+            "pools": pools
+                .iter()
+                .map(|p| serde_json::json!([p.ip().to_string(), p.port(), "bench"]))
+                .collect::<Vec<_>>(),
+            "advanced": advanced,
+        }))
+        .unwrap_or_default();
+    };
+    advanced["stratum_start_difficulty"] = stratum.miner_difficulty.into();
+    advanced["stratum_min_difficulty"] = stratum.miner_difficulty.into();
     serde_json::to_string_pretty(&serde_json::json!({
         "multi_user_mode": false,
         "submit_response_from_server": opts.server_responses,
         "agent_listen_ip": "127.0.0.1",
         "agent_listen_port": listen_port,
+        // Its own status file (the default path is shared by every agent on the
+        // machine), at the default interval: the load test reads the shares the agent
+        // accepted without forwarding them from it.
+        "status_file": status_path(&opts.work_dir).display().to_string(),
         "pools": pools
             .iter()
-            .map(|p| serde_json::json!([p.ip().to_string(), p.port(), "bench"]))
+            .map(|p| serde_json::json!({
+                "protocol": "stratum",
+                "host": p.ip().to_string(),
+                "port": p.port(),
+                "user": stratum.user,
+            }))
             .collect::<Vec<_>>(),
         "advanced": advanced,
     }))
     .unwrap_or_default()
+}
+
+fn status_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("status.json")
+}
+
+/// The agent's counters of its plain Stratum connections, from its status file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StratumStatus {
+    /// Shares forwarded to the pool.
+    pub shares_sent: u64,
+    /// Shares that met the miner's difficulty and not the pool's: accepted, not sent.
+    pub shares_local: u64,
+    /// The pool's verdicts on forwarded shares.
+    pub shares_accepted: u64,
+    pub shares_rejected: u64,
+    pub connections: u64,
+}
+
+/// The document's `updated_at` (Unix seconds) and its Stratum counters.
+fn read_status(path: &Path) -> Result<(u64, StratumStatus), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let pools = doc["pools"]
+        .as_array()
+        .ok_or_else(|| format!("{}: no pools list", path.display()))?;
+    let mut s = StratumStatus::default();
+    for p in pools.iter().filter(|p| p["protocol"] == "stratum") {
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        s.shares_sent += n("shares_sent");
+        s.shares_local += n("shares_local");
+        s.shares_accepted += n("shares_accepted");
+        s.shares_rejected += n("shares_rejected");
+        s.connections += 1;
+    }
+    Ok((doc["updated_at"].as_u64().unwrap_or(0), s))
+}
+
+/// WARN and ERROR lines of the agent's log: how many, and the first few.
+pub fn log_complaints(path: &Path) -> (u64, u64, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut warnings, mut errors, mut first) = (0, 0, Vec::new());
+    for line in text.lines() {
+        match line.split_whitespace().nth(2) {
+            Some("WARN") => warnings += 1,
+            Some("ERROR") => errors += 1,
+            _ => continue,
+        }
+        if first.len() < 10 {
+            first.push(line.to_string());
+        }
+    }
+    (warnings, errors, first)
 }
 
 impl AgentProcess {
@@ -115,6 +206,40 @@ impl AgentProcess {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
         }
         Ok(())
+    }
+
+    /// The Stratum counters of the first status document the agent takes in a later
+    /// second than `after` (it writes one every `status_interval_seconds`, 5 by default).
+    pub fn stratum_status_after(
+        &self,
+        after: SystemTime,
+        within: Duration,
+    ) -> Result<StratumStatus, String> {
+        let path = status_path(&self.options.work_dir);
+        let after_s = after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let deadline = Instant::now() + within;
+        let mut checked = None;
+        loop {
+            // Written whole and renamed into place: a document is never read half done.
+            let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if written.is_some() && written != checked {
+                checked = written;
+                let (updated_at, status) = read_status(&path)?;
+                if updated_at > after_s {
+                    return Ok(status);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: no document taken after the miners stopped within {} s",
+                    path.display(),
+                    within.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn pid(&self) -> u32 {

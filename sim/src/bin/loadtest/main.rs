@@ -9,13 +9,17 @@ mod report;
 mod swarm;
 mod syscalls;
 
-use agent::{AgentOptions, AgentProcess};
+use agent::{AgentOptions, AgentProcess, StratumStatus, StratumUpstream};
 use btcagent_sim::histogram::Histogram;
 use btcagent_sim::pool::{PoolSim, PoolSimConfig, PoolStats, ShareCounts};
 use btcagent_sim::rlimit;
+use btcagent_sim::stratum_pool::{
+    StratumPool, StratumPoolConfig, StratumPoolStats, StratumShareCounts,
+};
 use report::Figures;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use swarm::{SwarmProcess, SwarmSnapshot, SwarmSpec};
 
 const HELP: &str = "\
@@ -42,6 +46,11 @@ USAGE: loadtest [OPTIONS]
                                   pool and it gets SIGHUP
                               and time until every miner is at the second pool with a
                               job, counting disconnects and lost shares
+  --stratum                   the pool is a plain Stratum V1 pool (ckpool-like), not an
+                              agent-protocol one: the agent checks every share, forwards
+                              those meeting the pool's difficulty (2^-26) and accepts the
+                              rest (the miners mine at 2^-30: 1 in 16 forwarded); not
+                              with --cut-pool-at or --after-window
   --agent-bin PATH            agent binary [btcagent next to this executable]; the
                               original Go agent takes the same config and flags
   --floor-jobs N              after the agent, the fan-out floor: one thread writes N
@@ -92,6 +101,7 @@ struct Options {
     server_responses: bool,
     cut_pool_at: Option<f64>,
     after_window: Option<Event>,
+    stratum: bool,
     agent_bin: PathBuf,
     floor_jobs: u32,
     json: Option<PathBuf>,
@@ -172,6 +182,7 @@ fn run_cli() -> Result<bool, String> {
         server_responses: args.contains("--server-responses"),
         cut_pool_at: args.opt_value_from_str("--cut-pool-at").map_err(arg)?,
         after_window: args.opt_value_from_str("--after-window").map_err(arg)?,
+        stratum: args.contains("--stratum"),
         agent_bin: args
             .opt_value_from_str("--agent-bin")
             .map_err(arg)?
@@ -190,7 +201,12 @@ fn run_cli() -> Result<bool, String> {
     validate(&opts)?;
     let (figures, problems) = run(&opts)?;
     let title = format!(
-        "btcagent load test{}",
+        "btcagent load test{}{}",
+        if opts.stratum {
+            ", plain Stratum pool"
+        } else {
+            ""
+        },
         match (opts.cut_pool_at, opts.after_window) {
             (Some(_), _) => ", one pool connection cut".to_string(),
             (None, Some(e)) => format!(", then {}", e.name()),
@@ -219,6 +235,9 @@ fn validate(o: &Options) -> Result<(), String> {
     }
     if o.pool_connections == 0 || o.job_interval <= 0.0 {
         return Err("--pool-connections and --job-interval must be > 0".into());
+    }
+    if o.stratum && (o.cut_pool_at.is_some() || o.after_window.is_some()) {
+        return Err("--cut-pool-at and --after-window are for agent-protocol pools".into());
     }
     if let Some(at) = o.cut_pool_at {
         if at < 0.0 || at >= o.seconds {
@@ -278,6 +297,8 @@ struct PoolSnapshot {
     /// Submit ex-messages weighted by their size at the protocol minimum.
     min_submit_bytes: u64,
     submits: u64,
+    /// A plain Stratum pool's verdicts (`shares` stays empty there).
+    stratum_shares: StratumShareCounts,
 }
 
 impl PoolSnapshot {
@@ -314,6 +335,90 @@ impl PoolSnapshot {
         }
         s
     }
+
+    fn of_stratum(stats: &StratumPoolStats) -> PoolSnapshot {
+        let mut s = PoolSnapshot {
+            stratum_shares: stats.totals,
+            ..Default::default()
+        };
+        for c in stats.connections.values() {
+            s.bytes_in += c.bytes_in;
+            s.bytes_out += c.bytes_out;
+            s.reads += c.reads;
+        }
+        s
+    }
+}
+
+/// The pool simulator the agent mines at.
+enum Upstream {
+    Agent(PoolSim),
+    Stratum(StratumPool),
+}
+
+impl Upstream {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Upstream::Agent(p) => p.addr(),
+            Upstream::Stratum(p) => p.addr(),
+        }
+    }
+
+    /// The agent-protocol pool simulator (`--cut-pool-at` and `--after-window` need it).
+    fn agent(&self) -> Option<&PoolSim> {
+        match self {
+            Upstream::Agent(p) => Some(p),
+            Upstream::Stratum(_) => None,
+        }
+    }
+
+    fn agent_or_err(&self) -> Result<&PoolSim, String> {
+        self.agent()
+            .ok_or_else(|| "this needs an agent-protocol pool".to_string())
+    }
+
+    fn snapshot(&self) -> PoolSnapshot {
+        match self {
+            Upstream::Agent(p) => PoolSnapshot::of(&p.stats()),
+            Upstream::Stratum(p) => PoolSnapshot::of_stratum(&p.stats()),
+        }
+    }
+
+    /// Shares the pool has given a verdict.
+    fn counted(&self) -> u64 {
+        match self {
+            Upstream::Agent(p) => p.stats().totals.counted(),
+            Upstream::Stratum(p) => p.stats().totals.total(),
+        }
+    }
+
+    fn wait_connections(&self, within: Duration, n: usize) -> bool {
+        match self {
+            Upstream::Agent(p) => p.wait_until(within, |s| s.open_count() >= n),
+            Upstream::Stratum(p) => p.wait_until(within, |s| s.open_count() >= n),
+        }
+    }
+
+    fn open_count(&self) -> usize {
+        match self {
+            Upstream::Agent(p) => p.stats().open_count(),
+            Upstream::Stratum(p) => p.stats().open_count(),
+        }
+    }
+}
+
+/// `--stratum`: the pool's difficulty (2^-26, about 64 hashes a share) and the miners'
+/// (2^-30, the agent's `stratum_start_difficulty` and `stratum_min_difficulty`: about 4
+/// hashes a share, cheap for the simulated miners), so 1 share in 16 is forwarded.
+const STRATUM_POOL_DIFFICULTY: &str = "0.00000001490116119384765625";
+const STRATUM_MINER_DIFFICULTY: f64 = 1.0 / (1u64 << 30) as f64;
+
+fn stratum_pool_config(o: &Options) -> StratumPoolConfig {
+    StratumPoolConfig {
+        job_interval: Some(secs(o.job_interval)),
+        start_difficulty: STRATUM_POOL_DIFFICULTY.into(),
+        ..StratumPoolConfig::ckpool()
+    }
 }
 
 /// Everything read at one instant.
@@ -329,7 +434,7 @@ struct Snapshot {
 }
 
 struct Bench {
-    pool: PoolSim,
+    pool: Upstream,
     /// The pool the `--after-window` event moves the agent to.
     second: Option<PoolSim>,
     agent: AgentProcess,
@@ -349,7 +454,7 @@ impl Bench {
         Ok(Snapshot {
             at: Instant::now(),
             agent: procfs::sample(self.agent.pid()).map_err(|e| format!("agent: {e}"))?,
-            pool: PoolSnapshot::of(&self.pool.stats()),
+            pool: self.pool.snapshot(),
             swarm: swarm::stats_of(&mut self.swarms)?,
             probe: swarm::stats_of(&mut self.probe)?,
             swarm_cpu_s: cpu(&self.swarms),
@@ -376,12 +481,21 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     let mut problems = Vec::new();
     let work_dir = std::env::temp_dir().join(format!("btcagent-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
-    let pool = PoolSim::start(PoolSimConfig {
-        listen: "127.0.0.1:0".parse().expect("literal address"),
-        job_interval: Some(secs(o.job_interval)),
-        ..PoolSimConfig::default()
-    })
-    .map_err(|e| format!("pool simulator: {e}"))?;
+    let pool = if o.stratum {
+        Upstream::Stratum(
+            StratumPool::start(stratum_pool_config(o))
+                .map_err(|e| format!("Stratum pool simulator: {e}"))?,
+        )
+    } else {
+        Upstream::Agent(
+            PoolSim::start(PoolSimConfig {
+                listen: "127.0.0.1:0".parse().expect("literal address"),
+                job_interval: Some(secs(o.job_interval)),
+                ..PoolSimConfig::default()
+            })
+            .map_err(|e| format!("pool simulator: {e}"))?,
+        )
+    };
     let second = match o.after_window {
         None => None,
         Some(_) => Some(
@@ -404,6 +518,10 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         server_responses: o.server_responses,
         coalesce_ms: o.coalesce_ms,
         work_dir: work_dir.clone(),
+        stratum: o.stratum.then(|| StratumUpstream {
+            user: "acct.farm1".into(),
+            miner_difficulty: STRATUM_MINER_DIFFICULTY,
+        }),
     })?;
     eprintln!(
         "loadtest: agent pid {} on {}, log {}",
@@ -412,10 +530,10 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         agent.log.display()
     );
     let conns = o.pool_connections as usize;
-    if !pool.wait_until(Duration::from_secs(15), |s| s.open_count() >= conns) {
+    if !pool.wait_connections(Duration::from_secs(15), conns) {
         problems.push(format!(
             "only {} of {conns} pool connections came up",
-            pool.stats().open_count()
+            pool.open_count()
         ));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -456,7 +574,12 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let swarm = bench.swarm_and_probe()?;
-        let registered = bench.pool.stats().registered_sessions();
+        let registered = match bench.pool.agent() {
+            Some(pool) => pool.stats().registered_sessions(),
+            // A Stratum pool sees the agent's connections, not its miners: the miners
+            // authorized by the agent (which gives each a job at once) stand for them.
+            None => (swarm.authorized + swarm::stats_of(&mut bench.probe)?.authorized) as usize,
+        };
         if registered >= total && swarm.authorized as usize >= o.miners {
             break;
         }
@@ -468,8 +591,13 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         }
         if ramp_started.elapsed() > ramp_limit {
             problems.push(format!(
-                "ramp-up incomplete after {:.0} s: {registered} of {total} sessions registered at the pool",
-                ramp_started.elapsed().as_secs_f64()
+                "ramp-up incomplete after {:.0} s: {registered} of {total} {}",
+                ramp_started.elapsed().as_secs_f64(),
+                if o.stratum {
+                    "miners authorized"
+                } else {
+                    "sessions registered at the pool"
+                }
             ));
             break;
         }
@@ -504,19 +632,36 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     let mut stable_since = Instant::now();
     let settle_limit = Instant::now() + Duration::from_secs(10);
     while Instant::now() < settle_limit && stable_since.elapsed() < Duration::from_secs(1) {
-        let counted = bench.pool.stats().totals.counted();
+        let counted = bench.pool.counted();
         if counted != last_counted {
             last_counted = counted;
             stable_since = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut final_pool = PoolSnapshot::of(&bench.pool.stats());
+    let mut final_pool = bench.pool.snapshot();
     if let Some(second) = &bench.second {
         final_pool.add(&PoolSnapshot::of(&second.stats()));
     }
     let final_agent = procfs::sample(bench.agent.pid()).unwrap_or(b.agent);
+    // The shares the agent accepted without forwarding them are counted nowhere else.
+    let stratum_status = if o.stratum {
+        let settled = SystemTime::now();
+        match bench
+            .agent
+            .stratum_status_after(settled, Duration::from_secs(15))
+        {
+            Ok(status) => Some(status),
+            Err(e) => {
+                problems.push(format!("the agent's status: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     bench.agent.stop(Duration::from_secs(10));
+    let log_complaints = agent::log_complaints(&bench.agent.log);
     drop(bench);
 
     let mut f = figures(
@@ -531,6 +676,23 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         &final_agent,
         cut,
     );
+    if o.stratum {
+        stratum_figures(
+            &mut f,
+            &a,
+            &b,
+            &final_swarm,
+            &final_probe,
+            &final_pool,
+            stratum_status.as_ref(),
+        );
+        let (warnings, errors, first) = log_complaints;
+        f.insert("agent_log_warnings".into(), warnings as f64);
+        f.insert("agent_log_errors".into(), errors as f64);
+        for line in first {
+            eprintln!("loadtest: agent log: {line}");
+        }
+    }
     if let Some(counts) = syscall_counts {
         let window = (b.at - a.at).as_secs_f64();
         let shares = f.get("window_shares_counted").copied().unwrap_or(f64::NAN);
@@ -550,7 +712,11 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
             per_process: o.per_process,
             connect_rate: o.connect_rate,
             jobs: o.floor_jobs,
-            branch_len: PoolSimConfig::default().merkle_branch_len,
+            branch_len: if o.stratum {
+                stratum_pool_config(o).merkle_branch_len
+            } else {
+                PoolSimConfig::default().merkle_branch_len
+            },
         }) {
             Ok(floor) => {
                 f.extend(floor);
@@ -578,7 +744,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
 /// times the agent's recovery: its miners registered on the sibling connections
 /// again, and each of them given a job.
 fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Figures, String> {
-    let stats = bench.pool.stats();
+    let stats = bench.pool.agent_or_err()?.stats();
     // Half-way between jobs, so a regular job does not pass for a recovery job.
     let last_job_us = stats
         .open_connections()
@@ -593,7 +759,7 @@ fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Fi
     }
     std::thread::sleep(Duration::from_micros(target - now));
 
-    let stats = bench.pool.stats();
+    let stats = bench.pool.agent_or_err()?.stats();
     let victim = stats
         .open_connections()
         .max_by_key(|c| c.sessions.len())
@@ -602,12 +768,13 @@ fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Fi
     let jobs_before = bench.swarm_and_probe()?.jobs_received;
     eprintln!("loadtest: cutting pool connection {victim_id} ({moved} miners)");
     let cut_at = Instant::now();
-    bench.pool.drop_connection(victim_id);
-    let closed = bench.pool.wait_until(Duration::from_secs(5), |s| {
+    let pool = bench.pool.agent_or_err()?;
+    pool.drop_connection(victim_id);
+    let closed = pool.wait_until(Duration::from_secs(5), |s| {
         s.connections.get(&victim_id).is_none_or(|c| !c.open)
     });
     let reregistered = closed
-        && bench.pool.wait_until(Duration::from_secs(30), |s| {
+        && pool.wait_until(Duration::from_secs(30), |s| {
             s.registered_sessions() >= total
         });
     let reregistered_ms = cut_at.elapsed().as_secs_f64() * 1e3;
@@ -654,8 +821,9 @@ fn after_window(
     let at = Instant::now();
     match event {
         Event::PoolFails => {
-            bench.pool.refuse_connections();
-            bench.pool.drop_all();
+            let pool = bench.pool.agent_or_err()?;
+            pool.refuse_connections();
+            pool.drop_all();
         }
         Event::Reload => bench.agent.reload_with_pools(&[second_addr])?,
     }
@@ -858,6 +1026,104 @@ fn figures(
     f
 }
 
+/// `--stratum`: the share figures of a plain Stratum pool, where only the shares
+/// meeting the pool's difficulty reach it and the agent accepts the others itself.
+/// They replace the agent-protocol ones `figures` made of the pool's counts.
+fn stratum_figures(
+    f: &mut Figures,
+    a: &Snapshot,
+    b: &Snapshot,
+    final_swarm: &SwarmSnapshot,
+    final_probe: &SwarmSnapshot,
+    final_pool: &PoolSnapshot,
+    status: Option<&StratumStatus>,
+) {
+    let window = (b.at - a.at).as_secs_f64();
+    let answered =
+        |s: &Snapshot| s.swarm.accepted + s.swarm.rejected + s.probe.accepted + s.probe.rejected;
+    // Every share a miner sent is checked by the agent and answered (by the agent,
+    // or by the pool with --server-responses).
+    let handled = delta(answered(b), answered(a));
+    let forwarded = delta(b.pool.stratum_shares.total(), a.pool.stratum_shares.total());
+    let valid = delta(b.pool.stratum_shares.valid, a.pool.stratum_shares.valid);
+    let agent_cpu = b.agent.cpu_s - a.agent.cpu_s;
+    let bytes_in = delta(b.pool.bytes_in, a.pool.bytes_in);
+    let bytes_out = delta(b.pool.bytes_out, a.pool.bytes_out);
+    let reads = delta(b.pool.reads, a.pool.reads);
+    for key in [
+        "protocol_min_bytes_per_share",
+        "agent_to_pool_bytes_per_share",
+        "pool_to_agent_bytes_per_share",
+        "shares_per_pool_read",
+        "total_unregistered",
+        "total_malformed",
+    ] {
+        f.remove(key);
+    }
+    let mut put = |k: &str, v: f64| {
+        f.insert(k.to_string(), v);
+    };
+    let pool_difficulty =
+        btcagent_sim::bitcoin::parse_difficulty(STRATUM_POOL_DIFFICULTY).unwrap_or(f64::NAN);
+    put("stratum", 1.0);
+    put("stratum_pool_difficulty", pool_difficulty);
+    put("stratum_miner_difficulty", STRATUM_MINER_DIFFICULTY);
+    put(
+        "expected_forwarded_fraction",
+        STRATUM_MINER_DIFFICULTY / pool_difficulty,
+    );
+    put("window_shares_counted", handled);
+    put("shares_per_s", handled / window);
+    put(
+        "agent_cpu_ms_per_1000_shares",
+        agent_cpu * 1e3 / (handled / 1e3),
+    );
+    put("window_shares_forwarded", forwarded);
+    put("forwarded_per_s", valid / window);
+    put("forwarded_fraction", forwarded / handled);
+    put("window_shares_local", handled - forwarded);
+    put("local_per_s", (handled - forwarded) / window);
+    put(
+        "agent_to_pool_bytes_per_forwarded_share",
+        bytes_in / forwarded,
+    );
+    put("forwarded_shares_per_pool_read", forwarded / reads);
+    put(
+        "pool_to_agent_bytes_per_forwarded_share",
+        bytes_out / forwarded,
+    );
+
+    let sent = (final_swarm.shares_submitted + final_probe.shares_submitted) as f64;
+    let s = &final_pool.stratum_shares;
+    put("total_valid", s.valid as f64);
+    put("total_invalid", s.invalid as f64);
+    put("total_stale", s.stale as f64);
+    put("total_duplicate", s.duplicate as f64);
+    put("total_refused", s.refused as f64);
+    put(
+        "total_unanswered_at_stop",
+        sent - (final_swarm.accepted
+            + final_swarm.rejected
+            + final_probe.accepted
+            + final_probe.rejected) as f64,
+    );
+    let nan = f64::NAN;
+    let (local, sent_by_agent, pool_rejected) = status.map_or((nan, nan, nan), |st| {
+        (
+            st.shares_local as f64,
+            st.shares_sent as f64,
+            st.shares_rejected as f64,
+        )
+    });
+    put("total_local_at_agent", local);
+    put("total_forwarded_by_agent", sent_by_agent);
+    put("total_rejected_by_pool_at_agent", pool_rejected);
+    // Neither forwarded nor accepted by the agent: refused by it, or never read.
+    put("total_lost", sent - (s.total() as f64 + local));
+    // Forwarded by the agent's count and never judged by the pool (or the reverse).
+    put("total_forwarded_missing", sent_by_agent - s.total() as f64);
+}
+
 /// What `--check` requires of a run (correctness only, never timings).
 fn check(f: &Figures, problems: &mut Vec<String>) {
     let g = |k: &str| f.get(k).copied().unwrap_or(f64::NAN);
@@ -865,18 +1131,35 @@ fn check(f: &Figures, problems: &mut Vec<String>) {
     if valid.is_nan() || valid <= 0.0 {
         problems.push("no valid share reached the pool".into());
     }
-    for key in [
-        "total_invalid",
-        "total_stale",
-        "total_duplicate",
-        "total_unregistered",
-        "total_malformed",
-        "total_lost",
-        "total_rejected_at_miners",
-        "window_disconnects",
-        "total_disconnects",
-        "connect_failures",
-    ] {
+    let keys: &[&str] = if f.contains_key("stratum") {
+        &[
+            "total_invalid",
+            "total_stale",
+            "total_duplicate",
+            "total_refused",
+            "total_lost",
+            "total_forwarded_missing",
+            "total_rejected_by_pool_at_agent",
+            "total_rejected_at_miners",
+            "window_disconnects",
+            "total_disconnects",
+            "connect_failures",
+        ]
+    } else {
+        &[
+            "total_invalid",
+            "total_stale",
+            "total_duplicate",
+            "total_unregistered",
+            "total_malformed",
+            "total_lost",
+            "total_rejected_at_miners",
+            "window_disconnects",
+            "total_disconnects",
+            "connect_failures",
+        ]
+    };
+    for &key in keys {
         if g(key) != 0.0 {
             problems.push(format!("{key} = {}", g(key)));
         }

@@ -194,6 +194,9 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
             "",
         ),
     ];
+    if f.contains_key("stratum") {
+        stratum_rows(f, &mut rows);
+    }
     if f.contains_key("floor_fanout_p50_ms") {
         rows.push((
             "fan-out floor (one writer thread)".into(),
@@ -247,6 +250,103 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
         ));
     }
     rows
+}
+
+/// A plain Stratum pool (`--stratum`): the rows about shares and the upstream are
+/// about forwarded shares, the others stay.
+fn stratum_rows(f: &Figures, rows: &mut Vec<(String, String, &'static str)>) {
+    let g = |k: &str| get(f, k);
+    let replace = |rows: &mut Vec<(String, String, &'static str)>,
+                   metric: &str,
+                   value: String,
+                   target: &'static str| {
+        if let Some(row) = rows.iter_mut().find(|r| r.0 == metric) {
+            row.1 = value;
+            row.2 = target;
+        }
+    };
+    replace(
+        rows,
+        "agent CPU",
+        format!(
+            "{:.2} % of a core, {:.1} ms per 1,000 shares (each hashed by the agent)",
+            g("agent_cpu_pct"),
+            g("agent_cpu_ms_per_1000_shares")
+        ),
+        "",
+    );
+    replace(
+        rows,
+        "shares in window",
+        format!(
+            "{:.0} sent, {:.1}/s checked; forwarded {:.1}/s ({:.2} %, expected {:.2} % at pool difficulty 2^{:.0}, miners' 2^{:.0}), accepted locally {:.1}/s",
+            g("window_shares_sent"),
+            g("shares_per_s"),
+            g("forwarded_per_s"),
+            g("forwarded_fraction") * 100.0,
+            g("expected_forwarded_fraction") * 100.0,
+            g("stratum_pool_difficulty").log2(),
+            g("stratum_miner_difficulty").log2(),
+            g("local_per_s"),
+        ),
+        "",
+    );
+    replace(
+        rows,
+        "agent->pool payload",
+        format!(
+            "{:.1} kbps, {:.1} bytes per forwarded share",
+            g("agent_to_pool_kbps"),
+            g("agent_to_pool_bytes_per_forwarded_share")
+        ),
+        "",
+    );
+    replace(
+        rows,
+        "agent->pool segments",
+        format!(
+            "{:.1} pool reads/s, {:.2} forwarded shares per read",
+            g("agent_to_pool_reads_per_s"),
+            g("forwarded_shares_per_pool_read")
+        ),
+        "",
+    );
+    replace(
+        rows,
+        "pool->agent payload",
+        format!(
+            "{:.1} kbps, {:.1} bytes per forwarded share",
+            g("pool_to_agent_kbps"),
+            g("pool_to_agent_bytes_per_forwarded_share")
+        ),
+        "",
+    );
+    replace(
+        rows,
+        "shares, whole run",
+        format!(
+            "{:.0} sent; at the pool {:.0} valid, {:.0} invalid, {:.0} stale, {:.0} duplicate, {:.0} refused; {:.0} accepted locally by the agent; {:.0} lost; {:.0} forwarded by the agent's count and not judged by the pool",
+            g("total_shares_sent"),
+            g("total_valid"),
+            g("total_invalid"),
+            g("total_stale"),
+            g("total_duplicate"),
+            g("total_refused"),
+            g("total_local_at_agent"),
+            g("total_lost"),
+            g("total_forwarded_missing")
+        ),
+        "0 invalid, 0 lost",
+    );
+    rows.push((
+        "agent log".into(),
+        format!(
+            "{:.0} WARN, {:.0} ERROR lines",
+            g("agent_log_warnings"),
+            g("agent_log_errors")
+        ),
+        "0",
+    ));
 }
 
 fn latency(f: &Figures, prefix: &str) -> String {
@@ -315,5 +415,28 @@ mod tests {
         assert!(t.contains("p50 100.00 ms, p99 190.00 ms"), "{t}");
         assert!(t.contains("p50 1.10x"), "{t}");
         assert!(from_json("[1]").is_err());
+    }
+
+    #[test]
+    fn stratum_rows_count_forwarded_shares() {
+        let mut f = Figures::from([
+            ("miners".to_string(), 10.0),
+            ("forwarded_fraction".into(), 0.0625),
+            ("total_valid".into(), 5.0),
+            ("total_local_at_agent".into(), 75.0),
+            ("agent_to_pool_bytes_per_forwarded_share".into(), 125.0),
+        ]);
+        let t = table(&f, "run");
+        assert!(t.contains("bytes/share (protocol minimum"), "{t}");
+        f.insert("stratum".into(), 1.0);
+        let t = table(&f, "run");
+        assert!(t.contains("forwarded NaN/s (6.25 %"), "{t}");
+        assert!(t.contains("125.0 bytes per forwarded share"), "{t}");
+        assert!(
+            t.contains("5 valid") && t.contains("75 accepted locally"),
+            "{t}"
+        );
+        assert!(!t.contains("protocol minimum"), "{t}");
+        assert!(t.contains("| agent log |"), "{t}");
     }
 }
