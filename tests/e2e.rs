@@ -603,6 +603,37 @@ fn miners_are_disconnected_when_no_connection_comes_back_within_the_hold() {
     assert!(agent.wait_log("1 s failover hold", T), "{}", agent.log());
 }
 
+/// The only pool restarts and is back 8 s later, inside the 12 s hold: the slot dials
+/// it in time (the dial backoff alone, 1-2-4-8 s, would sleep from 7 s to 15 s and let
+/// the hold run out with the pool up, as a run against ckpool showed), and the miner
+/// never notices.
+#[test]
+fn a_pool_back_late_in_the_hold_is_found_before_it_ends() {
+    let pool = pool();
+    let agent = AgentProc::start(config_for(
+        &[pool.addr()],
+        json!({"advanced": {"pool_failover_hold_seconds": 12}}),
+    ));
+    block_on(async {
+        let mut m = Miner::login(&agent, "farm1.w1", false).await;
+        pool.refuse_connections();
+        pool.drop_all();
+        assert!(agent.wait_log("holding 1 miners", T), "{}", agent.log());
+        // The outage: its length is what this test is about.
+        std::thread::sleep(Duration::from_secs(8));
+        pool.accept_connections().unwrap();
+        m.wait_job().await;
+        let r = m.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+    });
+    assert!(
+        agent.wait_log("takes over the 1 miners held", T),
+        "{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("failover hold: "), "{}", agent.log());
+}
+
 #[test]
 fn a_lost_pool_is_replaced_by_the_next_without_disconnecting_miners() {
     // The first pool of the list goes away for good; the second is up. The miners

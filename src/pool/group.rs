@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// so a flapping pool is retried with backoff rather than in a tight loop.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between rounds of the pool list while miners are held.
+const HOLD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct PoolGroup {
     /// `None` in single-user mode: each pool entry's own sub-account is used.
@@ -169,6 +171,11 @@ impl PoolGroup {
 
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Miners are held, connected, waiting for a connection to come back.
+    fn is_holding(&self) -> bool {
+        !self.held.borrow().is_empty()
     }
 
     fn least_loaded(&self) -> Option<Rc<PoolSession>> {
@@ -631,7 +638,14 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
         if stable {
             backoff = Duration::from_secs(1);
         } else {
-            Timer::after(backoff).await;
+            // While miners are held, a pool that is back must be found before the hold
+            // runs out: the backoff would otherwise sleep through its last 15 s.
+            let wait = if group.is_holding() {
+                backoff.min(HOLD_RETRY)
+            } else {
+                backoff
+            };
+            Timer::after(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

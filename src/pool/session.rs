@@ -114,6 +114,9 @@ pub struct PoolSession {
     stratum: Option<RefCell<StratumConnection>>,
     /// When the Stratum vardiff next looks for quiet miners.
     vardiff_tick: Cell<Option<Instant>>,
+    /// Numbers the Stratum submits that wait for no verdict, so each request has its
+    /// own id (those that wait are numbered by their place in `pending`).
+    unanswered_submits: Cell<u16>,
     group: Weak<PoolGroup>,
     state: Cell<PoolState>,
     extranonce1: RefCell<String>,
@@ -171,6 +174,7 @@ impl PoolSession {
             since: SystemTime::now(),
             vardiff_tick: Cell::new(stratum.as_ref().map(|_| Instant::now() + VARDIFF_TICK)),
             stratum: stratum.map(RefCell::new),
+            unanswered_submits: Cell::new(0),
             group: Rc::downgrade(group),
             state: Cell::new(PoolState::Handshaking),
             extranonce1: RefCell::new(String::new()),
@@ -856,7 +860,14 @@ impl PoolSession {
                 miner.stats.difficulty.get()
             }
             Some(s) => {
-                let submit_id = SUBMIT_ID_BASE + u32::from(self.pending.borrow().next_index());
+                let index = if self.share_responses() {
+                    self.pending.borrow().next_index()
+                } else {
+                    let n = self.unanswered_submits.get();
+                    self.unanswered_submits.set(n.wrapping_add(1));
+                    n
+                };
+                let submit_id = SUBMIT_ID_BASE + u32::from(index);
                 let judged = s.borrow_mut().judge(&share, submit_id, Instant::now());
                 if let Some(d) = judged.new_difficulty {
                     self.set_miner_difficulties(agent, &[(miner.sid, d)]);

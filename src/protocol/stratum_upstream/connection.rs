@@ -635,6 +635,77 @@ mod tests {
         }
     }
 
+    /// A recorded run against ckpool (tests/data/ckpool/): fed ckpool's lines, the
+    /// connection writes exactly what btcagent wrote there, and the share ckpool
+    /// accepted (difficulty 1.98 at its difficulty 1) is judged for the pool and
+    /// forwarded byte for byte as it was.
+    #[test]
+    fn replays_the_run_against_ckpool() {
+        let recorded = include_str!("../../../tests/data/ckpool/session-bb7b0aeb.txt");
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        let mut written = vec![
+            String::from_utf8(StratumConnection::first_request()).unwrap(),
+            String::from_utf8(c.handshake()).unwrap(),
+        ]
+        .concat();
+        let mut up = false;
+        let mut jobs = Vec::new();
+        for line in recorded.lines() {
+            if let Some(from_pool) = line.strip_prefix("< ") {
+                for event in c.on_line(from_pool.as_bytes(), t).unwrap() {
+                    match event {
+                        Event::Send(bytes) => written.push_str(text(&bytes)),
+                        Event::Up => up = true,
+                        Event::Job(job) => jobs.push(job),
+                        Event::Verdict { index: 0, verdict } => {
+                            assert!(verdict.accepted, "{verdict:?}")
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                if !up && from_pool.contains("\"id\":3") {
+                    panic!("not up after the authorize answer");
+                }
+                if c.is_up() && c.miner_count() == 0 {
+                    c.add_miner(3, 0.001, t);
+                }
+            } else if let Some(to_pool) = line.strip_prefix("> ") {
+                if to_pool.contains("mining.submit") {
+                    let share = Share {
+                        job_id: jobs.last().unwrap().id,
+                        session_id: 3,
+                        extranonce2: 6,
+                        nonce: 0x0039_61bf,
+                        ntime: Some(0x6b11_86a8),
+                        version_mask: Some(0x0000_c000),
+                    };
+                    let judged = c.judge(&share, SUBMIT_ID_BASE, t);
+                    let Judgement::Forward { line, .. } = judged.judgement else {
+                        panic!("ckpool took it, the agent must forward it: {judged:?}")
+                    };
+                    written.push_str(text(&line));
+                }
+                let expected = format!("{to_pool}\n");
+                assert!(
+                    written.starts_with(&expected),
+                    "recorded {expected:?}, the connection wrote {written:?}"
+                );
+                written.drain(..expected.len());
+            }
+        }
+        assert!(written.is_empty(), "{written}");
+        assert_eq!(
+            (
+                c.extranonce1_hex().as_str(),
+                c.version_mask(),
+                c.difficulty()
+            ),
+            ("b885116b", 0x1fff_e000, 1.0)
+        );
+        assert_eq!(jobs.len(), 2);
+    }
+
     #[test]
     fn handshake_byte_exact() {
         assert_eq!(
