@@ -5,7 +5,14 @@
 # per sub-account and worker). Every process started here is stopped on exit, also on
 # Ctrl-C.
 #   MINERS=20 DURATION=20 SHARE_INTERVAL=1 scripts/demo.sh
+#   scripts/demo.sh --stratum     the same in front of a plain Stratum V1 pool (ckpool-like)
 set -euo pipefail
+STRATUM=0
+case "${1:-}" in
+--stratum) STRATUM=1 ;;
+"") ;;
+*) echo "usage: scripts/demo.sh [--stratum]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 MINERS=${MINERS:-20}
@@ -44,7 +51,14 @@ free_port() {
 }
 
 echo "== starting poolsim"
-"$BIN/poolsim" --listen 127.0.0.1:0 --job-interval 5 --stats-interval 5 >"$WORK/pool.log" 2>&1 &
+if [ "$STRATUM" = 1 ]; then
+    # The pool at 2^-26, the miners at 2^-30: 1 share in 16 meets the pool's target and
+    # is forwarded; the agent accepts the rest itself after hashing them.
+    "$BIN/poolsim" --stratum --difficulty 0.00000001490116119384765625 \
+        --listen 127.0.0.1:0 --job-interval 5 --stats-interval 5 >"$WORK/pool.log" 2>&1 &
+else
+    "$BIN/poolsim" --listen 127.0.0.1:0 --job-interval 5 --stats-interval 5 >"$WORK/pool.log" 2>&1 &
+fi
 POOL_PID=$!
 PIDS+=("$POOL_PID")
 for _ in $(seq 100); do
@@ -61,7 +75,20 @@ POOL_PORT=${POOL_ADDR##*:}
 AGENT_PORT=$(free_port)
 echo "   pool at $POOL_ADDR"
 
-cat >"$WORK/agent_conf.json" <<CONF
+if [ "$STRATUM" = 1 ]; then
+    cat >"$WORK/agent_conf.json" <<CONF
+{
+    "multi_user_mode": true,
+    "submit_response_from_server": true,
+    "agent_listen_ip": "127.0.0.1",
+    "agent_listen_port": $AGENT_PORT,
+    "pools": [{"protocol": "stratum", "host": "127.0.0.1", "port": $POOL_PORT, "user": "{sub}.farm"}],
+    "advanced": {"stratum_start_difficulty": 0.000000000931322574615478515625,
+                 "stratum_min_difficulty": 0.000000000931322574615478515625}
+}
+CONF
+else
+    cat >"$WORK/agent_conf.json" <<CONF
 {
     "multi_user_mode": true,
     "submit_response_from_server": true,
@@ -70,6 +97,7 @@ cat >"$WORK/agent_conf.json" <<CONF
     "pools": [["127.0.0.1", $POOL_PORT, "demo"]]
 }
 CONF
+fi
 echo "== starting btcagent on 127.0.0.1:$AGENT_PORT with $WORK/agent_conf.json"
 cat "$WORK/agent_conf.json"
 "$BIN/btcagent" -c "$WORK/agent_conf.json" -l stderr >"$WORK/agent.log" 2>&1 &
@@ -102,6 +130,10 @@ echo "== what the pool saw"
 kill -TERM "$POOL_PID" 2>/dev/null || true
 wait "$POOL_PID" 2>/dev/null || true
 sed -n '/poolsim final/,$p' "$WORK/pool.log"
+if [ "$STRATUM" = 1 ]; then
+    echo "   (a plain Stratum pool sees one user per sub-account, demo.farm and demo2.farm;"
+    echo "   the agent forwarded only the shares that met the pool's difficulty)"
+fi
 echo "== last lines of the agent log"
 tail -n 5 "$WORK/agent.log"
 if [ "$MINER_RC" -ne 0 ]; then

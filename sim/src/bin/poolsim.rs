@@ -1,9 +1,11 @@
-//! poolsim: a BTCAgent-protocol pool simulator for demos and load tests.
+//! poolsim: a BTCAgent-protocol pool simulator for demos and load tests, or with
+//! `--stratum` a plain Stratum V1 pool (ckpool's behaviour).
 
 use btcagent_sim::bitcoin::parse_hex_u32;
 use btcagent_sim::cli::{self, secs};
 use btcagent_sim::pool::{PoolSim, PoolSimConfig, PoolStats, EASY_DIFFICULTY};
 use btcagent_sim::rlimit;
+use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig, StratumPoolStats};
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -23,7 +25,10 @@ USAGE: poolsim [OPTIONS]
   --job-lifetime SECS      jobs are forgotten SECS after they were made [300]
   --stats-interval SECS    print a stats line every SECS [5]
   --duration SECS          exit after SECS, 0 = until SIGINT/SIGTERM [0]
-On exit prints the valid shares per (sub-account, worker).";
+  --stratum                a plain Stratum V1 pool instead, as ckpool behaves (4-byte
+                           extranonce1, --extranonce2-size, --difficulty, --job-interval,
+                           --version-mask; the agent-protocol options do not apply)
+On exit prints the valid shares per (sub-account, worker), or per user with --stratum.";
 
 fn main() {
     if let Err(e) = run() {
@@ -74,6 +79,7 @@ fn run() -> Result<(), String> {
     }
     config.reject_authorize = args.contains("--reject-authorize");
     config.older_server = args.contains("--older-server");
+    let stratum = args.contains("--stratum");
     let rest = args.finish();
     if !rest.is_empty() {
         return Err(format!("unknown arguments {rest:?} (see --help)"));
@@ -81,6 +87,23 @@ fn run() -> Result<(), String> {
 
     let _ = rlimit::raise_nofile_limit();
     rlimit::catch_termination();
+    if stratum {
+        let pool = StratumPool::start(StratumPoolConfig {
+            listen: config.listen,
+            extranonce2_size: config.extranonce2_size as usize,
+            version_mask: config.version_mask,
+            start_difficulty: config.difficulty,
+            job_interval: config.job_interval,
+            ..StratumPoolConfig::ckpool()
+        })
+        .map_err(|e| format!("cannot start: {e}"))?;
+        println!("poolsim listening on {} (plain Stratum V1)", pool.addr());
+        cli::run_until_stopped("poolsim", duration, stats_every, || pool.stats().summary());
+        let stats = pool.stats();
+        pool.stop();
+        report_stratum(&stats);
+        return Ok(());
+    }
     let pool = PoolSim::start(config).map_err(|e| format!("cannot start: {e}"))?;
     println!("poolsim listening on {}", pool.addr());
     cli::run_until_stopped("poolsim", duration, stats_every, || pool.stats().summary());
@@ -101,6 +124,19 @@ fn report(stats: &PoolStats) {
         println!("  {sub:<16} {worker:<24} {valid}");
     }
     if stats.worker_valid.is_empty() {
+        println!("  (none)");
+    }
+}
+
+fn report_stratum(stats: &StratumPoolStats) {
+    println!("poolsim final: {}", stats.summary());
+    println!("valid shares per user:");
+    let mut users: Vec<_> = stats.by_worker.iter().collect();
+    users.sort_by(|(a, _), (b, _)| natural_cmp(a, b));
+    for (user, counts) in &users {
+        println!("  {user:<41} {}", counts.valid);
+    }
+    if users.is_empty() {
         println!("  (none)");
     }
 }
