@@ -15,7 +15,7 @@ use super::hash::Target;
 use super::job::{Share as PoolShare, UpstreamJob};
 use super::messages::{UpstreamMessage, Verdict};
 use super::requests::{self, Submit};
-use super::vardiff::{start_difficulty, Vardiff, VardiffConfig};
+use super::vardiff::{start_difficulty, Vardiff, VardiffConfig, VardiffRules};
 use crate::protocol::exmessage::Share;
 use crate::protocol::job::{miner_job_id, Job};
 use crate::protocol::stratum::{self, code};
@@ -138,6 +138,8 @@ pub struct StratumConnection {
     /// The pool's difficulty; 1 until it sets one (Stratum's default).
     difficulty: f64,
     version_mask: Option<u32>,
+    /// Every miner's vardiff aim, floor and ceiling (the pool's difficulty).
+    rules: VardiffRules,
     jobs: VecDeque<StoredJob>,
     seq: u32,
     next_number: u8,
@@ -146,7 +148,13 @@ pub struct StratumConnection {
 
 impl StratumConnection {
     pub fn new(settings: Settings) -> StratumConnection {
+        let rules = VardiffRules {
+            config: settings.vardiff,
+            floor: settings.min_difficulty,
+            ceiling: 1.0,
+        };
         StratumConnection {
+            rules,
             settings,
             handshake: Handshake::Sent,
             authorized: false,
@@ -226,7 +234,7 @@ impl StratumConnection {
             s.start_difficulty
         };
         let start = start_difficulty(start, s.min_difficulty, self.difficulty);
-        let vardiff = Vardiff::new(s.vardiff, start, s.min_difficulty, self.difficulty, now);
+        let vardiff = Vardiff::new(&self.rules, start, now);
         let difficulty = vardiff.difficulty();
         self.miners.insert(
             sid,
@@ -321,13 +329,14 @@ impl StratumConnection {
             }
             UpstreamMessage::SetDifficulty(d) => {
                 self.difficulty = d;
-                let floor = self.settings.min_difficulty;
+                self.rules.ceiling = d;
+                let rules = self.rules;
                 let changed: Vec<(u16, f64)> = self
                     .miners
                     .iter_mut()
                     .filter_map(|(&sid, m)| {
                         let before = m.vardiff.difficulty();
-                        let now_d = m.vardiff.set_limits(floor, d, now)?;
+                        let now_d = m.vardiff.follow(&rules, now)?;
                         m.previous = before;
                         m.changed_after = self.seq;
                         Some((sid, now_d))
@@ -490,7 +499,7 @@ impl StratumConnection {
                 },
             )
         });
-        let new_difficulty = miner.vardiff.on_share(now, credited);
+        let new_difficulty = miner.vardiff.on_share(&self.rules, now, credited);
         if new_difficulty.is_some() {
             miner.previous = current;
             miner.changed_after = self.seq;
@@ -519,12 +528,12 @@ impl StratumConnection {
 
     /// Lowers the miners that sent no share for a whole vardiff window.
     pub fn tick(&mut self, now: Instant) -> Vec<(u16, f64)> {
-        let seq = self.seq;
+        let (seq, rules) = (self.seq, self.rules);
         self.miners
             .iter_mut()
             .filter_map(|(&sid, m)| {
                 let before = m.vardiff.difficulty();
-                let d = m.vardiff.on_tick(now)?;
+                let d = m.vardiff.on_tick(&rules, now)?;
                 m.previous = before;
                 m.changed_after = seq;
                 Some((sid, d))
@@ -704,6 +713,14 @@ mod tests {
             ("b885116b", 0x1fff_e000, 1.0)
         );
         assert_eq!(jobs.len(), 2);
+    }
+
+    /// Every miner of a Stratum connection carries this record: the vardiff's rules are
+    /// the connection's, so it stays small.
+    #[test]
+    fn a_miners_record_is_small() {
+        assert!(std::mem::size_of::<Vardiff>() <= 40);
+        assert!(std::mem::size_of::<MinerDifficulty>() <= 56);
     }
 
     #[test]

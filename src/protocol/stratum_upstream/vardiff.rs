@@ -44,12 +44,30 @@ const JUMP: f64 = 4.0;
 /// A quiet window (no share at all) divides the difficulty by this.
 const QUIET_STEP: f64 = 4.0;
 
+/// What is the same for every miner of one connection: the aim, the floor, and the
+/// pool's difficulty as the ceiling. Kept once per connection, not per miner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VardiffRules {
+    pub config: VardiffConfig,
+    pub floor: f64,
+    pub ceiling: f64,
+}
+
+impl VardiffRules {
+    fn clamp(&self, d: f64) -> f64 {
+        let d = if d.is_finite() && d > 0.0 {
+            d
+        } else {
+            self.floor
+        };
+        d.max(self.floor).min(self.ceiling)
+    }
+}
+
+/// One miner's vardiff state: 40 bytes, the rules apart.
 #[derive(Clone, Debug)]
 pub struct Vardiff {
-    config: VardiffConfig,
     difficulty: f64,
-    floor: f64,
-    ceiling: f64,
     window_start: Instant,
     shares: u32,
     /// Sum of the difficulties the window's shares were credited at.
@@ -62,38 +80,18 @@ fn nearest_power_of_two(x: f64) -> f64 {
 }
 
 impl Vardiff {
-    /// Starts at `start` within `[floor, ceiling]` (the ceiling wins over the floor).
-    pub fn new(
-        config: VardiffConfig,
-        start: f64,
-        floor: f64,
-        ceiling: f64,
-        now: Instant,
-    ) -> Vardiff {
-        let mut v = Vardiff {
-            config,
-            difficulty: start,
-            floor,
-            ceiling,
+    /// Starts at `start` within the rules' `[floor, ceiling]` (the ceiling wins).
+    pub fn new(rules: &VardiffRules, start: f64, now: Instant) -> Vardiff {
+        Vardiff {
+            difficulty: rules.clamp(start),
             window_start: now,
             shares: 0,
             work: 0.0,
-        };
-        v.difficulty = v.clamp(start);
-        v
+        }
     }
 
     pub fn difficulty(&self) -> f64 {
         self.difficulty
-    }
-
-    fn clamp(&self, d: f64) -> f64 {
-        let d = if d.is_finite() && d > 0.0 {
-            d
-        } else {
-            self.floor
-        };
-        d.max(self.floor).min(self.ceiling)
     }
 
     fn restart(&mut self, now: Instant) {
@@ -102,8 +100,8 @@ impl Vardiff {
         self.work = 0.0;
     }
 
-    fn change_to(&mut self, d: f64, now: Instant) -> Option<f64> {
-        let d = self.clamp(d);
+    fn change_to(&mut self, rules: &VardiffRules, d: f64, now: Instant) -> Option<f64> {
+        let d = rules.clamp(d);
         self.restart(now);
         if d == self.difficulty {
             return None;
@@ -115,13 +113,14 @@ impl Vardiff {
     /// A share that met the miner's target arrived; `credited` is the difficulty it
     /// was judged at (the previous one, just after a change). Returns the new
     /// difficulty when it changes.
-    pub fn on_share(&mut self, now: Instant, credited: f64) -> Option<f64> {
+    pub fn on_share(&mut self, rules: &VardiffRules, now: Instant, credited: f64) -> Option<f64> {
+        let config = &rules.config;
         self.shares = self.shares.saturating_add(1);
         if credited.is_finite() && credited > 0.0 {
             self.work += credited;
         }
         let elapsed = now.saturating_duration_since(self.window_start);
-        if self.shares < self.config.retarget_shares && elapsed < self.config.retarget_after {
+        if self.shares < config.retarget_shares && elapsed < config.retarget_after {
             return None;
         }
         let seconds = elapsed.as_secs_f64().max(1e-3);
@@ -133,7 +132,7 @@ impl Vardiff {
             self.work
         };
         // Difficulty-1 shares per second stand for the hashrate (x 2^32 hashes).
-        let optimal = counted.max(0.0) / seconds * self.config.share_interval;
+        let optimal = counted.max(0.0) / seconds * config.share_interval;
         let ratio = optimal / self.difficulty;
         let next = if !(1.0 / JUMP..=JUMP).contains(&ratio) {
             // Far off (a start that did not fit): straight to the estimate.
@@ -146,29 +145,27 @@ impl Vardiff {
             self.restart(now);
             return None;
         };
-        self.change_to(next, now)
+        self.change_to(rules, next, now)
     }
 
     /// Called now and then: a miner with no share in a whole retarget window is
     /// lowered, so a slow miner started too high still gets to show its hashrate.
-    pub fn on_tick(&mut self, now: Instant) -> Option<f64> {
+    pub fn on_tick(&mut self, rules: &VardiffRules, now: Instant) -> Option<f64> {
         let elapsed = now.saturating_duration_since(self.window_start);
-        if self.shares > 0 || elapsed < self.config.retarget_after {
+        if self.shares > 0 || elapsed < rules.config.retarget_after {
             return None;
         }
-        self.change_to(self.difficulty / QUIET_STEP, now)
+        self.change_to(rules, self.difficulty / QUIET_STEP, now)
     }
 
-    /// New limits (the pool changed its difficulty: it is the new ceiling). Returns
-    /// the new difficulty when the current one falls outside them.
-    pub fn set_limits(&mut self, floor: f64, ceiling: f64, now: Instant) -> Option<f64> {
-        self.floor = floor;
-        self.ceiling = ceiling;
-        let d = self.clamp(self.difficulty);
+    /// The rules changed (the pool changed its difficulty: it is the new ceiling).
+    /// Returns the new difficulty when the current one falls outside them.
+    pub fn follow(&mut self, rules: &VardiffRules, now: Instant) -> Option<f64> {
+        let d = rules.clamp(self.difficulty);
         if d == self.difficulty {
             return None;
         }
-        self.change_to(d, now)
+        self.change_to(rules, d, now)
     }
 }
 
@@ -189,7 +186,7 @@ mod tests {
 
     /// Runs a miner of `rate` diff-1 shares/s for `seconds`, with exponential share
     /// gaps from a fixed-seed generator; returns the difficulties it was given.
-    fn run(v: &mut Vardiff, rate: f64, seconds: f64, seed: u64) -> Vec<f64> {
+    fn run(v: &mut Vardiff, rules: &VardiffRules, rate: f64, seconds: f64, seed: u64) -> Vec<f64> {
         let t0 = Instant::now();
         let mut t = 0.0;
         let mut state = seed;
@@ -203,7 +200,7 @@ mod tests {
             let gap = -u.ln() * v.difficulty() / rate;
             // Quiet periods are seen by the ticks the session runs every second.
             while next_tick < t + gap && next_tick < seconds {
-                if let Some(d) = v.on_tick(t0 + Duration::from_secs_f64(next_tick)) {
+                if let Some(d) = v.on_tick(rules, t0 + Duration::from_secs_f64(next_tick)) {
                     seen.push(d);
                 }
                 next_tick += 1.0;
@@ -213,7 +210,7 @@ mod tests {
                 return seen;
             }
             let credited = v.difficulty();
-            if let Some(d) = v.on_share(t0 + Duration::from_secs_f64(t), credited) {
+            if let Some(d) = v.on_share(rules, t0 + Duration::from_secs_f64(t), credited) {
                 seen.push(d);
             }
         }
@@ -224,8 +221,13 @@ mod tests {
         let config = VardiffConfig::for_interval(10.0);
         let miners = [100e12, 200e12, 1e12, 13.5e12, 500e9];
         for (hashrate, seed) in miners.iter().flat_map(|&h| (1..=6).map(move |s| (h, s))) {
-            let mut v = Vardiff::new(config, 1024.0, 1.0, 1e12, Instant::now());
-            let seen = run(&mut v, rate(hashrate), 3600.0, seed);
+            let rules = VardiffRules {
+                config,
+                floor: 1.0,
+                ceiling: 1e12,
+            };
+            let mut v = Vardiff::new(&rules, 1024.0, Instant::now());
+            let seen = run(&mut v, &rules, rate(hashrate), 3600.0, seed);
             let optimal = rate(hashrate) * 10.0;
             let settled = v.difficulty();
             assert!(
@@ -241,20 +243,34 @@ mod tests {
     #[test]
     fn never_above_the_pool() {
         let config = VardiffConfig::for_interval(10.0);
-        let mut v = Vardiff::new(config, 1024.0, 1.0, 65536.0, Instant::now());
-        let seen = run(&mut v, rate(100e12), 600.0, 7);
+        let mut rules = VardiffRules {
+            config,
+            floor: 1.0,
+            ceiling: 65536.0,
+        };
+        let mut v = Vardiff::new(&rules, 1024.0, Instant::now());
+        let seen = run(&mut v, &rules, rate(100e12), 600.0, 7);
         assert!(seen.iter().all(|&d| d <= 65536.0), "{seen:?}");
         assert_eq!(v.difficulty(), 65536.0);
         // The pool lowers its difficulty: the miner follows at once.
         let now = Instant::now();
-        assert_eq!(v.set_limits(1.0, 4000.0, now), Some(4000.0));
+        rules.ceiling = 4000.0;
+        assert_eq!(v.follow(&rules, now), Some(4000.0));
         assert_eq!(
-            v.set_limits(1.0, 8000.0, now),
+            {
+                rules.ceiling = 8000.0;
+                v.follow(&rules, now)
+            },
             None,
             "raising the ceiling changes nothing yet"
         );
         // A start above the pool starts at the pool.
-        let v = Vardiff::new(config, 1e9, 1.0, 1e6, now);
+        let rules = VardiffRules {
+            config,
+            floor: 1.0,
+            ceiling: 1e6,
+        };
+        let v = Vardiff::new(&rules, 1e9, now);
         assert_eq!(v.difficulty(), 1e6);
         assert_eq!(start_difficulty(16384.0, 1.0, 512.0), 512.0);
         assert_eq!(start_difficulty(16384.0, 1.0, 1e9), 16384.0);
@@ -265,52 +281,81 @@ mod tests {
     fn quiet_miners_are_lowered_down_to_the_floor() {
         let config = VardiffConfig::for_interval(10.0);
         let t0 = Instant::now();
-        let mut v = Vardiff::new(config, 1024.0, 64.0, 1e9, t0);
-        assert_eq!(v.on_tick(t0 + Duration::from_secs(319)), None);
-        assert_eq!(v.on_tick(t0 + Duration::from_secs(320)), Some(256.0));
+        let rules = VardiffRules {
+            config,
+            floor: 64.0,
+            ceiling: 1e9,
+        };
+        let mut v = Vardiff::new(&rules, 1024.0, t0);
+        assert_eq!(v.on_tick(&rules, t0 + Duration::from_secs(319)), None);
         assert_eq!(
-            v.on_tick(t0 + Duration::from_secs(400)),
+            v.on_tick(&rules, t0 + Duration::from_secs(320)),
+            Some(256.0)
+        );
+        assert_eq!(
+            v.on_tick(&rules, t0 + Duration::from_secs(400)),
             None,
             "a new window"
         );
-        assert_eq!(v.on_tick(t0 + Duration::from_secs(640)), Some(64.0));
+        assert_eq!(v.on_tick(&rules, t0 + Duration::from_secs(640)), Some(64.0));
         assert_eq!(
-            v.on_tick(t0 + Duration::from_secs(960)),
+            v.on_tick(&rules, t0 + Duration::from_secs(960)),
             None,
             "at the floor"
         );
         // A share in the window stops the quiet step.
-        let mut v = Vardiff::new(config, 1024.0, 1.0, 1e9, t0);
-        assert_eq!(v.on_share(t0 + Duration::from_secs(5), 1024.0), None);
-        assert_eq!(v.on_tick(t0 + Duration::from_secs(321)), None);
+        let rules = VardiffRules {
+            config,
+            floor: 1.0,
+            ceiling: 1e9,
+        };
+        let mut v = Vardiff::new(&rules, 1024.0, t0);
+        assert_eq!(
+            v.on_share(&rules, t0 + Duration::from_secs(5), 1024.0),
+            None
+        );
+        assert_eq!(v.on_tick(&rules, t0 + Duration::from_secs(321)), None);
     }
 
     #[test]
     fn retarget_steps_byte_exact() {
         let config = VardiffConfig::for_interval(10.0);
         let t0 = Instant::now();
-        let mut v = Vardiff::new(config, 1024.0, 1.0, 1e12, t0);
+        let rules = VardiffRules {
+            config,
+            floor: 1.0,
+            ceiling: 1e12,
+        };
+        let mut v = Vardiff::new(&rules, 1024.0, t0);
         // 16 shares at 1024 in 16 s: 1024 diff-1/s, optimal 10240 -> 8192.
         for i in 1..16 {
-            assert_eq!(v.on_share(t0 + Duration::from_secs(i), 1024.0), None);
+            assert_eq!(
+                v.on_share(&rules, t0 + Duration::from_secs(i), 1024.0),
+                None
+            );
         }
         assert_eq!(
-            v.on_share(t0 + Duration::from_secs(16), 1024.0),
+            v.on_share(&rules, t0 + Duration::from_secs(16), 1024.0),
             Some(8192.0)
         );
         // A share still credited at 1024 counts at 1024; 16 at the right pace keep it.
         let t1 = t0 + Duration::from_secs(16);
         for i in 1..=16u64 {
             assert_eq!(
-                v.on_share(t1 + Duration::from_millis(8000 * i), 8192.0),
+                v.on_share(&rules, t1 + Duration::from_millis(8000 * i), 8192.0),
                 None
             );
         }
         assert_eq!(v.difficulty(), 8192.0);
         // Bad inputs (a zero or NaN credit) are not work.
-        let mut v = Vardiff::new(config, 1024.0, 1.0, 1e12, t0);
+        let rules = VardiffRules {
+            config,
+            floor: 1.0,
+            ceiling: 1e12,
+        };
+        let mut v = Vardiff::new(&rules, 1024.0, t0);
         for i in 1..=16 {
-            let _ = v.on_share(t0 + Duration::from_secs(i), f64::NAN);
+            let _ = v.on_share(&rules, t0 + Duration::from_secs(i), f64::NAN);
         }
         assert!(v.difficulty() >= 1.0);
         assert!(VardiffConfig::for_interval(f64::NAN).share_interval == 10.0);
