@@ -4,6 +4,7 @@
 //! shared by every miner (only an unfinished line is kept per miner), and writes go
 //! straight to the socket, queueing only what the kernel does not take.
 
+pub mod deadlines;
 mod output;
 pub mod session_ids;
 
@@ -15,7 +16,7 @@ use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
 use crate::status::ShareCount;
-use async_io::{Async, Timer};
+use async_io::Async;
 use output::OutQueue;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
@@ -104,6 +105,8 @@ pub struct MinerSession {
     /// The authorize request waiting for a pool connection.
     pub pending_auth: RefCell<Option<Box<str>>>,
     deadline: Cell<Option<Instant>>,
+    /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
+    deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
     closed: Cell<bool>,
     close_reason: RefCell<Option<String>>,
@@ -139,6 +142,7 @@ impl MinerSession {
             rolled_shares: Cell::new(0),
             pending_auth: RefCell::new(None),
             deadline: Cell::new(Some(handshake_deadline)),
+            deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
             closed: Cell::new(false),
             close_reason: RefCell::new(None),
@@ -177,8 +181,23 @@ impl MinerSession {
         self.closed.get()
     }
 
+    /// The miner's task gives a new deadline to the agent's sweeper before it next
+    /// waits (as it used to set its own timer then).
     pub fn set_deadline(&self, at: Option<Instant>) {
         self.deadline.set(at);
+        self.deadline_watched.set(false);
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
+    /// The deadline, if the sweeper has not been given it yet; it has it after this.
+    pub fn deadline_to_watch(&self) -> Option<Instant> {
+        if self.deadline_watched.replace(true) {
+            return None;
+        }
+        self.deadline.get()
     }
 
     /// Closes the connection from anywhere: the reader sees end-of-stream and cleans up.
@@ -230,47 +249,23 @@ impl MinerSession {
         }
     }
 
-    /// Reads and handles lines until the connection ends; returns why it ended.
-    pub async fn serve(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
-        let why = self.read_lines(agent).await;
-        // When the agent closed the socket itself, its reason beats the end-of-stream
-        // the reader saw because of it.
-        self.close_reason.borrow_mut().take().unwrap_or(why)
-    }
-
-    async fn read_lines(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
-        let mut partial: Vec<u8> = Vec::new();
+    /// The miner's task: reads and handles lines until the connection ends, then tells
+    /// the agent why it ended. Its future is kept small: every miner has one for good.
+    pub async fn serve(self: Rc<Self>, agent: Rc<Agent>) {
+        // An unfinished line, boxed: usually there is none.
+        let mut partial: Option<Box<Vec<u8>>> = None;
         let mut first_byte_seen = false;
         let mut bad_lines = 0u8;
-        loop {
+        let why = 'read: loop {
             if self.closed.get() {
-                break;
+                break "closed".into();
             }
+            // The sweeper closes it when its deadline passes.
+            agent.watch_deadline(&self);
             // poll_readable keeps one waker in the socket's reactor entry; readable()
             // would add a slab of wakers per miner (about 100 bytes each).
-            let readable = || std::future::poll_fn(|cx| self.stream.poll_readable(cx));
-            let timed_out = match self.deadline.get() {
-                Some(at) => {
-                    let readable = async { readable().await.map(|_| false) };
-                    let timer = async {
-                        Timer::at(at).await;
-                        Ok(true)
-                    };
-                    // Boxed: only a miner in its handshake has a deadline, and inline
-                    // this timer would make every miner's task bigger for good.
-                    Box::pin(smol::future::or(readable, timer)).await
-                }
-                None => readable().await.map(|_| false),
-            };
-            match timed_out {
-                Err(e) => return format!("socket error: {e}"),
-                Ok(true) => {
-                    if let Some(reason) = agent.miner_deadline_passed(self) {
-                        return reason;
-                    }
-                    continue;
-                }
-                Ok(false) => {}
+            if let Err(e) = std::future::poll_fn(|cx| self.stream.poll_readable(cx)).await {
+                break format!("socket error: {e}");
             }
             // Drain what is readable, a bounded number of times so one busy miner
             // cannot starve the others.
@@ -293,34 +288,39 @@ impl MinerSession {
                             }
                         }
                     }
-                    if partial.is_empty() {
-                        let consumed = self.handle_lines(agent, data, 0, &mut bad_lines)?;
-                        partial.extend_from_slice(&data[consumed..]);
-                    } else {
-                        // What was kept holds no '\n': search only the new bytes.
-                        let scanned = partial.len();
-                        partial.extend_from_slice(data);
-                        let consumed =
-                            self.handle_lines(agent, &partial, scanned, &mut bad_lines)?;
-                        partial.drain(..consumed);
-                    }
-                    if partial.is_empty() && partial.capacity() > 0 {
-                        partial = Vec::new();
+                    match partial.as_mut() {
+                        None => {
+                            let consumed = self.handle_lines(&agent, data, 0, &mut bad_lines)?;
+                            if consumed < n {
+                                partial = Some(Box::new(data[consumed..].to_vec()));
+                            }
+                        }
+                        Some(kept) => {
+                            // What was kept holds no '\n': search only the new bytes.
+                            let scanned = kept.len();
+                            kept.extend_from_slice(data);
+                            let consumed =
+                                self.handle_lines(&agent, kept, scanned, &mut bad_lines)?;
+                            kept.drain(..consumed);
+                            if kept.is_empty() {
+                                partial = None;
+                            }
+                        }
                     }
                     Ok(n == scratch.len())
                 });
                 match step {
                     Ok(true) => continue,
                     Ok(false) => break,
-                    Err(reason) => return reason,
+                    Err(reason) => break 'read reason,
                 }
             }
             smol::future::yield_now().await;
-        }
-        self.close_reason
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| "closed".into())
+        };
+        // When the agent closed the socket itself, its reason beats the end-of-stream
+        // the reader saw because of it.
+        let why = self.close_reason.borrow_mut().take().unwrap_or(why);
+        agent.miner_gone(&self, &why);
     }
 
     /// Handles the complete lines of `data`, whose first `scanned` bytes hold no `\n`;
