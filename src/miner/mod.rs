@@ -7,6 +7,7 @@
 pub mod deadlines;
 mod output;
 pub mod session_ids;
+mod shared_str;
 
 use crate::agent::Agent;
 use crate::pool::{PoolGroup, PoolSession};
@@ -19,6 +20,7 @@ use crate::status::ShareCount;
 use async_io::Async;
 use output::OutQueue;
 use serde_json::Value;
+pub use shared_str::SharedStr;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -92,11 +94,13 @@ pub struct MinerSession {
     pub connected_at: Instant,
     stream: Async<TcpStream>,
     pub state: Cell<MinerState>,
-    pub user_agent: RefCell<Box<str>>,
+    /// Interned: a farm's miners have a few user agents between them.
+    pub user_agent: RefCell<SharedStr>,
     /// Name at the pool, after the naming rules.
     pub worker: RefCell<Rc<str>>,
     /// The worker part of the login, kept to apply changed naming rules (a reload).
-    pub login_worker: RefCell<Box<str>>,
+    /// Usually the same text as `worker`, and then the same copy.
+    pub login_worker: RefCell<Rc<str>>,
     pub group: RefCell<Option<Rc<PoolGroup>>>,
     pub pool: RefCell<Option<Rc<PoolSession>>>,
     pub version_rolling: Cell<bool>,
@@ -109,7 +113,7 @@ pub struct MinerSession {
     deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
     closed: Cell<bool>,
-    close_reason: RefCell<Option<String>>,
+    close_reason: Cell<Option<Box<str>>>,
     pub stats: MinerStats,
 }
 
@@ -132,9 +136,9 @@ impl MinerSession {
             connected_at: Instant::now(),
             stream,
             state: Cell::new(MinerState::Connected),
-            user_agent: RefCell::new("".into()),
+            user_agent: RefCell::new(SharedStr::new("")),
             worker: RefCell::new(Rc::from("")),
-            login_worker: RefCell::new("".into()),
+            login_worker: RefCell::new(Rc::from("")),
             group: RefCell::new(None),
             pool: RefCell::new(None),
             version_rolling: Cell::new(false),
@@ -145,7 +149,7 @@ impl MinerSession {
             deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
             closed: Cell::new(false),
-            close_reason: RefCell::new(None),
+            close_reason: Cell::new(None),
             stats: MinerStats::default(),
         }
     }
@@ -203,7 +207,7 @@ impl MinerSession {
     /// Closes the connection from anywhere: the reader sees end-of-stream and cleans up.
     pub fn close(&self, reason: impl Into<String>) {
         if !self.closed.replace(true) {
-            *self.close_reason.borrow_mut() = Some(reason.into());
+            self.close_reason.set(Some(reason.into().into_boxed_str()));
             let _ = self.stream.get_ref().shutdown(Shutdown::Both);
         }
     }
@@ -319,7 +323,7 @@ impl MinerSession {
         };
         // When the agent closed the socket itself, its reason beats the end-of-stream
         // the reader saw because of it.
-        let why = self.close_reason.borrow_mut().take().unwrap_or(why);
+        let why = self.close_reason.take().map_or(why, String::from);
         agent.miner_gone(&self, &why);
     }
 
@@ -491,9 +495,17 @@ impl MinerSession {
             }
         };
         agent.handshake_done(self);
-        let name = agent.naming().worker_name(login_worker, self.peer.ip());
-        *self.worker.borrow_mut() = name.into();
-        *self.login_worker.borrow_mut() = login_worker.into();
+        let name: Rc<str> = agent
+            .naming()
+            .worker_name(login_worker, self.peer.ip())
+            .into();
+        let login_worker = if *name == *login_worker {
+            name.clone()
+        } else {
+            login_worker.into()
+        };
+        *self.worker.borrow_mut() = name;
+        *self.login_worker.borrow_mut() = login_worker;
         let group = agent.group_for(sub);
         group.join(agent, self, id);
     }
