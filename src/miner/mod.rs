@@ -108,7 +108,8 @@ pub struct MinerSession {
     rolled_shares: Cell<u8>,
     /// The authorize request waiting for a pool connection.
     pub pending_auth: RefCell<Option<Box<str>>>,
-    deadline: Cell<Option<Instant>>,
+    /// Boxed: only a miner in its handshake, or waiting for a pool, has one.
+    deadline: Cell<Option<Box<Instant>>>,
     /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
     deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
@@ -145,7 +146,7 @@ impl MinerSession {
             requested_mask: Cell::new(0),
             rolled_shares: Cell::new(0),
             pending_auth: RefCell::new(None),
-            deadline: Cell::new(Some(handshake_deadline)),
+            deadline: Cell::new(Some(Box::new(handshake_deadline))),
             deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
             closed: Cell::new(false),
@@ -188,12 +189,15 @@ impl MinerSession {
     /// The miner's task gives a new deadline to the agent's sweeper before it next
     /// waits (as it used to set its own timer then).
     pub fn set_deadline(&self, at: Option<Instant>) {
-        self.deadline.set(at);
+        self.deadline.set(at.map(Box::new));
         self.deadline_watched.set(false);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline.get()
+        let at = self.deadline.take();
+        let copy = at.as_deref().copied();
+        self.deadline.set(at);
+        copy
     }
 
     /// The deadline, if the sweeper has not been given it yet; it has it after this.
@@ -201,7 +205,7 @@ impl MinerSession {
         if self.deadline_watched.replace(true) {
             return None;
         }
-        self.deadline.get()
+        self.deadline()
     }
 
     /// Closes the connection from anywhere: the reader sees end-of-stream and cleans up.
@@ -246,8 +250,8 @@ impl MinerSession {
             self.close(format!("not reading its socket ({pending} bytes unsent)"));
             return;
         }
-        if !out.flushing {
-            out.flushing = true;
+        if !out.flushing() {
+            out.set_flushing(true);
             drop(out);
             agent.spawn(flush(self.clone()));
         }
@@ -651,7 +655,7 @@ async fn flush(miner: Rc<MinerSession>) {
                 }
             }
             if out.is_empty() {
-                out.flushing = false;
+                out.set_flushing(false);
                 return;
             }
         }

@@ -4,14 +4,14 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// 16 bytes while empty, which is nearly always: the queue itself is boxed.
+/// One pointer, null while empty, which is nearly always: the queue itself is boxed.
 pub struct OutQueue {
     queued: Option<Box<Queued>>,
-    /// A flush task is running for this queue.
-    pub flushing: bool,
 }
 
 struct Queued {
+    /// A flush task is running for this queue (only a queue that holds bytes has one).
+    flushing: bool,
     chunks: VecDeque<Rc<[u8]>>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -20,10 +20,7 @@ struct Queued {
 
 impl OutQueue {
     pub const fn new() -> OutQueue {
-        OutQueue {
-            queued: None,
-            flushing: false,
-        }
+        OutQueue { queued: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -37,6 +34,7 @@ impl OutQueue {
     pub fn push(&mut self, chunk: Rc<[u8]>, offset: usize) {
         let q = self.queued.get_or_insert_with(|| {
             Box::new(Queued {
+                flushing: false,
                 chunks: VecDeque::new(),
                 offset,
                 bytes: 0,
@@ -44,6 +42,18 @@ impl OutQueue {
         });
         q.bytes += chunk.len() - offset;
         q.chunks.push_back(chunk);
+    }
+
+    /// A flush task is running for this queue.
+    pub fn flushing(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.flushing)
+    }
+
+    /// Says whether a flush task runs; an empty queue has none.
+    pub fn set_flushing(&mut self, flushing: bool) {
+        if let Some(q) = self.queued.as_mut() {
+            q.flushing = flushing;
+        }
     }
 
     /// The bytes to write next.

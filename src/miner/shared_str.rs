@@ -1,14 +1,15 @@
 //! Strings most miners have the same of (their user agent): one copy for all of them.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ops::Deref;
 use std::rc::Rc;
 
 /// An interned string: made from a `String` (or `&str`), it is the copy already in
-/// use when there is one.
+/// use when there is one. One pointer wide (the text is behind the shared box).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SharedStr(Rc<str>);
+pub struct SharedStr(Rc<Box<str>>);
 
 thread_local! {
     static INTERNED: RefCell<Interned> = RefCell::new(Interned::default());
@@ -16,7 +17,7 @@ thread_local! {
 
 #[derive(Default)]
 struct Interned {
-    strings: HashSet<Rc<str>>,
+    strings: HashSet<Key>,
     /// Entries left by the last sweep of unused ones.
     kept: usize,
 }
@@ -25,19 +26,29 @@ impl SharedStr {
     pub fn new(s: &str) -> SharedStr {
         INTERNED.with(|t| {
             let mut t = t.borrow_mut();
-            if let Some(rc) = t.strings.get(s) {
-                return SharedStr(rc.clone());
+            if let Some(key) = t.strings.get(s) {
+                return SharedStr(key.0.clone());
             }
             // Strings no miner has any more go before the table doubles: a peer can
             // send any user agent, and must not grow the table for good.
             if t.strings.len() >= 2 * t.kept + 16 {
-                t.strings.retain(|rc| Rc::strong_count(rc) > 1);
+                t.strings.retain(|key| Rc::strong_count(&key.0) > 1);
                 t.kept = t.strings.len();
             }
-            let rc: Rc<str> = Rc::from(s);
-            t.strings.insert(rc.clone());
+            let rc: Rc<Box<str>> = Rc::new(Box::from(s));
+            t.strings.insert(Key(rc.clone()));
             SharedStr(rc)
         })
+    }
+}
+
+/// The table's entry, looked up by its text.
+#[derive(PartialEq, Eq, Hash)]
+struct Key(Rc<Box<str>>);
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -69,13 +80,13 @@ impl From<SharedStr> for String {
 
 impl std::fmt::Debug for SharedStr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        (*self.0).fmt(f)
+        (**self.0).fmt(f)
     }
 }
 
 impl std::fmt::Display for SharedStr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        (*self.0).fmt(f)
+        (**self.0).fmt(f)
     }
 }
 
