@@ -3,6 +3,7 @@
 use crate::admission::{Admission, Verdict};
 use crate::config::Config;
 use crate::http_debug;
+use crate::miner::deadlines::Deadlines;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::{MinerSession, MinerState};
 use crate::pool::dial_streak::DialStreaks;
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Bytes per `advanced.message_queue_size.miner_session` unit of a miner's unsent
@@ -41,6 +42,8 @@ pub struct Agent {
     version_mask: Cell<u32>,
     /// Connections that have not authorized yet, bounded against floods.
     admission: RefCell<Admission>,
+    /// Miners' deadlines, for the one task that keeps them ([`sweep_deadlines`]).
+    deadlines: Rc<Deadlines>,
     /// Log lines about connections strangers can open at will (scans, floods).
     refused: RateLimit,
     /// Failed pool dials, logged once per failure streak (see [`DialStreaks`]).
@@ -58,7 +61,7 @@ impl Agent {
         let naming = naming_rules(&cfg);
         let version_mask = cfg.advanced.bitcoin_default_version_mask;
         let admission = handshake_limits(&cfg, crate::fd_limit::current());
-        Ok(Rc::new(Agent {
+        let agent = Rc::new(Agent {
             cfg: RefCell::new(Rc::new(cfg)),
             ex,
             connector: RefCell::new(Rc::new(connector)),
@@ -69,12 +72,18 @@ impl Agent {
             next_pool_id: Cell::new(1),
             version_mask: Cell::new(version_mask),
             admission: RefCell::new(admission),
+            deadlines: Rc::new(Deadlines::new()),
             refused: RateLimit::new(),
             dial_streaks: RefCell::new(DialStreaks::new()),
             stopping: Cell::new(false),
             started: Instant::now(),
             status: status::Tracker::new(),
-        }))
+        });
+        agent.spawn(sweep_deadlines(
+            Rc::downgrade(&agent),
+            agent.deadlines.clone(),
+        ));
+        Ok(agent)
     }
 
     /// The config in force now (a reload may replace it between two calls).
@@ -350,11 +359,7 @@ impl Agent {
         ));
         self.miners.borrow_mut().insert(sid, miner.clone());
         log::debug!("{}: connected", miner.name());
-        let agent = self.clone();
-        self.spawn(async move {
-            let why = miner.serve(&agent).await;
-            agent.miner_gone(&miner, &why);
-        });
+        self.spawn(miner.serve(self.clone()));
     }
 
     /// A miner's handshake is over: it gave a login the agent takes.
@@ -368,7 +373,8 @@ impl Agent {
         !is_handshake(miner.state.get()) || self.refused.allow()
     }
 
-    fn miner_gone(self: &Rc<Self>, miner: &Rc<MinerSession>, why: &str) {
+    /// The end of a miner's task ([`MinerSession::serve`]).
+    pub fn miner_gone(self: &Rc<Self>, miner: &Rc<MinerSession>, why: &str) {
         miner.close(why);
         self.admission.borrow_mut().finished(miner.sid);
         let state = miner.state.get();
@@ -412,6 +418,43 @@ impl Agent {
                 shares_accepted: shares.accepted,
                 shares_rejected: shares.rejected,
             });
+        }
+    }
+
+    /// Gives `miner`'s deadline to the sweeper, unless it has it already.
+    pub fn watch_deadline(&self, miner: &MinerSession) {
+        let Some(at) = miner.deadline_to_watch() else {
+            return;
+        };
+        if self.deadlines.push(miner.sid, at) {
+            let miners = self.miners.borrow();
+            self.deadlines.retain(|sid, at| {
+                miners
+                    .get(&sid)
+                    .is_some_and(|m| !m.is_closed() && m.deadline() == Some(at))
+            });
+        }
+    }
+
+    /// Closes or keeps each miner whose deadline has passed.
+    fn deadlines_passed(self: &Rc<Self>) {
+        let now = Instant::now();
+        while let Some((sid, at)) = self.deadlines.pop_passed(now) {
+            let miner = self.miners.borrow().get(&sid).cloned();
+            let Some(miner) = miner.filter(|m| !m.is_closed()) else {
+                continue; // gone: a stale entry
+            };
+            if miner.deadline() != Some(at) {
+                // Changed since: the sweeper may not have heard of the new one yet.
+                self.watch_deadline(&miner);
+                continue;
+            }
+            // This entry is used up; anything the miner waits for next sets a new one.
+            miner.set_deadline(None);
+            match self.miner_deadline_passed(&miner) {
+                Some(reason) => miner.close(reason),
+                None => self.watch_deadline(&miner),
+            }
         }
     }
 
@@ -587,6 +630,17 @@ pub enum Control {
     Stop,
 }
 
+/// The one task that keeps every miner's deadline; ends with the agent.
+async fn sweep_deadlines(agent: Weak<Agent>, deadlines: Rc<Deadlines>) {
+    loop {
+        deadlines.passed().await;
+        let Some(agent) = agent.upgrade() else {
+            return;
+        };
+        agent.deadlines_passed();
+    }
+}
+
 /// Runs the agent on the current thread until `controls` says stop or ends.
 pub fn run_blocking(
     cfg: Config,
@@ -674,6 +728,109 @@ mod tests {
             let mut line = String::new();
             BufReader::new(ok).read_line(&mut line).await.unwrap();
             assert!(line.contains("\"0000004d\""), "{line}");
+        }));
+    }
+
+    /// An agent on a dead pool whose miners must authorize within `handshake`.
+    fn agent_with_deadlines(handshake: Duration) -> (Rc<Agent>, Async<TcpListener>) {
+        let mut cfg = Config {
+            multi_user_mode: true,
+            agent_listen_ip: [127, 0, 0, 1].into(),
+            agent_listen_port: 0,
+            pools: vec![PoolEntry {
+                host: "127.0.0.1".into(),
+                port: 9,
+                subaccount: "x".into(),
+            }],
+            ..Config::default()
+        };
+        cfg.advanced.pool_connection_read_timeout = handshake;
+        cfg.advanced.pool_connection_dial_timeout = Duration::from_secs(1);
+        // All the test's miners come from 127.0.0.1.
+        cfg.advanced.max_unauthorized_connections_per_ip = 4096;
+        let listener = Agent::bind(&cfg).unwrap();
+        let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+        (Agent::new(cfg, ex).unwrap(), listener)
+    }
+
+    /// Waits (without a time limit of its own) until `done` holds.
+    async fn until(mut done: impl FnMut() -> bool) {
+        while !done() {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    }
+
+    const SUBSCRIBE: &[u8] = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n";
+
+    #[test]
+    fn every_handshake_deadline_is_in_the_one_sweepers_queue() {
+        let (agent, listener) = agent_with_deadlines(Duration::from_secs(3600));
+        let addr = listener.get_ref().local_addr().unwrap();
+        let ex = agent.ex;
+        smol::block_on(ex.run(async {
+            let _serve = ex.spawn(agent.clone().run(listener));
+            let mut miners = Vec::new();
+            for i in 0..200 {
+                let mut m = async_net::TcpStream::connect(addr).await.unwrap();
+                if i % 2 == 0 {
+                    m.write_all(SUBSCRIBE).await.unwrap();
+                }
+                miners.push(m);
+            }
+            // No timer per miner: each one's deadline is an entry in the agent's queue.
+            until(|| agent.deadlines.len() == 200).await;
+            until(|| agent.miners.borrow().len() == 200).await;
+            drop(miners);
+            until(|| agent.miners.borrow().is_empty()).await;
+            // The entries of miners that left go in the next sweep of stale ones.
+            let mut more = Vec::new();
+            while agent.deadlines.len() == 200 + more.len() {
+                more.push(async_net::TcpStream::connect(addr).await.unwrap());
+                until(|| agent.miners.borrow().len() == more.len()).await;
+                smol::future::yield_now().await;
+            }
+            assert_eq!(agent.deadlines.len(), more.len());
+        }));
+    }
+
+    #[test]
+    fn the_sweeper_closes_each_miner_at_its_deadline() {
+        let handshake = Duration::from_secs(1);
+        let (agent, listener) = agent_with_deadlines(handshake);
+        let addr = listener.get_ref().local_addr().unwrap();
+        let ex = agent.ex;
+        smol::block_on(ex.run(async {
+            let _serve = ex.spawn(agent.clone().run(listener));
+            let start = Instant::now();
+            let mut handshakes = Vec::new();
+            for i in 0..100 {
+                let mut m = async_net::TcpStream::connect(addr).await.unwrap();
+                if i % 2 == 0 {
+                    m.write_all(SUBSCRIBE).await.unwrap();
+                }
+                handshakes.push(m);
+            }
+            // Authorized in time, then waiting for a pool connection that never comes:
+            // its second deadline (the dial timeout) is the sweeper's too.
+            let mut waiting = async_net::TcpStream::connect(addr).await.unwrap();
+            waiting.write_all(SUBSCRIBE).await.unwrap();
+            waiting
+                .write_all(
+                    b"{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"sub.w1\",\"x\"]}\n",
+                )
+                .await
+                .unwrap();
+            for mut m in handshakes {
+                let mut rest = Vec::new();
+                m.read_to_end(&mut rest).await.unwrap();
+                assert!(start.elapsed() >= handshake, "closed before its deadline");
+            }
+            let mut said = String::new();
+            waiting.read_to_string(&mut said).await.unwrap();
+            assert!(said.contains("No pool connection available"), "{said}");
+            until(|| agent.miners.borrow().is_empty()).await;
+            assert!(agent.deadlines.is_empty(), "{}", agent.deadlines.len());
+            assert_eq!(agent.admission.borrow().pending(), 0);
         }));
     }
 }

@@ -4,8 +4,10 @@
 //! shared by every miner (only an unfinished line is kept per miner), and writes go
 //! straight to the socket, queueing only what the kernel does not take.
 
+pub mod deadlines;
 mod output;
 pub mod session_ids;
+mod shared_str;
 
 use crate::agent::Agent;
 use crate::pool::{PoolGroup, PoolSession};
@@ -15,9 +17,10 @@ use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
 use crate::status::ShareCount;
-use async_io::{Async, Timer};
+use async_io::Async;
 use output::OutQueue;
 use serde_json::Value;
+pub use shared_str::SharedStr;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -91,11 +94,13 @@ pub struct MinerSession {
     pub connected_at: Instant,
     stream: Async<TcpStream>,
     pub state: Cell<MinerState>,
-    pub user_agent: RefCell<Box<str>>,
+    /// Interned: a farm's miners have a few user agents between them.
+    pub user_agent: RefCell<SharedStr>,
     /// Name at the pool, after the naming rules.
     pub worker: RefCell<Rc<str>>,
     /// The worker part of the login, kept to apply changed naming rules (a reload).
-    pub login_worker: RefCell<Box<str>>,
+    /// Usually the same text as `worker`, and then the same copy.
+    pub login_worker: RefCell<Rc<str>>,
     pub group: RefCell<Option<Rc<PoolGroup>>>,
     pub pool: RefCell<Option<Rc<PoolSession>>>,
     pub version_rolling: Cell<bool>,
@@ -103,10 +108,13 @@ pub struct MinerSession {
     rolled_shares: Cell<u8>,
     /// The authorize request waiting for a pool connection.
     pub pending_auth: RefCell<Option<Box<str>>>,
-    deadline: Cell<Option<Instant>>,
+    /// Boxed: only a miner in its handshake, or waiting for a pool, has one.
+    deadline: Cell<Option<Box<Instant>>>,
+    /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
+    deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
     closed: Cell<bool>,
-    close_reason: RefCell<Option<String>>,
+    close_reason: Cell<Option<Box<str>>>,
     pub stats: MinerStats,
 }
 
@@ -129,19 +137,20 @@ impl MinerSession {
             connected_at: Instant::now(),
             stream,
             state: Cell::new(MinerState::Connected),
-            user_agent: RefCell::new("".into()),
+            user_agent: RefCell::new(SharedStr::new("")),
             worker: RefCell::new(Rc::from("")),
-            login_worker: RefCell::new("".into()),
+            login_worker: RefCell::new(Rc::from("")),
             group: RefCell::new(None),
             pool: RefCell::new(None),
             version_rolling: Cell::new(false),
             requested_mask: Cell::new(0),
             rolled_shares: Cell::new(0),
             pending_auth: RefCell::new(None),
-            deadline: Cell::new(Some(handshake_deadline)),
+            deadline: Cell::new(Some(Box::new(handshake_deadline))),
+            deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
             closed: Cell::new(false),
-            close_reason: RefCell::new(None),
+            close_reason: Cell::new(None),
             stats: MinerStats::default(),
         }
     }
@@ -177,14 +186,32 @@ impl MinerSession {
         self.closed.get()
     }
 
+    /// The miner's task gives a new deadline to the agent's sweeper before it next
+    /// waits (as it used to set its own timer then).
     pub fn set_deadline(&self, at: Option<Instant>) {
+        self.deadline.set(at.map(Box::new));
+        self.deadline_watched.set(false);
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        let at = self.deadline.take();
+        let copy = at.as_deref().copied();
         self.deadline.set(at);
+        copy
+    }
+
+    /// The deadline, if the sweeper has not been given it yet; it has it after this.
+    pub fn deadline_to_watch(&self) -> Option<Instant> {
+        if self.deadline_watched.replace(true) {
+            return None;
+        }
+        self.deadline()
     }
 
     /// Closes the connection from anywhere: the reader sees end-of-stream and cleans up.
     pub fn close(&self, reason: impl Into<String>) {
         if !self.closed.replace(true) {
-            *self.close_reason.borrow_mut() = Some(reason.into());
+            self.close_reason.set(Some(reason.into().into_boxed_str()));
             let _ = self.stream.get_ref().shutdown(Shutdown::Both);
         }
     }
@@ -223,54 +250,30 @@ impl MinerSession {
             self.close(format!("not reading its socket ({pending} bytes unsent)"));
             return;
         }
-        if !out.flushing {
-            out.flushing = true;
+        if !out.flushing() {
+            out.set_flushing(true);
             drop(out);
             agent.spawn(flush(self.clone()));
         }
     }
 
-    /// Reads and handles lines until the connection ends; returns why it ended.
-    pub async fn serve(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
-        let why = self.read_lines(agent).await;
-        // When the agent closed the socket itself, its reason beats the end-of-stream
-        // the reader saw because of it.
-        self.close_reason.borrow_mut().take().unwrap_or(why)
-    }
-
-    async fn read_lines(self: &Rc<Self>, agent: &Rc<Agent>) -> String {
-        let mut partial: Vec<u8> = Vec::new();
+    /// The miner's task: reads and handles lines until the connection ends, then tells
+    /// the agent why it ended. Its future is kept small: every miner has one for good.
+    pub async fn serve(self: Rc<Self>, agent: Rc<Agent>) {
+        // An unfinished line, boxed: usually there is none.
+        let mut partial: Option<Box<Vec<u8>>> = None;
         let mut first_byte_seen = false;
         let mut bad_lines = 0u8;
-        loop {
+        let why = 'read: loop {
             if self.closed.get() {
-                break;
+                break "closed".into();
             }
+            // The sweeper closes it when its deadline passes.
+            agent.watch_deadline(&self);
             // poll_readable keeps one waker in the socket's reactor entry; readable()
             // would add a slab of wakers per miner (about 100 bytes each).
-            let readable = || std::future::poll_fn(|cx| self.stream.poll_readable(cx));
-            let timed_out = match self.deadline.get() {
-                Some(at) => {
-                    let readable = async { readable().await.map(|_| false) };
-                    let timer = async {
-                        Timer::at(at).await;
-                        Ok(true)
-                    };
-                    // Boxed: only a miner in its handshake has a deadline, and inline
-                    // this timer would make every miner's task bigger for good.
-                    Box::pin(smol::future::or(readable, timer)).await
-                }
-                None => readable().await.map(|_| false),
-            };
-            match timed_out {
-                Err(e) => return format!("socket error: {e}"),
-                Ok(true) => {
-                    if let Some(reason) = agent.miner_deadline_passed(self) {
-                        return reason;
-                    }
-                    continue;
-                }
-                Ok(false) => {}
+            if let Err(e) = std::future::poll_fn(|cx| self.stream.poll_readable(cx)).await {
+                break format!("socket error: {e}");
             }
             // Drain what is readable, a bounded number of times so one busy miner
             // cannot starve the others.
@@ -293,34 +296,39 @@ impl MinerSession {
                             }
                         }
                     }
-                    if partial.is_empty() {
-                        let consumed = self.handle_lines(agent, data, 0, &mut bad_lines)?;
-                        partial.extend_from_slice(&data[consumed..]);
-                    } else {
-                        // What was kept holds no '\n': search only the new bytes.
-                        let scanned = partial.len();
-                        partial.extend_from_slice(data);
-                        let consumed =
-                            self.handle_lines(agent, &partial, scanned, &mut bad_lines)?;
-                        partial.drain(..consumed);
-                    }
-                    if partial.is_empty() && partial.capacity() > 0 {
-                        partial = Vec::new();
+                    match partial.as_mut() {
+                        None => {
+                            let consumed = self.handle_lines(&agent, data, 0, &mut bad_lines)?;
+                            if consumed < n {
+                                partial = Some(Box::new(data[consumed..].to_vec()));
+                            }
+                        }
+                        Some(kept) => {
+                            // What was kept holds no '\n': search only the new bytes.
+                            let scanned = kept.len();
+                            kept.extend_from_slice(data);
+                            let consumed =
+                                self.handle_lines(&agent, kept, scanned, &mut bad_lines)?;
+                            kept.drain(..consumed);
+                            if kept.is_empty() {
+                                partial = None;
+                            }
+                        }
                     }
                     Ok(n == scratch.len())
                 });
                 match step {
                     Ok(true) => continue,
                     Ok(false) => break,
-                    Err(reason) => return reason,
+                    Err(reason) => break 'read reason,
                 }
             }
             smol::future::yield_now().await;
-        }
-        self.close_reason
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| "closed".into())
+        };
+        // When the agent closed the socket itself, its reason beats the end-of-stream
+        // the reader saw because of it.
+        let why = self.close_reason.take().map_or(why, String::from);
+        agent.miner_gone(&self, &why);
     }
 
     /// Handles the complete lines of `data`, whose first `scanned` bytes hold no `\n`;
@@ -491,9 +499,17 @@ impl MinerSession {
             }
         };
         agent.handshake_done(self);
-        let name = agent.naming().worker_name(login_worker, self.peer.ip());
-        *self.worker.borrow_mut() = name.into();
-        *self.login_worker.borrow_mut() = login_worker.into();
+        let name: Rc<str> = agent
+            .naming()
+            .worker_name(login_worker, self.peer.ip())
+            .into();
+        let login_worker = if *name == *login_worker {
+            name.clone()
+        } else {
+            login_worker.into()
+        };
+        *self.worker.borrow_mut() = name;
+        *self.login_worker.borrow_mut() = login_worker;
         let group = agent.group_for(sub);
         group.join(agent, self, id);
     }
@@ -641,7 +657,7 @@ async fn flush(miner: Rc<MinerSession>) {
                 }
             }
             if out.is_empty() {
-                out.flushing = false;
+                out.set_flushing(false);
                 return;
             }
         }

@@ -4,59 +4,80 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+/// One pointer, null while empty, which is nearly always: the queue itself is boxed.
 pub struct OutQueue {
+    queued: Option<Box<Queued>>,
+}
+
+struct Queued {
+    /// A flush task is running for this queue (only a queue that holds bytes has one).
+    flushing: bool,
     chunks: VecDeque<Rc<[u8]>>,
     /// Bytes of the front chunk already written.
     offset: usize,
     bytes: usize,
-    /// A flush task is running for this queue.
-    pub flushing: bool,
 }
 
 impl OutQueue {
     pub const fn new() -> OutQueue {
-        OutQueue {
-            chunks: VecDeque::new(),
-            offset: 0,
-            bytes: 0,
-            flushing: false,
-        }
+        OutQueue { queued: None }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.queued.is_none()
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.queued.as_ref().map_or(0, |q| q.bytes)
     }
 
     pub fn push(&mut self, chunk: Rc<[u8]>, offset: usize) {
-        self.bytes += chunk.len() - offset;
-        if self.chunks.is_empty() {
-            self.offset = offset;
+        let q = self.queued.get_or_insert_with(|| {
+            Box::new(Queued {
+                flushing: false,
+                chunks: VecDeque::new(),
+                offset,
+                bytes: 0,
+            })
+        });
+        q.bytes += chunk.len() - offset;
+        q.chunks.push_back(chunk);
+    }
+
+    /// A flush task is running for this queue.
+    pub fn flushing(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.flushing)
+    }
+
+    /// Says whether a flush task runs; an empty queue has none.
+    pub fn set_flushing(&mut self, flushing: bool) {
+        if let Some(q) = self.queued.as_mut() {
+            q.flushing = flushing;
         }
-        self.chunks.push_back(chunk);
     }
 
     /// The bytes to write next.
     pub fn front(&self) -> Option<&[u8]> {
-        self.chunks.front().map(|c| &c[self.offset..])
+        let q = self.queued.as_ref()?;
+        q.chunks.front().map(|c| &c[q.offset..])
     }
 
     /// Marks `n` bytes of the front as written.
     pub fn advance(&mut self, n: usize) {
-        self.bytes -= n;
-        self.offset += n;
-        if let Some(front) = self.chunks.front() {
-            if self.offset >= front.len() {
-                self.chunks.pop_front();
-                self.offset = 0;
+        let Some(q) = self.queued.as_mut() else {
+            return;
+        };
+        q.bytes -= n;
+        q.offset += n;
+        if let Some(front) = q.chunks.front() {
+            if q.offset >= front.len() {
+                q.chunks.pop_front();
+                q.offset = 0;
             }
         }
-        if self.chunks.is_empty() {
-            // Give the ring's memory back: a slow miner must not keep it for good.
-            self.chunks = VecDeque::new();
+        if q.chunks.is_empty() {
+            // Give the memory back: a slow miner must not keep it for good.
+            self.queued = None;
         }
     }
 }
