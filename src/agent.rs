@@ -741,6 +741,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9,
                 subaccount: "x".into(),
+                stratum: None,
             }],
             ..Config::default()
         };
