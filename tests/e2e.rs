@@ -992,7 +992,11 @@ fn a_miner_that_stops_reading_is_cut_off_not_buffered_forever() {
         // up from could name an id a later job has taken, and be judged on that job.)
         pool.new_job(true);
         loop {
-            let v = good.conn.read_json(T).await.expect("the good miner gets jobs");
+            let v = good
+                .conn
+                .read_json(T)
+                .await
+                .expect("the good miner gets jobs");
             good.absorb(&v);
             if v["method"] == json!("mining.notify") && v["params"][8] == json!(true) {
                 break;
