@@ -24,7 +24,8 @@ const MAX_UCI_BYTES: usize = 1 << 20;
 
 /// Translate the text of `/etc/config/btcagent` into the agent's JSON config: top-level
 /// fields, `pools` in file order (`[host, port, subaccount]` for an agent-protocol pool,
-/// an object for a plain Stratum one), `http_debug` and `advanced` objects. Options that are absent are left out so the agent's defaults apply.
+/// an object for a plain Stratum one), `http_debug` and `advanced` objects. Options that
+/// are absent are left out so the agent's defaults apply.
 /// The init script's own options (`enabled`, `log_verbosity`, `log_target`) are skipped.
 pub fn uci_to_json(text: &str) -> Result<Value, String> {
     if text.len() > MAX_UCI_BYTES {
