@@ -160,3 +160,73 @@ fn through_an_https_proxy() {
     ));
     mine_through(&agent, &pool);
 }
+
+/// A plain Stratum pool (as ckpool behaves: a first method it does not know closes the
+/// connection) reached through SOCKS5, with a dead proxy racing it: the route test is
+/// the session's own `mining.configure`, and its answer reaches the session.
+#[test]
+fn a_stratum_pool_through_socks5_beside_a_dead_proxy() {
+    use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig};
+    socks_user();
+    let dir = upstream_support::TempDir::new("route-stratum-socks");
+    let port = free_port();
+    let _dante = danted(&dir, port, true);
+    let dead = dead_port();
+    let pool = StratumPool::start(StratumPoolConfig::ckpool()).unwrap();
+    let mut conf = agent_via(
+        pool.addr().port(),
+        json!({"proxy": [
+            format!("socks5://127.0.0.1:{}", dead.port),
+            format!("socks5://{SOCKS_USER}:{SOCKS_PASS}@127.0.0.1:{port}"),
+        ], "direct_connect_after_proxy": false}),
+    );
+    conf["pools"] = json!([{"protocol": "stratum", "host": "127.0.0.1",
+        "port": pool.addr().port(), "user": "{sub}.farm1"}]);
+    let agent = AgentProc::start(conf);
+    block_on(async {
+        let mut m = Miner::login(&agent, "acct.w1", true).await;
+        assert_eq!(m.submit_share(0, 0x2000).await["result"], json!(true));
+    });
+    assert!(
+        pool.wait_until(T, |s| s.worker("acct.farm1").valid == 1),
+        "{}\n{}",
+        pool.stats().summary(),
+        agent.log()
+    );
+    assert_eq!(pool.stats().totals.total(), 1);
+    assert!(
+        agent.log().contains(&format!("socks5 127.0.0.1:{port}")),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A plain Stratum pool over TLS (stunnel in front of it), the certificate verified.
+#[test]
+fn a_stratum_pool_over_tls() {
+    use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig};
+    let dir = upstream_support::TempDir::new("route-stratum-tls");
+    let pki = make_pki(&dir);
+    let pool = StratumPool::start(StratumPoolConfig::default()).unwrap();
+    let tls_port = free_port();
+    let _tunnel = stunnel(&dir, tls_port, pool.addr().port(), &pki.good.0, &pki.good.1);
+    let ca = pki.ca.display().to_string();
+    let mut conf = agent_via(
+        tls_port,
+        json!({"multi_user_mode": false, "pool_use_tls": true,
+               "advanced": {"tls_skip_certificate_verify": false}}),
+    );
+    conf["pools"] = json!([{"protocol": "stratum", "host": "localhost",
+        "port": tls_port, "user": "acct.tls"}]);
+    let agent = AgentProc::start_with_env(conf, &[], &[("SSL_CERT_FILE", &ca)]);
+    block_on(async {
+        let mut m = Miner::login(&agent, "w1", false).await;
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+    });
+    assert!(
+        pool.wait_until(T, |s| s.worker("acct.tls").valid == 1),
+        "{}\n{}",
+        pool.stats().summary(),
+        agent.log()
+    );
+}
