@@ -147,16 +147,43 @@ pub fn log_complaints(path: &Path) -> (u64, u64, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let (mut warnings, mut errors, mut first) = (0, 0, Vec::new());
     for line in text.lines() {
-        match line.split_whitespace().nth(2) {
-            Some("WARN") => warnings += 1,
-            Some("ERROR") => errors += 1,
-            _ => continue,
+        match severity(line) {
+            Some(Severity::Warning) => warnings += 1,
+            Some(Severity::Error) => errors += 1,
+            None => continue,
         }
         if first.len() < 10 {
             first.push(line.to_string());
         }
     }
     (warnings, errors, first)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Severity {
+    Warning,
+    Error,
+}
+
+/// A warning or error line: btcagent's `DATE TIME LEVEL ...`, or glog's `Lmmdd hh:mm:ss`
+/// (the Go agent's), whose first letter is the level (W, E, F).
+fn severity(line: &str) -> Option<Severity> {
+    let mut words = line.split_whitespace();
+    let head = words.next()?;
+    match words.nth(1) {
+        Some("WARN") => return Some(Severity::Warning),
+        Some("ERROR") => return Some(Severity::Error),
+        _ => {}
+    }
+    let (level, date) = head.split_at_checked(1)?;
+    if date.len() != 4 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match level {
+        "W" => Some(Severity::Warning),
+        "E" | "F" => Some(Severity::Error),
+        _ => None,
+    }
 }
 
 impl AgentProcess {
@@ -303,4 +330,33 @@ pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{severity, Severity};
+
+    #[test]
+    fn warnings_and_errors_of_both_agents_log_formats() {
+        assert_eq!(
+            severity("2026-12-03 15:36:52.498 WARN  pool#2 x: down"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            severity("2026-12-03 15:36:52.498 ERROR x"),
+            Some(Severity::Error)
+        );
+        assert_eq!(severity("2026-12-03 15:36:52.498 INFO  x"), None);
+        assert_eq!(
+            severity("E1203 16:20:01.123456   4242 session.go:88] failed"),
+            Some(Severity::Error)
+        );
+        assert_eq!(
+            severity("W1203 16:20:01.123456   4242 x.go:1] slow"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(severity("I1203 16:20:01.123456   4242 x.go:1] up"), None);
+        assert_eq!(severity("Error: not a log line"), None);
+        assert_eq!(severity(""), None);
+    }
 }
