@@ -528,8 +528,8 @@ impl Config {
                 a.max_unauthorized_connections,
                 a.max_unauthorized_connections_per_ip,
                 a.stratum_shares_per_minute,
-                json_number(a.stratum_start_difficulty),
-                json_number(a.stratum_min_difficulty),
+                crate::protocol::stratum::difficulty_text(a.stratum_start_difficulty),
+                crate::protocol::stratum::difficulty_text(a.stratum_min_difficulty),
             ),
             false,
         );
@@ -704,15 +704,6 @@ impl<'v> Fields<'v> {
 }
 
 const MAX_DIFFICULTY: f64 = 18_446_744_073_709_551_616.0;
-
-/// A difficulty as JSON: whole numbers without a fraction.
-fn json_number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{}", value as u64)
-    } else {
-        format!("{value}")
-    }
-}
 
 fn expect_string(value: &Value, path: &str) -> Result<String, ConfigError> {
     match value {

@@ -114,6 +114,16 @@ pub fn status_text(status: i32) -> &'static str {
     }
 }
 
+/// A difficulty as JSON number text: whole numbers without a fraction (`16384`, not
+/// `16384.0`), others as Rust prints them, exactly enough to read back the same.
+pub fn difficulty_text(difficulty: f64) -> String {
+    if difficulty.fract() == 0.0 && difficulty.abs() < 1e15 {
+        format!("{}", difficulty as u64)
+    } else {
+        format!("{difficulty}")
+    }
+}
+
 /// `{"id":ID,"result":RESULT,"error":null}\n`; `result` is JSON text.
 pub fn result_line(id: &str, result: &str) -> Vec<u8> {
     let mut s = String::with_capacity(40 + id.len() + result.len());

@@ -572,11 +572,7 @@ pub fn miner_rejection(verdict: &Verdict) -> (i32, String) {
 
 /// `mining.set_difficulty` for a miner: whole numbers without a fraction.
 pub fn set_difficulty_line(difficulty: f64) -> Vec<u8> {
-    let text = if difficulty.fract() == 0.0 && difficulty < 1e15 {
-        format!("[{}]", difficulty as u64)
-    } else {
-        format!("[{difficulty}]")
-    };
+    let text = format!("[{}]", stratum::difficulty_text(difficulty));
     stratum::notification("mining.set_difficulty", &text)
 }
 
