@@ -683,9 +683,9 @@ mod tests {
     use crate::miner::session_ids::MAX_SESSION_ID;
     use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-    #[test]
-    fn refuses_miners_cleanly_when_every_session_id_is_taken() {
-        let cfg = Config {
+    /// Multi-user mode on loopback, any free port, one pool entry nobody listens on.
+    fn dead_pool_config() -> Config {
+        Config {
             multi_user_mode: true,
             agent_listen_ip: [127, 0, 0, 1].into(),
             agent_listen_port: 0,
@@ -696,7 +696,12 @@ mod tests {
                 stratum: None,
             }],
             ..Config::default()
-        };
+        }
+    }
+
+    #[test]
+    fn refuses_miners_cleanly_when_every_session_id_is_taken() {
+        let cfg = dead_pool_config();
         let listener = Agent::bind(&cfg).unwrap();
         let addr = listener.get_ref().local_addr().unwrap();
         let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
@@ -733,18 +738,7 @@ mod tests {
 
     /// An agent on a dead pool whose miners must authorize within `handshake`.
     fn agent_with_deadlines(handshake: Duration) -> (Rc<Agent>, Async<TcpListener>) {
-        let mut cfg = Config {
-            multi_user_mode: true,
-            agent_listen_ip: [127, 0, 0, 1].into(),
-            agent_listen_port: 0,
-            pools: vec![PoolEntry {
-                host: "127.0.0.1".into(),
-                port: 9,
-                subaccount: "x".into(),
-                stratum: None,
-            }],
-            ..Config::default()
-        };
+        let mut cfg = dead_pool_config();
         cfg.advanced.pool_connection_read_timeout = handshake;
         cfg.advanced.pool_connection_dial_timeout = Duration::from_secs(1);
         // All the test's miners come from 127.0.0.1.
