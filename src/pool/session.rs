@@ -600,8 +600,7 @@ impl PoolSession {
                         continue;
                     };
                     if verdict.accepted {
-                        miner.count_accepted_at(p.difficulty);
-                        miner.send(agent, &stratum::result_line(&p.id, "true"));
+                        tell_accepted(agent, &miner, &p.id, p.difficulty);
                     } else {
                         let (code, reason) = stratum_upstream::miner_rejection(&verdict);
                         miner.reject(agent, &p.id, code, &reason);
@@ -821,8 +820,7 @@ impl PoolSession {
             self.stats
                 .shares_accepted
                 .set(self.stats.shares_accepted.get() + 1);
-            miner.count_accepted_at(p.difficulty);
-            miner.send(agent, &stratum::result_line(id, "true"));
+            tell_accepted(agent, miner, id, p.difficulty);
         } else {
             self.stats
                 .shares_rejected
@@ -881,8 +879,7 @@ impl PoolSession {
                         self.stats
                             .shares_local
                             .set(self.stats.shares_local.get() + 1);
-                        miner.count_accepted_at(difficulty);
-                        miner.send(agent, &stratum::result_line(id, "true"));
+                        tell_accepted(agent, miner, id, difficulty);
                         return;
                     }
                     Judgement::Forward { line, difficulty } => {
@@ -919,8 +916,7 @@ impl PoolSession {
                 .shares_accepted
                 .set(self.stats.shares_accepted.get() + 1);
         }
-        miner.count_accepted_at(difficulty);
-        miner.send(agent, &stratum::result_line(id, "true"));
+        tell_accepted(agent, miner, id, difficulty);
     }
 
     /// Takes `miner` onto this connection: registers it, then sends what a new miner
@@ -1081,6 +1077,12 @@ impl PoolSession {
         self.drain(Duration::from_secs(2)).await;
         self.kill(why);
     }
+}
+
+/// The miner's share `id` is accepted: counted at `difficulty`, and answered `true`.
+fn tell_accepted(agent: &Rc<Agent>, miner: &Rc<MinerSession>, id: &str, difficulty: f64) {
+    miner.count_accepted_at(difficulty);
+    miner.send(agent, &stratum::result_line(id, "true"));
 }
 
 fn send_version_mask(agent: &Rc<Agent>, miner: &Rc<MinerSession>, pool_mask: u32) {

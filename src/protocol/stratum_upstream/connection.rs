@@ -649,7 +649,7 @@ mod tests {
         let recorded = include_str!("../../../tests/data/ckpool/session-bb7b0aeb.txt");
         let mut c = StratumConnection::new(settings());
         let t = Instant::now();
-        let mut written = vec![
+        let mut written = [
             String::from_utf8(StratumConnection::first_request()).unwrap(),
             String::from_utf8(c.handshake()).unwrap(),
         ]
