@@ -62,6 +62,18 @@ impl OutQueue {
         q.chunks.front().map(|c| &c[q.offset..])
     }
 
+    /// Every byte not written yet, in order (for a handoff).
+    pub fn pending(&self) -> Vec<u8> {
+        let Some(q) = self.queued.as_ref() else {
+            return Vec::new();
+        };
+        let mut bytes = Vec::with_capacity(q.bytes);
+        for (i, chunk) in q.chunks.iter().enumerate() {
+            bytes.extend_from_slice(if i == 0 { &chunk[q.offset..] } else { chunk });
+        }
+        bytes
+    }
+
     /// Marks `n` bytes of the front as written.
     pub fn advance(&mut self, n: usize) {
         let Some(q) = self.queued.as_mut() else {
@@ -92,13 +104,16 @@ mod tests {
         q.push(Rc::from(&b"hello"[..]), 2);
         q.push(Rc::from(&b"world"[..]), 0);
         assert_eq!(q.bytes(), 8);
+        assert_eq!(q.pending(), b"lloworld");
         assert_eq!(q.front(), Some(&b"llo"[..]));
         q.advance(2);
         assert_eq!(q.front(), Some(&b"o"[..]));
+        assert_eq!(q.pending(), b"oworld");
         q.advance(1);
         assert_eq!(q.front(), Some(&b"world"[..]));
         q.advance(5);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
+        assert!(q.pending().is_empty());
     }
 }

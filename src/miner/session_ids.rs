@@ -54,6 +54,18 @@ impl SessionIds {
         }
     }
 
+    /// Takes `id` (a miner handed over by the previous process); false if it is taken
+    /// or out of range.
+    pub fn reserve(&mut self, id: u16) -> bool {
+        let i = id as usize;
+        if i >= SLOTS || self.used[i / 64] & (1 << (i % 64)) != 0 {
+            return false;
+        }
+        self.used[i / 64] |= 1 << (i % 64);
+        self.in_use += 1;
+        true
+    }
+
     pub fn release(&mut self, id: u16) {
         let i = id as usize;
         if i < SLOTS && self.used[i / 64] & (1 << (i % 64)) != 0 {
@@ -83,6 +95,20 @@ mod tests {
         assert_eq!(ids.in_use(), SLOTS - 1);
         assert_eq!(ids.allocate(), Some(1234));
         assert_eq!(ids.allocate(), None);
+    }
+
+    #[test]
+    fn reserved_ids_are_not_handed_out() {
+        let mut ids = SessionIds::new();
+        assert!(ids.reserve(0));
+        assert!(ids.reserve(2));
+        assert!(!ids.reserve(2), "taken");
+        assert!(!ids.reserve(0xFFFF), "beyond the last id");
+        assert_eq!(ids.in_use(), 2);
+        assert_eq!(ids.allocate(), Some(1));
+        assert_eq!(ids.allocate(), Some(3));
+        ids.release(2);
+        assert_eq!(ids.in_use(), 3);
     }
 
     #[test]
