@@ -2,12 +2,14 @@
 
 use crate::admission::{Admission, Verdict};
 use crate::config::Config;
+use crate::handoff_state::{HandedMiner, HandoffState, Stage};
 use crate::http_debug;
 use crate::miner::deadlines::Deadlines;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::{MinerSession, MinerState};
 use crate::pool::dial_streak::DialStreaks;
 use crate::pool::PoolGroup;
+use crate::protocol::stratum;
 use crate::protocol::worker::NamingRules;
 use crate::status::history::OfflineWorker;
 use crate::status::{self, StatusSource};
@@ -50,6 +52,9 @@ pub struct Agent {
     dial_streaks: RefCell<DialStreaks>,
     /// Set when shutdown starts: from then on, dial outcomes are not logged.
     stopping: Cell<bool>,
+    /// The miner port's socket, for a handoff to the next process.
+    #[cfg(unix)]
+    listener_fd: Cell<Option<i32>>,
     pub started: Instant,
     /// Share accounting for the status report.
     pub status: status::Tracker,
@@ -76,6 +81,8 @@ impl Agent {
             refused: RateLimit::new(),
             dial_streaks: RefCell::new(DialStreaks::new()),
             stopping: Cell::new(false),
+            #[cfg(unix)]
+            listener_fd: Cell::new(None),
             started: Instant::now(),
             status: status::Tracker::new(),
         });
@@ -291,6 +298,9 @@ impl Agent {
 
     /// Accepts miners until the listener fails.
     pub async fn run(self: Rc<Self>, listener: Async<TcpListener>) {
+        #[cfg(unix)]
+        self.listener_fd
+            .set(Some(std::os::fd::AsRawFd::as_raw_fd(&listener)));
         let cfg = self.config();
         log::info!(
             "{}",
@@ -479,6 +489,97 @@ impl Agent {
         }
     }
 
+    /// What the next process needs to go on with every miner (`src/handoff.rs`), and
+    /// the descriptors that must stay open for it; `None` before the agent listens.
+    #[cfg(unix)]
+    pub fn handoff_state(&self) -> Option<HandoffState> {
+        let listener_fd = self.listener_fd.get()?;
+        let mut miners: Vec<HandedMiner> = self
+            .miners
+            .borrow()
+            .values()
+            .filter_map(|m| m.handoff_record())
+            .collect();
+        miners.sort_by_key(|m| m.sid);
+        Some(HandoffState {
+            format: crate::handoff_state::FORMAT,
+            listener_fd,
+            next_pool_id: self.next_pool_id.get(),
+            multi_user_mode: self.config().multi_user_mode,
+            miners,
+        })
+    }
+
+    /// Goes on with the miners a previous agent process handed over: each keeps its
+    /// session id (its extranonce1), name and difficulty, and goes on from where it was:
+    /// a logged-in miner is held until its group's first connection is up, then gets
+    /// a clean job, as after a failover.
+    pub fn take_over(self: &Rc<Self>, handed: Handed) {
+        let id = self.next_pool_id.get().max(handed.next_pool_id);
+        self.next_pool_id.set(id);
+        let same_mode = handed.multi_user_mode == self.config().multi_user_mode;
+        let total = handed.miners.len();
+        let mut taken = 0;
+        for (m, stream) in handed.miners {
+            if !self.ids.borrow_mut().reserve(m.sid) {
+                log::warn!("handoff: session id {} handed twice: closed", m.sid);
+                continue;
+            }
+            let stream = match Async::new(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("handoff: miner#{} {}: {e}: closed", m.sid, m.peer);
+                    self.ids.borrow_mut().release(m.sid);
+                    continue;
+                }
+            };
+            let miner = Rc::new(MinerSession::handed(
+                &m,
+                stream,
+                Instant::now() + self.handshake_timeout(),
+            ));
+            self.miners.borrow_mut().insert(m.sid, miner.clone());
+            if !m.unsent.is_empty() {
+                miner.send(self, &m.unsent);
+            }
+            match &m.stage {
+                Stage::Connected | Stage::Subscribed => {
+                    if self.admission.borrow_mut().admit(m.sid, m.peer.ip()) != Verdict::Admit {
+                        miner.close("too many connections that have not authorized");
+                    }
+                }
+                _ if !same_mode => {
+                    // Its login means another sub-account under the other mode.
+                    miner.send(self, &stratum::notification("client.reconnect", "[]"));
+                    miner.close("multi_user_mode changed: asked to log in again");
+                }
+                Stage::WaitingForPool { auth_id } => {
+                    self.rename(&miner);
+                    self.group_for(m.subaccount.as_deref())
+                        .join(self, &miner, auth_id);
+                }
+                Stage::Authorized => {
+                    self.rename(&miner);
+                    self.group_for(m.subaccount.as_deref())
+                        .take_handed(self, &miner);
+                }
+            }
+            self.spawn(miner.clone().serve(self.clone()));
+            taken += 1;
+        }
+        log::info!("handoff: took over {taken} of {total} miners");
+    }
+
+    /// Applies the naming rules in force to a handed-over miner's login.
+    fn rename(&self, miner: &MinerSession) {
+        let name = self
+            .naming()
+            .worker_name(&miner.login_worker.borrow(), miner.peer.ip());
+        if *miner.worker.borrow().as_ref() != *name {
+            *miner.worker.borrow_mut() = name.into();
+        }
+    }
+
     /// Unregisters every worker at the pool and closes all connections.
     pub async fn shutdown(&self) {
         self.stopping.set(true);
@@ -626,8 +727,27 @@ fn start_status(agent: &Rc<Agent>, listen: Option<SocketAddr>) {
 pub enum Control {
     /// Take this config into use (SIGHUP: the config source was read again).
     Reload(Box<Config>),
+    /// Hand the miners over to this process's successor (SIGUSR2; on SIGHUP too when
+    /// the binary was replaced).
+    HandOff(Rc<dyn Successor>),
     /// Unregister the miners, close, return (SIGINT, SIGTERM).
     Stop,
+}
+
+/// A process that can take the running agent's miners over (`src/handoff.rs`): it
+/// returns only if it could not, and then the agent goes on as before.
+pub trait Successor {
+    fn take_over<'a>(
+        &'a self,
+        agent: &'a Rc<Agent>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+}
+
+/// Miners a previous agent process handed over, with their sockets.
+pub struct Handed {
+    pub next_pool_id: u32,
+    pub multi_user_mode: bool,
+    pub miners: Vec<(HandedMiner, TcpStream)>,
 }
 
 /// The one task that keeps every miner's deadline; ends with the agent.
@@ -641,11 +761,13 @@ async fn sweep_deadlines(agent: Weak<Agent>, deadlines: Rc<Deadlines>) {
     }
 }
 
-/// Runs the agent on the current thread until `controls` says stop or ends.
+/// Runs the agent on the current thread until `controls` says stop or ends; with the
+/// miners a previous process `handed` over, if it is a successor.
 pub fn run_blocking(
     cfg: Config,
     listener: Async<TcpListener>,
     controls: impl smol::stream::Stream<Item = Control> + 'static,
+    handed: Option<Handed>,
 ) -> Result<(), String> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     match crate::fd_limit::raise() {
@@ -655,15 +777,28 @@ pub fn run_blocking(
     let agent = Agent::new(cfg, ex)?;
     start_status(&agent, listener.get_ref().local_addr().ok());
     let serve = ex.spawn(agent.clone().run(listener));
+    if let Some(handed) = handed {
+        agent.take_over(handed);
+    }
     // A task, not part of the future below: that future is polled on every executor
     // wake-up, and polling the signal stream costs a read() each time.
     let controlled = agent.clone();
     let stop = ex.spawn(async move {
         use smol::stream::StreamExt;
         let mut controls = std::pin::pin!(controls);
+        // Its own task, so that a stop while the successor is being checked is taken
+        // at once (dropping the task ends the handoff) rather than lost in the exec.
+        let mut handoff: Option<smol::Task<()>> = None;
         while let Some(control) = controls.next().await {
             match control {
                 Control::Reload(cfg) => controlled.reload(*cfg),
+                Control::HandOff(_) if handoff.as_ref().is_some_and(|t| !t.is_finished()) => {
+                    log::info!("handoff: one is under way already");
+                }
+                Control::HandOff(successor) => {
+                    let agent = controlled.clone();
+                    handoff = Some(ex.spawn(async move { successor.take_over(&agent).await }));
+                }
                 Control::Stop => return,
             }
         }

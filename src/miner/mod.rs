@@ -10,6 +10,7 @@ pub mod session_ids;
 mod shared_str;
 
 use crate::agent::Agent;
+use crate::handoff_state::{HandedMiner, Stage};
 use crate::pool::{PoolGroup, PoolSession};
 use crate::protocol::exmessage::Share;
 use crate::protocol::framing;
@@ -113,6 +114,11 @@ pub struct MinerSession {
     /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
     deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
+    /// An unfinished line, boxed: usually there is none. Kept here rather than in the
+    /// reading task, so that a handoff can pass it on.
+    // Boxed, unlike clippy would have it: one pointer here instead of a Vec's three.
+    #[allow(clippy::box_collection)]
+    partial: Cell<Option<Box<Vec<u8>>>>,
     closed: Cell<bool>,
     close_reason: Cell<Option<Box<str>>>,
     pub stats: MinerStats,
@@ -149,10 +155,104 @@ impl MinerSession {
             deadline: Cell::new(Some(Box::new(handshake_deadline))),
             deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
+            partial: Cell::new(None),
             closed: Cell::new(false),
             close_reason: Cell::new(None),
             stats: MinerStats::default(),
         }
+    }
+
+    /// A miner the previous agent process handed over, as far as it had got with it
+    /// (`src/handoff.rs`). Its group and pool are the new process's to give.
+    pub fn handed(m: &HandedMiner, stream: Async<TcpStream>, handshake_deadline: Instant) -> Self {
+        let miner = MinerSession::new(m.sid, stream, m.peer, handshake_deadline);
+        let now = Instant::now();
+        let miner = MinerSession {
+            connected_at: now
+                .checked_sub(std::time::Duration::from_secs(m.connected_seconds))
+                .unwrap_or(now),
+            ..miner
+        };
+        miner.state.set(match m.stage {
+            Stage::Connected => MinerState::Connected,
+            // The group takes it on from here.
+            _ => MinerState::Subscribed,
+        });
+        if matches!(m.stage, Stage::WaitingForPool { .. } | Stage::Authorized) {
+            miner.set_deadline(None);
+        }
+        *miner.user_agent.borrow_mut() = m.user_agent.clone().into();
+        let login_worker: Rc<str> = m.login_worker.as_str().into();
+        *miner.worker.borrow_mut() = if m.worker == m.login_worker {
+            login_worker.clone()
+        } else {
+            m.worker.as_str().into()
+        };
+        *miner.login_worker.borrow_mut() = login_worker;
+        miner.version_rolling.set(m.version_rolling);
+        miner.requested_mask.set(m.requested_mask);
+        let s = &miner.stats;
+        s.accepted.set(m.accepted);
+        s.rejected.set(m.rejected);
+        s.accepted_difficulty.set(m.accepted_difficulty);
+        s.difficulty.set(m.difficulty);
+        // Counted in the previous process's history already.
+        s.history_mark
+            .set((m.accepted, m.rejected, m.accepted_difficulty));
+        if !m.unread.is_empty() {
+            miner.partial.set(Some(Box::new(m.unread.clone())));
+        }
+        miner
+    }
+
+    /// What the next agent process needs to go on with this miner, `None` once it is
+    /// closing. `subaccount` is its group's.
+    #[cfg(unix)]
+    pub fn handoff_record(&self) -> Option<HandedMiner> {
+        use std::os::fd::AsRawFd;
+        if self.closed.get() {
+            return None;
+        }
+        let stage = match self.state.get() {
+            MinerState::Connected => Stage::Connected,
+            MinerState::Subscribed => Stage::Subscribed,
+            MinerState::WaitingForPool => Stage::WaitingForPool {
+                auth_id: self
+                    .pending_auth
+                    .borrow()
+                    .as_deref()
+                    .unwrap_or("null")
+                    .to_string(),
+            },
+            MinerState::Authorized => Stage::Authorized,
+        };
+        let unread = self.partial.take();
+        let unread_copy = unread.as_deref().cloned().unwrap_or_default();
+        self.partial.set(unread);
+        let s = &self.stats;
+        Some(HandedMiner {
+            fd: self.stream.as_raw_fd(),
+            sid: self.sid,
+            peer: self.peer,
+            stage,
+            user_agent: self.user_agent.borrow().to_string(),
+            worker: self.worker.borrow().to_string(),
+            login_worker: self.login_worker.borrow().to_string(),
+            subaccount: self
+                .group
+                .borrow()
+                .as_ref()
+                .and_then(|g| g.subaccount.as_deref().map(String::from)),
+            version_rolling: self.version_rolling.get(),
+            requested_mask: self.requested_mask.get(),
+            difficulty: s.difficulty.get(),
+            accepted: s.accepted.get(),
+            rejected: s.rejected.get(),
+            accepted_difficulty: s.accepted_difficulty.get(),
+            connected_seconds: self.connected_at.elapsed().as_secs(),
+            unread: unread_copy,
+            unsent: self.out.borrow().pending(),
+        })
     }
 
     /// `sid/worker@ip` for logs.
@@ -260,9 +360,14 @@ impl MinerSession {
     /// The miner's task: reads and handles lines until the connection ends, then tells
     /// the agent why it ended. Its future is kept small: every miner has one for good.
     pub async fn serve(self: Rc<Self>, agent: Rc<Agent>) {
-        // An unfinished line, boxed: usually there is none.
-        let mut partial: Option<Box<Vec<u8>>> = None;
-        let mut first_byte_seen = false;
+        // A miner past its first line (one handed over by the previous process) is
+        // known to speak Stratum.
+        let mut first_byte_seen = self.state.get() != MinerState::Connected || {
+            let partial = self.partial.take();
+            let seen = partial.is_some();
+            self.partial.set(partial);
+            seen
+        };
         let mut bad_lines = 0u8;
         let why = 'read: loop {
             if self.closed.get() {
@@ -296,22 +401,22 @@ impl MinerSession {
                             }
                         }
                     }
-                    match partial.as_mut() {
+                    match self.partial.take() {
                         None => {
                             let consumed = self.handle_lines(&agent, data, 0, &mut bad_lines)?;
                             if consumed < n {
-                                partial = Some(Box::new(data[consumed..].to_vec()));
+                                self.partial.set(Some(Box::new(data[consumed..].to_vec())));
                             }
                         }
-                        Some(kept) => {
+                        Some(mut kept) => {
                             // What was kept holds no '\n': search only the new bytes.
                             let scanned = kept.len();
                             kept.extend_from_slice(data);
                             let consumed =
-                                self.handle_lines(&agent, kept, scanned, &mut bad_lines)?;
+                                self.handle_lines(&agent, &kept, scanned, &mut bad_lines)?;
                             kept.drain(..consumed);
-                            if kept.is_empty() {
-                                partial = None;
+                            if !kept.is_empty() {
+                                self.partial.set(Some(kept));
                             }
                         }
                     }

@@ -415,6 +415,30 @@ impl PoolGroup {
             miners.len(),
             hold.as_secs()
         );
+        self.hold(agent, miners, hold);
+    }
+
+    /// A logged-in miner the previous agent process handed over (`src/handoff.rs`):
+    /// it is held, as the miners of a lost connection are, until this group has a
+    /// connection up, for at least the dial timeout even if the config holds none.
+    pub fn take_handed(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        self.miners.set(self.miners.get() + 1);
+        *miner.group.borrow_mut() = Some(self.clone());
+        miner.state.set(MinerState::Authorized);
+        if let Some(session) = self.least_loaded() {
+            session.adopt(agent, miner);
+            return;
+        }
+        let cfg = agent.config();
+        let hold = cfg
+            .advanced
+            .pool_failover_hold
+            .max(cfg.advanced.pool_connection_dial_timeout);
+        self.hold(agent, vec![miner.clone()], hold);
+    }
+
+    /// Keeps `miners` connected for up to `hold`: the first connection up takes them.
+    fn hold(self: &Rc<Self>, agent: &Rc<Agent>, miners: Vec<Rc<MinerSession>>, hold: Duration) {
         let first_of_hold = self.held.borrow().is_empty();
         self.held
             .borrow_mut()
