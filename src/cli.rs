@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub verbosity: u8,
     /// Print the effective config as JSON and exit instead of running.
     pub print_config: bool,
+    /// Load the config, say which handoff state this binary reads, exit: a running
+    /// agent asks this of the binary it is about to hand its miners to.
+    pub check_handoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +50,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "agent_conf.json";
 
 pub const USAGE: &str = "\
 Usage:
-  btcagent [-c FILE | --uci FILE] [-l DIR|stderr|syslog] [-alsologtostderr] [-v N] [--print-config]
+  btcagent [-c FILE | --uci FILE] [-l DIR|stderr|syslog] [-alsologtostderr] [-v N] [--print-config | --check-handoff]
   btcagent status [--file PATH]
   btcagent --help | --version
 
@@ -60,6 +63,8 @@ Options:
   -alsologtostderr   with -l DIR or -l syslog, also copy the log to standard error
   -v N               verbosity: 0 info (default), 1 debug, 2 trace, 3 trace including libraries
   --print-config     print the effective config as JSON and exit
+  --check-handoff    load the config, print whether this binary can take a running
+                     agent's miners over (SIGUSR2 runs it first), exit
   -h, --help         print this help and exit
   -V, --version      print the version and exit
 
@@ -70,6 +75,10 @@ Subcommand:
 Signals:
   SIGHUP             read the config again and apply it without dropping miners
                      (a file that does not load is refused; the running config stays)
+  SIGUSR2            hand every miner over to the binary at the path the agent was
+                     started from (an upgrade): it replaces this process, same pid,
+                     and the miners stay connected (Linux)
+  SIGHUP             also does that when the binary at that path was replaced
   SIGINT, SIGTERM    unregister every worker at the pool, close, exit 0
 
 Flags take one or two dashes and a value either as the next argument or after '=',
@@ -92,6 +101,7 @@ enum Switch {
     AlsoStderr,
     OnlyStderr,
     PrintConfig,
+    CheckHandoff,
     Help,
     Version,
 }
@@ -105,6 +115,7 @@ fn run_flag(name: &str) -> Option<Flag> {
         "alsologtostderr" => Flag::Switch(Switch::AlsoStderr),
         "logtostderr" => Flag::Switch(Switch::OnlyStderr),
         "print-config" | "print_config" => Flag::Switch(Switch::PrintConfig),
+        "check-handoff" => Flag::Switch(Switch::CheckHandoff),
         "h" | "help" => Flag::Switch(Switch::Help),
         "V" | "version" => Flag::Switch(Switch::Version),
         "stderrthreshold" | "vmodule" | "log_backtrace_at" => Flag::IgnoredValue,
@@ -126,6 +137,7 @@ struct Switches {
     also_stderr: bool,
     only_stderr: bool,
     print_config: bool,
+    check_handoff: bool,
     help: bool,
     version: bool,
 }
@@ -186,6 +198,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         also_stderr: switches.also_stderr,
         verbosity,
         print_config: switches.print_config,
+        check_handoff: switches.check_handoff,
     }))
 }
 
@@ -245,6 +258,7 @@ fn canonicalize(
                     Switch::AlsoStderr => switches.also_stderr = on,
                     Switch::OnlyStderr => switches.only_stderr = on,
                     Switch::PrintConfig => switches.print_config = on,
+                    Switch::CheckHandoff => switches.check_handoff = on,
                     Switch::Help => switches.help |= on,
                     Switch::Version => switches.version |= on,
                 }
@@ -321,6 +335,7 @@ mod tests {
                 also_stderr: false,
                 verbosity: 0,
                 print_config: false,
+                check_handoff: false,
             }
         );
     }

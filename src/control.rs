@@ -1,6 +1,7 @@
 //! What the process is asked from outside: stop (SIGINT, SIGTERM on Unix; on Windows
 //! the console's control events: Ctrl-C, Ctrl-Break, closing the console window, system
-//! shutdown) or read the config again (SIGHUP, Unix only).
+//! shutdown), read the config again (SIGHUP, Unix only) or hand the miners over to a
+//! new binary (SIGUSR2, Unix only; `src/handoff.rs`).
 //!
 //! A stop shuts the agent down as on SIGTERM: it unregisters every worker at the pool
 //! and closes the miners' connections, so the pool does not count them until its own
@@ -12,6 +13,8 @@ pub enum Request {
     Stop,
     /// Read the config source again and apply it (`/etc/init.d/btcagent reload`).
     Reload,
+    /// Replace the running binary without dropping miners (`/etc/init.d/btcagent restart`).
+    HandOff,
 }
 
 /// Installs the handlers. Call it first thing: until then a SIGHUP (procd's reload)
@@ -19,10 +22,12 @@ pub enum Request {
 #[cfg(unix)]
 pub fn install() -> Result<impl Stream<Item = Request> + 'static, String> {
     use async_signal::Signal;
-    let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals =
+        async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup, Signal::Usr2])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     Ok(signals.filter_map(|sig| match sig {
         Ok(Signal::Hup) => Some(Request::Reload),
+        Ok(Signal::Usr2) => Some(Request::HandOff),
         Ok(sig) => {
             log::info!("received {sig:?}");
             Some(Request::Stop)

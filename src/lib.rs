@@ -17,6 +17,9 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fd_limit;
+#[cfg(target_os = "linux")]
+pub mod handoff;
+pub mod handoff_state;
 pub mod http_debug;
 pub mod logging;
 pub mod miner;

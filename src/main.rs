@@ -2,6 +2,8 @@
 
 use btcagent::cli::{self, Command, ConfigSource, RunOptions};
 use btcagent::config::Config;
+#[cfg(target_os = "linux")]
+use btcagent::handoff;
 use btcagent::{agent, control, logging, service_notify};
 use std::path::Path;
 use std::process::ExitCode;
@@ -109,10 +111,62 @@ fn with_default_config_hint(source: &ConfigSource, e: String) -> String {
     }
 }
 
+/// `--check-handoff`: what a running agent asks of the binary it would hand its miners
+/// to. Quiet unless the config does not load: the running agent logs the outcome.
+fn check_handoff(opts: &RunOptions) -> ExitCode {
+    match load(&opts.config) {
+        Ok(_) => {
+            #[cfg(target_os = "linux")]
+            println!("{}", btcagent::handoff::check_reply());
+            #[cfg(not(target_os = "linux"))]
+            println!("no handoff on this system");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("config: {}", with_default_config_hint(&opts.config, e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The miner port: the one the previous program handed over if the config still names
+/// it, else bound here.
+fn listen(
+    config: &Config,
+    #[cfg(target_os = "linux")] inherited: Option<std::net::TcpListener>,
+) -> std::io::Result<async_io::Async<std::net::TcpListener>> {
+    #[cfg(target_os = "linux")]
+    if let Some(listener) = inherited {
+        let wanted = std::net::SocketAddr::new(config.agent_listen_ip, config.agent_listen_port);
+        match listener.local_addr() {
+            Ok(addr) if addr == wanted || config.agent_listen_port == 0 => {
+                return async_io::Async::new(listener);
+            }
+            Ok(addr) => log::info!(
+                "handoff: the miner port is {wanted} now (was {addr}): the miners connected to {addr} stay"
+            ),
+            Err(_) => {}
+        }
+    }
+    agent::Agent::bind(config)
+}
+
 fn run(opts: RunOptions) -> ExitCode {
+    if opts.check_handoff {
+        return check_handoff(&opts);
+    }
     // First of all: until the handlers are in, a SIGHUP (procd's reload) would kill the
     // process instead of reloading it.
     let requests = control::install();
+    #[cfg(target_os = "linux")]
+    let (binary, handed_state) = {
+        // Blocked by a previous program across its execve: pending ones arrive now.
+        handoff::unblock_signals();
+        (
+            handoff::Binary::at_start().map(std::rc::Rc::new),
+            handoff::take_state(),
+        )
+    };
     if let Err(e) = logging::init(&opts.log, opts.verbosity, opts.also_stderr) {
         eprintln!("btcagent: {e}");
         return ExitCode::from(2);
@@ -137,7 +191,28 @@ fn run(opts: RunOptions) -> ExitCode {
         print!("{}", config.to_json_pretty());
         return ExitCode::SUCCESS;
     }
-    let listener = match agent::Agent::bind(&config) {
+    #[cfg(target_os = "linux")]
+    let (inherited_listener, handed) = match handed_state {
+        None => (None, None),
+        Some(Ok(state)) => {
+            let inherited = handoff::inherit(state);
+            (inherited.listener, Some(inherited.handed))
+        }
+        Some(Err(e)) => {
+            log::error!(
+                "handoff: the previous program's state is unreadable ({e}): its miners are lost"
+            );
+            handoff::close_strays();
+            (None, None)
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let handed = None;
+    let listener = match listen(
+        &config,
+        #[cfg(target_os = "linux")]
+        inherited_listener,
+    ) {
         Ok(l) => l,
         Err(e) => {
             log::error!(
@@ -170,34 +245,54 @@ fn run(opts: RunOptions) -> ExitCode {
     let source = opts.config.clone();
     #[cfg(unix)]
     let log_target = opts.log.clone();
-    let controls = smol::stream::StreamExt::filter_map(requests, move |request| match request {
-        control::Request::Reload => {
-            service_notify::notify("RELOADING=1");
-            let control = match load(&source) {
-                Ok((config, warnings)) => {
-                    for w in &warnings {
-                        log::warn!("{w}");
+    let controls = smol::stream::StreamExt::flat_map(requests, move |request| {
+        let mut controls = Vec::new();
+        match request {
+            control::Request::Reload => {
+                service_notify::notify("RELOADING=1");
+                match load(&source) {
+                    Ok((config, warnings)) => {
+                        for w in &warnings {
+                            log::warn!("{w}");
+                        }
+                        #[cfg(unix)]
+                        if let ConfigSource::Uci(path) = &source {
+                            reload_log_options(path, &log_target);
+                        }
+                        controls.push(agent::Control::Reload(Box::new(config)));
+                        // A package upgrade ends with a reload (procd sees the binary's
+                        // checksum change): take the new binary into use too.
+                        #[cfg(target_os = "linux")]
+                        if let Some(binary) = binary.as_ref().filter(|b| b.replaced()) {
+                            log::info!("reload: {} was replaced", binary.path.display());
+                            controls.push(agent::Control::HandOff(binary.clone()));
+                        }
                     }
-                    #[cfg(unix)]
-                    if let ConfigSource::Uci(path) = &source {
-                        reload_log_options(path, &log_target);
-                    }
-                    Some(agent::Control::Reload(Box::new(config)))
+                    Err(e) => log::error!("reload refused, the running config stays: {e}"),
                 }
-                Err(e) => {
-                    log::error!("reload refused, the running config stays: {e}");
-                    None
+                service_notify::notify("READY=1");
+            }
+            control::Request::HandOff => {
+                #[cfg(target_os = "linux")]
+                match &binary {
+                    Some(binary) => controls.push(agent::Control::HandOff(binary.clone())),
+                    None => log::error!(
+                        "handoff refused, this process keeps serving: the path of its binary is unknown"
+                    ),
                 }
-            };
-            service_notify::notify("READY=1");
-            control
+                #[cfg(not(target_os = "linux"))]
+                log::error!(
+                    "handoff refused, this process keeps serving: it is built for Linux only"
+                );
+            }
+            control::Request::Stop => {
+                service_notify::notify("STOPPING=1");
+                controls.push(agent::Control::Stop);
+            }
         }
-        control::Request::Stop => {
-            service_notify::notify("STOPPING=1");
-            Some(agent::Control::Stop)
-        }
+        smol::stream::iter(controls)
     });
-    match agent::run_blocking(config, listener, controls) {
+    match agent::run_blocking(config, listener, controls, handed) {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS
