@@ -32,6 +32,27 @@ pub fn pool() -> PoolSim {
     start_pool(PoolSimConfig::default())
 }
 
+/// Held while a process is started and while an executable file is written. A child
+/// forked while another thread has a new executable open for writing inherits that
+/// descriptor until its own exec, and running the file meanwhile fails with "Text
+/// file busy" (ETXTBSY). `Command::spawn` returns once the child has exec'd.
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
+fn fork_lock() -> std::sync::MutexGuard<'static, ()> {
+    FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes an executable as a package manager installs one: beside `path`, then
+/// renamed over it (a running program keeps its old file).
+pub fn install_executable(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let _forks = fork_lock();
+    let new = path.with_extension("new");
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
 /// The agent binary under test, as a child process.
 pub struct AgentProc {
     pub child: Child,
@@ -144,6 +165,39 @@ impl AgentProc {
         Self::spawn(cmd, dir)
     }
 
+    /// Runs a copy of the agent binary kept in the agent's own directory
+    /// ([`AgentProc::binary`]), which a test may replace as an upgrade would.
+    pub fn start_copy(config: Value) -> AgentProc {
+        let dir = TempDir::new("agent-copy");
+        let conf = dir.0.join("agent_conf.json");
+        std::fs::write(&conf, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let binary = dir.0.join("btcagent");
+        install_executable(
+            &binary,
+            &std::fs::read(env!("CARGO_BIN_EXE_btcagent")).unwrap(),
+        );
+        let mut cmd = Command::new(&binary);
+        cmd.arg("-c").arg(&conf).args(["-l", "stderr"]);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Where [`AgentProc::start_copy`] put the binary.
+    pub fn binary(&self) -> std::path::PathBuf {
+        self._dir.0.join("btcagent")
+    }
+
+    /// Sends the agent a signal by name (`USR2`).
+    pub fn signal(&self, name: &str) {
+        let _forks = fork_lock();
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} failed");
+    }
+
     /// Runs from an OpenWrt UCI config file (`--uci`), as the init script does.
     pub fn start_uci(uci: &str) -> AgentProc {
         let dir = TempDir::new("agent-uci");
@@ -158,7 +212,10 @@ impl AgentProc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("agent binary starts");
+        let mut child = {
+            let _forks = fork_lock();
+            cmd.spawn().expect("agent binary starts")
+        };
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -232,6 +289,7 @@ impl AgentProc {
 
     /// Asks the agent to read its config again, as `/etc/init.d/btcagent reload` does.
     pub fn sighup(&self) {
+        let _forks = fork_lock();
         let ok = Command::new("kill")
             .arg("-HUP")
             .arg(self.child.id().to_string())
@@ -246,10 +304,13 @@ impl AgentProc {
     /// to exit.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let signal = if agent_is_windows() { "-INT" } else { "-TERM" };
-        let _ = Command::new("kill")
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status();
+        {
+            let _forks = fork_lock();
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(self.child.id().to_string())
+                .status();
+        }
         let end = Instant::now() + T;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
