@@ -16,11 +16,12 @@ trap 'rm -rf "$WORK"' EXIT
 # CONFIG_<section>_<option> variables (config_load would set them from the file);
 # every procd_*, logger and mkdir call is written to $RECORD, one argument per [].
 cat >"$WORK/stubs.sh" <<'STUBS'
+# One write a line: ubus and jsonfilter record from the two ends of a pipe at once.
 record() {
-	printf '%s' "$1" >>"$RECORD"
+	_line=$1
 	shift
-	for arg in "$@"; do printf ' [%s]' "$arg" >>"$RECORD"; done
-	echo >>"$RECORD"
+	for arg in "$@"; do _line="$_line [$arg]"; done
+	printf '%s\n' "$_line" >>"$RECORD"
 }
 config_load() { record config_load "$@"; }
 config_get() {
@@ -43,6 +44,29 @@ procd_close_instance() { record procd_close_instance "$@"; }
 procd_add_reload_trigger() { record procd_add_reload_trigger "$@"; }
 logger() { record logger "$@"; }
 mkdir() { record mkdir "$@"; }
+# procd.sh's procd_running SERVICE [INSTANCE] asks procd whether the instance runs;
+# procd_send_signal SERVICE [INSTANCE] [SIGNAL] sends it a signal (ubus call service
+# signal). Here STUB_RUNNING=1 makes it run, STUB_SIGNAL_RC fails the signal.
+procd_running() { record procd_running "$@"; [ "${STUB_RUNNING:-0}" = 1 ]; }
+procd_send_signal() { record procd_send_signal "$@"; return "${STUB_SIGNAL_RC:-0}"; }
+# rc.common's start and stop for a procd script (defined after it sources the script).
+start() { record start "$@"; }
+stop() { record stop "$@"; }
+# ubus call service list {"name":...} as procd answers it (instance_dump: "pid" only
+# while the instance runs), STUB_PID being the pid; jsonfilter picks that pid, for the
+# one expression the init script uses (run with the real jsonfilter:
+# tests/openwrt/recorded/README).
+ubus() {
+	record ubus "$@"
+	if [ "$*" = 'call service list {"name":"btcagent"}' ] && [ -n "${STUB_PID:-}" ]; then
+		printf '{"btcagent":{"instances":{"instance1":{"running":true,"pid":%s}}}}\n' "$STUB_PID"
+	fi
+}
+jsonfilter() {
+	record jsonfilter "$@"
+	[ "$*" = "-l 1 -e @['btcagent'].instances[*].pid" ] || return 1
+	sed -n 's/.*"pid":\([0-9]*\).*/\1/p' | grep .
+}
 STUBS
 
 # run_init NAME FUNCTION [CONFIG_x=y ...]: source the init script in busybox sh with the
@@ -111,7 +135,7 @@ if run_init defaults start_service CONFIG_main_enabled=1; then
 	expect_line defaults "procd_set_param [limits] [nofile=65536 65536]"
 	expect_line defaults "procd_set_param [stdout] [1]"
 	expect_line defaults "procd_set_param [stderr] [1]"
-	expect_line defaults "procd_set_param [file] [/etc/config/btcagent]"
+	expect_line defaults "procd_set_param [file] [/etc/config/btcagent] [/usr/bin/btcagent]"
 	expect_line defaults "procd_set_param [reload_signal] [HUP]"
 	# Every parameter sits between one open and one close.
 	order=$(grep '^procd_' "$WORK/defaults" | sed 's/ .*//' | uniq | tr '\n' ' ')
@@ -184,6 +208,122 @@ if run_init bad-values start_service CONFIG_main_enabled=on CONFIG_main_log_verb
 	expect_line bad-values "logger [-t] [btcagent] [log_target '/tmp' is neither syslog nor stderr, using syslog]"
 fi
 
+# --- restart: a handoff (SIGUSR2) while the agent runs, is enabled and would get the
+# same command line; rc.common's stop + start otherwise.
+# fake_proc PID WORD...: a /proc/PID/cmdline holding these words, as the kernel writes it.
+fake_proc() {
+	_pid=$1
+	shift
+	busybox mkdir -p "$WORK/proc/$_pid"
+	printf '%s\0' "$@" >"$WORK/proc/$_pid/cmdline"
+}
+fake_proc 4242 /usr/bin/btcagent --uci /etc/config/btcagent -v 0 -l syslog
+# A process whose command line carries more words after procd's (what a handed-over
+# agent would show, should the handoff add any).
+fake_proc 4343 /usr/bin/btcagent --uci /etc/config/btcagent -v 0 -l syslog --handed-over
+restart="PROC_DIR='$WORK/proc'; restart"
+# expect_restarted NAME: stop, then start, and no signal.
+expect_restarted() {
+	order=$(grep -E '^(stop|start|procd_send_signal)( |$)' "$WORK/$1" | sed 's/ .*//' | tr '\n' ' ')
+	same "$1: stop, then start, no handoff" "stop start " "$order"
+}
+if run_init restart-handoff "$restart" CONFIG_main_enabled=1 STUB_RUNNING=1 STUB_PID=4242; then
+	expect_line restart-handoff "procd_running [btcagent]"
+	expect_line restart-handoff "ubus [call] [service] [list] [{\"name\":\"btcagent\"}]"
+	expect_line restart-handoff "jsonfilter [-l] [1] [-e] [@['btcagent'].instances[*].pid]"
+	expect_line restart-handoff "procd_send_signal [btcagent] [*] [USR2]"
+	expect_line restart-handoff "logger [-t] [btcagent] [restart: asked the agent (pid 4242) to hand its miners over to /usr/bin/btcagent; logread -e btcagent says whether it did; stop, then start, to begin afresh (drops the miners)]"
+	if grep -Eq '^(stop|start)( |$)' "$WORK/restart-handoff"; then
+		fail "restart-handoff: stopped or started" "$WORK/restart-handoff"
+	else
+		pass "restart-handoff: neither stop nor start"
+	fi
+fi
+run_init restart-handed-over "$restart" CONFIG_main_enabled=1 STUB_RUNNING=1 STUB_PID=4343 &&
+	expect_line restart-handed-over "procd_send_signal [btcagent] [*] [USR2]"
+run_init restart-stopped "$restart" CONFIG_main_enabled=1 STUB_RUNNING=0 &&
+	expect_restarted restart-stopped
+run_init restart-disabled "$restart" CONFIG_main_enabled=0 STUB_RUNNING=1 STUB_PID=4242 &&
+	expect_restarted restart-disabled
+run_init restart-bad-bool "$restart" CONFIG_main_enabled=TRUE STUB_RUNNING=1 STUB_PID=4242 &&
+	expect_restarted restart-bad-bool
+# The handed-over process would keep -l syslog: a new process is the only way.
+run_init restart-new-target "$restart" CONFIG_main_enabled=1 CONFIG_main_log_target=stderr \
+	STUB_RUNNING=1 STUB_PID=4242 && expect_restarted restart-new-target
+run_init restart-new-verbosity "$restart" CONFIG_main_enabled=1 CONFIG_main_log_verbosity=2 \
+	STUB_RUNNING=1 STUB_PID=4242 && expect_restarted restart-new-verbosity
+# procd says running but gives no pid, or the process is gone: stop + start.
+run_init restart-no-pid "$restart" CONFIG_main_enabled=1 STUB_RUNNING=1 &&
+	expect_restarted restart-no-pid
+run_init restart-gone "$restart" CONFIG_main_enabled=1 STUB_RUNNING=1 STUB_PID=999999 &&
+	expect_restarted restart-gone
+if run_init restart-signal-fails "$restart" CONFIG_main_enabled=1 STUB_RUNNING=1 STUB_PID=4242 \
+	STUB_SIGNAL_RC=1; then
+	order=$(grep -E '^(stop|start|procd_send_signal)( |$)' "$WORK/restart-signal-fails" | sed 's/ .*//' | tr '\n' ' ')
+	same "restart-signal-fails: the signal, then stop and start" "procd_send_signal stop start " "$order"
+fi
+if run_init restart-args "$restart extra" CONFIG_main_enabled=1 STUB_RUNNING=0; then
+	expect_line restart-args "stop [extra]"
+	expect_line restart-args "start [extra]"
+fi
+run_init running service_running STUB_RUNNING=1 && expect_line running "procd_running [btcagent]"
+if run_init not-running 'service_running || echo stopped' STUB_RUNNING=0 &&
+	grep -qx stopped "$WORK/not-running.out"; then
+	pass "not-running: service_running fails"
+else
+	fail "not-running: service_running succeeded" "$WORK/not-running.out"
+fi
+
+# --- the package's prerm (openwrt/ipk/prerm), on an upgrade and on removal. It runs on
+# the router with an empty IPKG_INSTROOT, so /lib/functions.sh and /etc/init.d/btcagent
+# are absolute: a copy with both moved under $WORK/root stands in, its functions.sh
+# recording default_prerm (OpenWrt's disables, unless PKG_UPGRADE=1, then stops) and
+# its init script answering "running" as STUB_RUNNING says.
+busybox mkdir -p "$WORK/root/lib" "$WORK/root/etc/init.d"
+cat >"$WORK/root/lib/functions.sh" <<'FUNCS'
+default_prerm() { echo "default_prerm $* PKG_UPGRADE=${PKG_UPGRADE:-}" >>"$RECORD"; }
+FUNCS
+cat >"$WORK/root/etc/init.d/btcagent" <<'INIT'
+#!/bin/sh
+echo "init.d $*" >>"$RECORD"
+[ "$1" = running ] && [ "${STUB_RUNNING:-0}" = 1 ]
+INIT
+busybox mkdir -p "$WORK/bin"
+# shellcheck disable=SC2016 # expanded when the stand-in runs
+printf '#!/bin/sh\necho "logger $*" >>"$RECORD"\n' >"$WORK/bin/logger"
+chmod +x "$WORK/root/etc/init.d/btcagent" "$WORK/bin/logger"
+sed -e "s|/lib/functions.sh|$WORK/root/lib/functions.sh|g" \
+	-e "s|/etc/init.d/btcagent running|$WORK/root/etc/init.d/btcagent running|" \
+	"$ROOT/openwrt/ipk/prerm" >"$WORK/prerm"
+same "prerm: the copy moves the three paths" 3 \
+	"$(diff "$ROOT/openwrt/ipk/prerm" "$WORK/prerm" | grep -c '^>')"
+# prerm NAME "VAR=value ..." ARGS...: the copy under busybox sh; the record in $WORK/NAME.
+prerm() {
+	name=$1 vars=$2
+	shift 2
+	: >"$WORK/$name"
+	# shellcheck disable=SC2086 # $vars is a list of assignments
+	if env -i PATH="$WORK/bin:$PATH" RECORD="$WORK/$name" $vars busybox sh "$WORK/prerm" "$@" \
+		>"$WORK/$name.out" 2>&1; then
+		pass "$name: exits 0"
+	else
+		fail "$name: exits non-zero" "$WORK/$name.out"
+	fi
+}
+prerm prerm-upgrade-running "PKG_UPGRADE=1 STUB_RUNNING=1" upgrade 0.2.0-r1
+same "prerm-upgrade-running: asks whether it runs, stops nothing, says so" "init.d running
+logger -t btcagent package upgrade: the agent keeps running; the new package's start hands its miners over to the new binary" \
+	"$(cat "$WORK/prerm-upgrade-running")"
+prerm prerm-upgrade-stopped "PKG_UPGRADE=1 STUB_RUNNING=0" upgrade 0.2.0-r1
+same "prerm-upgrade-stopped: default_prerm as before" \
+	"init.d running
+default_prerm $WORK/prerm upgrade 0.2.0-r1 PKG_UPGRADE=1" "$(cat "$WORK/prerm-upgrade-stopped")"
+prerm prerm-remove "PKG_UPGRADE=0 STUB_RUNNING=1" remove
+same "prerm-remove: default_prerm (disable, stop), running or not" \
+	"default_prerm $WORK/prerm remove PKG_UPGRADE=0" "$(cat "$WORK/prerm-remove")"
+prerm prerm-offline "PKG_UPGRADE=1 STUB_RUNNING=1 IPKG_INSTROOT=/" upgrade 0.2.0-r1
+same "prerm-offline: an image build goes to default_prerm" \
+	"default_prerm $WORK/prerm upgrade 0.2.0-r1 PKG_UPGRADE=1" "$(cat "$WORK/prerm-offline")"
 
 if ! command -v shellcheck >/dev/null; then
 	fail "shellcheck is missing: run scripts/test-deps-openwrt.sh"
