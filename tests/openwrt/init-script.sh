@@ -267,6 +267,27 @@ if run_init restart-args "$restart extra" CONFIG_main_enabled=1 STUB_RUNNING=0; 
 	expect_line restart-args "start [extra]"
 fi
 run_init running service_running STUB_RUNNING=1 && expect_line running "procd_running [btcagent]"
+# stop on a package upgrade of a running agent (the SDK-generated prerm's
+# default_prerm): stop_service leaves the script before rc.common's procd_kill.
+if run_init stop-upgrade 'stop_service; echo killed' STUB_RUNNING=1 PKG_UPGRADE=1; then
+	expect_line stop-upgrade "logger [-t] [btcagent] [package upgrade: not stopping the agent; the new package's start hands its miners over to the new binary]"
+	if grep -qx killed "$WORK/stop-upgrade.out"; then
+		fail "stop-upgrade: went on to procd_kill" "$WORK/stop-upgrade.out"
+	else
+		pass "stop-upgrade: left before procd_kill"
+	fi
+fi
+for case in "stop-plain STUB_RUNNING=1" "stop-upgrade-stopped STUB_RUNNING=0 PKG_UPGRADE=1" \
+	"stop-removal STUB_RUNNING=1 PKG_UPGRADE=0"; do
+	name=${case%% *}
+	# shellcheck disable=SC2086 # the case's assignments, one word each
+	if run_init "$name" 'stop_service; echo killed' ${case#* } &&
+		grep -qx killed "$WORK/$name.out" && ! grep -q '^logger' "$WORK/$name"; then
+		pass "$name: stops as rc.common does"
+	else
+		fail "$name: did not go on to procd_kill" "$WORK/$name.out"
+	fi
+done
 if run_init not-running 'service_running || echo stopped' STUB_RUNNING=0 &&
 	grep -qx stopped "$WORK/not-running.out"; then
 	pass "not-running: service_running fails"
