@@ -321,3 +321,40 @@ fn a_new_miner_port_is_opened_and_the_old_ports_miners_stay() {
         assert!(!agent.log().contains("disconnected"), "{}", agent.log());
     });
 }
+
+#[test]
+fn behind_a_plain_stratum_pool_a_handed_miner_keeps_its_difficulty() {
+    use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig};
+    if !native() {
+        return;
+    }
+    let pool = StratumPool::start(StratumPoolConfig::ckpool()).unwrap();
+    let mut config = config_for(&[], json!({"multi_user_mode": false}));
+    config["pools"] = json!([{"protocol": "stratum", "host": "127.0.0.1", "port": pool.addr().port(), "user": "acct.farm1"}]);
+    let mut agent = AgentProc::start_copy(config);
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", true).await;
+        assert_eq!(m.submit_share(0, 0x2000).await["result"], json!(true));
+        let difficulty = m.difficulty;
+        let first = pool.stats().accepted_connections;
+        agent.signal("USR2");
+        assert!(
+            agent.wait_log("handoff: took over 1 of 1 miners", T),
+            "{}",
+            agent.log()
+        );
+        m.wait_job().await;
+        assert_eq!(
+            m.difficulty, difficulty,
+            "its own difficulty, not the start one"
+        );
+        mines(&mut m).await;
+        assert!(
+            pool.stats().accepted_connections > first,
+            "a new upstream connection"
+        );
+        assert!(!agent.log().contains("disconnected"), "{}", agent.log());
+    });
+    still_running(&mut agent);
+    assert_eq!(pool.stats().totals.invalid, 0, "{}", pool.stats().summary());
+}

@@ -300,7 +300,7 @@ impl PoolGroup {
         let held = std::mem::take(&mut *self.held.borrow_mut());
         if !held.is_empty() {
             log::info!(
-                "{}: takes over the {} miners held since the last connection of {} was lost",
+                "{}: takes over the {} miners held for {}",
                 session.name(),
                 held.len(),
                 self.name()
