@@ -2,7 +2,9 @@
 
 use crate::admission::{Admission, Verdict};
 use crate::config::Config;
-use crate::handoff_state::{HandedMiner, HandoffState, Stage};
+#[cfg(unix)]
+use crate::handoff_state::HandoffState;
+use crate::handoff_state::{HandedMiner, Stage};
 use crate::http_debug;
 use crate::miner::deadlines::Deadlines;
 use crate::miner::session_ids::SessionIds;

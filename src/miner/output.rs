@@ -63,6 +63,7 @@ impl OutQueue {
     }
 
     /// Every byte not written yet, in order (for a handoff).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn pending(&self) -> Vec<u8> {
         let Some(q) = self.queued.as_ref() else {
             return Vec::new();
