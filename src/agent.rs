@@ -27,6 +27,12 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Where a handoff exists, it is the restart that keeps the miners.
+#[cfg(target_os = "linux")]
+pub const RESTART_HINT: &str = " (SIGUSR2 restarts without dropping miners)";
+#[cfg(not(target_os = "linux"))]
+pub const RESTART_HINT: &str = "";
+
 /// Bytes per `advanced.message_queue_size.miner_session` unit of a miner's unsent
 /// output: about one job each.
 const MINER_QUEUE_UNIT: usize = 2048;
@@ -232,7 +238,7 @@ impl Agent {
             }
         };
         for field in &plan.needs_restart {
-            log::warn!("reload: {field} changed: it takes effect at the next restart");
+            log::warn!("reload: {field} changed: it takes effect at the next restart{RESTART_HINT}");
         }
         *self.connector.borrow_mut() = Rc::new(connector);
         *self.naming.borrow_mut() = Rc::new(naming_rules(&new));

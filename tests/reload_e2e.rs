@@ -125,7 +125,7 @@ fn the_listen_address_waits_for_a_restart_and_the_rest_applies() {
         changed["agent_listen_ip"] = json!("127.0.0.2");
         reload(&agent, &changed);
         for field in ["agent_listen_ip", "agent_listen_port"] {
-            let line = format!("reload: {field} changed: it takes effect at the next restart");
+            let line = format!("reload: {field} changed: it takes effect at the next restart (SIGUSR2 restarts without dropping miners)");
             assert!(agent.wait_log(&line, T), "{}", agent.log());
         }
         assert!(agent.wait_log("reload: applied", T), "{}", agent.log());
