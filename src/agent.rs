@@ -238,7 +238,9 @@ impl Agent {
             }
         };
         for field in &plan.needs_restart {
-            log::warn!("reload: {field} changed: it takes effect at the next restart{RESTART_HINT}");
+            log::warn!(
+                "reload: {field} changed: it takes effect at the next restart{RESTART_HINT}"
+            );
         }
         *self.connector.borrow_mut() = Rc::new(connector);
         *self.naming.borrow_mut() = Rc::new(naming_rules(&new));
@@ -502,13 +504,12 @@ impl Agent {
     #[cfg(unix)]
     pub fn handoff_state(&self) -> Option<HandoffState> {
         let listener_fd = self.listener_fd.get()?;
-        let mut miners: Vec<HandedMiner> = self
+        let miners: Vec<HandedMiner> = self
             .miners
             .borrow()
             .values()
             .filter_map(|m| m.handoff_record())
             .collect();
-        miners.sort_by_key(|m| m.sid);
         Some(HandoffState {
             format: crate::handoff_state::FORMAT,
             listener_fd,

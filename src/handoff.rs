@@ -30,7 +30,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -105,15 +104,10 @@ impl Binary {
     /// serving meanwhile.
     async fn check(&self) -> Result<(), String> {
         let path = self.path.display();
-        let mut child = Command::new(&self.path)
-            .args(self.argv.iter().skip(1))
-            .arg(CHECK_SWITCH)
-            .env_remove(STATE_FD_ENV)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{path} does not start: {e}"))?;
+        let mut args = self.argv.clone();
+        args.push(CHECK_SWITCH.into());
+        let child =
+            Child::spawn(&self.path, &args).map_err(|e| format!("{path} does not start: {e}"))?;
         let end = Instant::now() + CHECK_TIME;
         let status = loop {
             match child.try_wait() {
@@ -122,8 +116,7 @@ impl Binary {
                     async_io::Timer::after(Duration::from_millis(20)).await;
                 }
                 Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    child.kill();
                     return Err(format!(
                         "{path} {CHECK_SWITCH} did not finish within {} s",
                         CHECK_TIME.as_secs()
@@ -132,35 +125,134 @@ impl Binary {
                 Err(e) => return Err(format!("{path} {CHECK_SWITCH}: {e}")),
             }
         };
-        // It has exited: what it wrote is all in the pipes, and little.
-        let read = |pipe: Option<&mut dyn Read>| {
-            let mut text = String::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(4096).read_to_string(&mut text);
-            }
-            text
-        };
-        let out = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
-        let err = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
-        if !status.success() {
-            let said = err
+        // It has exited: what it wrote is all in the pipe, and little.
+        let mut said = String::new();
+        let _ = (&child.output).take(4096).read_to_string(&mut said);
+        if status != 0 {
+            let first = said
                 .lines()
-                .chain(out.lines())
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
+            let how = if status > 0 {
+                format!("exit status {status}")
+            } else {
+                format!("signal {}", -status)
+            };
             return Err(format!(
-                "{path} {CHECK_SWITCH} failed ({status}): {}",
-                said.trim()
+                "{path} {CHECK_SWITCH} failed ({how}): {}",
+                first.trim()
             ));
         }
-        if out.trim() != check_reply() {
+        if said.trim() != check_reply() {
             return Err(format!(
                 "{path} does not take miners over from this version (its {CHECK_SWITCH} said {:?})",
-                out.trim()
+                said.trim()
             ));
         }
         Ok(())
     }
+}
+
+/// The check's process: started with `posix_spawn`, its standard output and error in
+/// one pipe. (std's `Command` would cost the router binary some 20 KB for this one use.)
+struct Child {
+    pid: libc::pid_t,
+    output: File,
+    reaped: std::cell::Cell<bool>,
+}
+
+impl Child {
+    fn spawn(path: &Path, args: &[OsString]) -> io::Result<Child> {
+        let path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let argv = c_strings(args.iter().map(|a| a.as_bytes().to_vec()))?;
+        let argv_ptrs = null_terminated(&argv);
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both are new descriptors owned by nothing else.
+        let (output, input) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let null = c"/dev/null";
+        // SAFETY: the file actions are initialised before use and destroyed after;
+        // every pointer passed is to a NUL-terminated string or array that outlives
+        // the call; `environ` is this process's environment.
+        unsafe {
+            let mut actions = std::mem::zeroed::<libc::posix_spawn_file_actions_t>();
+            libc::posix_spawn_file_actions_init(&mut actions);
+            libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                0,
+                null.as_ptr(),
+                libc::O_RDONLY,
+                0,
+            );
+            libc::posix_spawn_file_actions_adddup2(&mut actions, input.as_raw_fd(), 1);
+            libc::posix_spawn_file_actions_adddup2(&mut actions, input.as_raw_fd(), 2);
+            let mut pid = 0;
+            let rc = libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                std::ptr::null(),
+                argv_ptrs.as_ptr() as *const *mut libc::c_char,
+                environ as *const *mut libc::c_char,
+            );
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Child {
+                pid,
+                output,
+                reaped: std::cell::Cell::new(false),
+            })
+        }
+    }
+
+    /// Its exit code, or minus the signal that ended it; `None` while it runs.
+    fn try_wait(&self) -> io::Result<Option<i32>> {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        self.reaped.set(true);
+        Ok(Some(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -libc::WTERMSIG(status)
+        }))
+    }
+
+    fn kill(&self) {
+        // SAFETY: signals and reaps our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+        self.reaped.set(true);
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // A handoff dropped while checking (the agent stops): no zombie left behind.
+        if !self.reaped.get() {
+            self.kill();
+        }
+    }
+}
+
+extern "C" {
+    /// The process's environment (unistd.h); a successor's variable is removed from it
+    /// at start ([`take_state`]).
+    static environ: *const *const libc::c_char;
 }
 
 impl Successor for Binary {

@@ -3,7 +3,8 @@
 //! once by the new one ([`encode`], [`decode`]); the sockets themselves stay open across
 //! the `execve` (`src/handoff.rs`).
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt::Write;
 use std::net::SocketAddr;
 
 /// Bumped whenever a field changes meaning. A binary that does not know the format of
@@ -14,8 +15,10 @@ pub const FORMAT: u32 = 1;
 /// A state larger than this is refused: 65,535 miners take about 20 MB.
 pub const MAX_BYTES: usize = 64 << 20;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Linux's highest possible open-files limit (fs.nr_open) is 2^20 by default.
+const MAX_FD: usize = 1 << 24;
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandoffState {
     pub format: u32,
     /// The miner port's listening socket.
@@ -30,8 +33,7 @@ pub struct HandoffState {
 }
 
 /// How far a miner had got.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Stage {
     Connected,
     Subscribed,
@@ -42,8 +44,7 @@ pub enum Stage {
     Authorized,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandedMiner {
     pub fd: i32,
     /// Its extranonce1 and its identity at the pool: kept, so the miner's work stays
@@ -64,18 +65,67 @@ pub struct HandedMiner {
     pub accepted_difficulty: f64,
     pub connected_seconds: u64,
     /// An unfinished line the old process had read (the rest is in the socket).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unread: Vec<u8>,
     /// Output the kernel had not taken yet: sent first by the new process.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsent: Vec<u8>,
 }
 
+/// The state as one JSON object. Written and read by hand rather than derived: the
+/// derived code cost some 30 KB of every router binary for a document read once.
 pub fn encode(state: &HandoffState) -> Vec<u8> {
-    // Only plain data: serialization cannot fail.
-    serde_json::to_vec(state).unwrap_or_default()
+    let mut out = String::with_capacity(64 + state.miners.len() * 320);
+    let _ = write!(
+        out,
+        r#"{{"format":{},"listener_fd":{},"next_pool_id":{},"multi_user_mode":{},"miners":["#,
+        state.format, state.listener_fd, state.next_pool_id, state.multi_user_mode
+    );
+    for (i, m) in state.miners.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        encode_miner(&mut out, m);
+    }
+    out.push_str("]}");
+    out.into_bytes()
 }
 
+fn encode_miner(out: &mut String, m: &HandedMiner) {
+    let text = |s: &str| Value::from(s).to_string();
+    let stage = match &m.stage {
+        Stage::Connected => r#""connected""#.to_string(),
+        Stage::Subscribed => r#""subscribed""#.to_string(),
+        Stage::WaitingForPool { auth_id } => {
+            format!(r#"{{"waiting_for_pool":{{"auth_id":{}}}}}"#, text(auth_id))
+        }
+        Stage::Authorized => r#""authorized""#.to_string(),
+    };
+    let subaccount = m.subaccount.as_deref().map_or("null".into(), text);
+    let _ = write!(
+        out,
+        r#"{{"fd":{},"sid":{},"peer":{},"stage":{stage},"user_agent":{},"worker":{},"login_worker":{},"subaccount":{subaccount},"version_rolling":{},"requested_mask":{},"difficulty":{},"accepted":{},"rejected":{},"accepted_difficulty":{},"connected_seconds":{}"#,
+        m.fd,
+        m.sid,
+        text(&m.peer.to_string()),
+        text(&m.user_agent),
+        text(&m.worker),
+        text(&m.login_worker),
+        m.version_rolling,
+        m.requested_mask,
+        Value::from(m.difficulty),
+        m.accepted,
+        m.rejected,
+        Value::from(m.accepted_difficulty),
+        m.connected_seconds,
+    );
+    for (name, bytes) in [("unread", &m.unread), ("unsent", &m.unsent)] {
+        if !bytes.is_empty() {
+            let _ = write!(out, r#","{name}":{}"#, Value::from(bytes.as_slice()));
+        }
+    }
+    out.push('}');
+}
+
+/// Reads a state [`encode`] wrote (this binary's or another of the same format).
 pub fn decode(bytes: &[u8]) -> Result<HandoffState, String> {
     if bytes.len() > MAX_BYTES {
         return Err(format!(
@@ -83,32 +133,160 @@ pub fn decode(bytes: &[u8]) -> Result<HandoffState, String> {
             bytes.len()
         ));
     }
+    let not_state = |e: String| format!("not a handoff state: {e}");
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| not_state(e.to_string()))?;
+    let top = value
+        .as_object()
+        .ok_or_else(|| not_state("not an object".into()))?;
     // The format first: a newer layout would otherwise fail on a field, less clearly.
-    #[derive(Deserialize)]
-    struct Format {
-        format: u32,
-    }
-    let format = serde_json::from_slice::<Format>(bytes)
-        .map_err(|e| format!("not a handoff state: {e}"))?
-        .format;
-    if format != FORMAT {
+    let format = number(top, "format").map_err(not_state)?;
+    if format != u64::from(FORMAT) {
         return Err(format!(
             "format {format}, this binary reads format {FORMAT}"
         ));
     }
-    let state: HandoffState =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a handoff state: {e}"))?;
-    let mut sids = std::collections::HashSet::new();
-    let mut fds = std::collections::HashSet::from([state.listener_fd]);
+    let miners = top
+        .get("miners")
+        .and_then(Value::as_array)
+        .ok_or_else(|| not_state("no miners".into()))?
+        .iter()
+        .map(decode_miner)
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(not_state)?;
+    let state = HandoffState {
+        format: FORMAT,
+        listener_fd: int(top, "listener_fd").map_err(not_state)?,
+        next_pool_id: int(top, "next_pool_id").map_err(not_state)?,
+        multi_user_mode: flag(top, "multi_user_mode").map_err(not_state)?,
+        miners,
+    };
+    let max_fd = state
+        .miners
+        .iter()
+        .map(|m| m.fd)
+        .chain([state.listener_fd])
+        .max();
+    let max_fd = max_fd.unwrap_or(0).max(0) as usize;
+    // Far above any open-files limit: not a descriptor this process could have had.
+    if max_fd > MAX_FD {
+        return Err(format!("descriptor {max_fd} is out of range"));
+    }
+    let mut fds = Bits::new(max_fd + 1);
+    let mut sids = Bits::new(1 << 16);
+    fds.insert(state.listener_fd.max(0) as usize);
     for m in &state.miners {
-        if m.fd < 3 || !fds.insert(m.fd) {
+        if m.fd < 3 || !fds.insert(m.fd as usize) {
             return Err(format!("miner {} has descriptor {}", m.sid, m.fd));
         }
-        if !sids.insert(m.sid) {
+        if !sids.insert(m.sid as usize) {
             return Err(format!("session id {} handed twice", m.sid));
         }
     }
     Ok(state)
+}
+
+/// A set of small numbers (descriptors, session ids).
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    /// False if `i` was in already.
+    fn insert(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+}
+
+fn decode_miner(value: &Value) -> Result<HandedMiner, String> {
+    let m = value.as_object().ok_or("a miner is not an object")?;
+    let stage = match m.get("stage") {
+        Some(Value::String(s)) if s == "connected" => Stage::Connected,
+        Some(Value::String(s)) if s == "subscribed" => Stage::Subscribed,
+        Some(Value::String(s)) if s == "authorized" => Stage::Authorized,
+        Some(Value::Object(o)) => {
+            let waiting = o
+                .get("waiting_for_pool")
+                .and_then(Value::as_object)
+                .ok_or("an unknown stage")?;
+            Stage::WaitingForPool {
+                auth_id: text(waiting, "auth_id")?,
+            }
+        }
+        _ => return Err("an unknown stage".into()),
+    };
+    let peer = text(m, "peer")?;
+    Ok(HandedMiner {
+        fd: int(m, "fd")?,
+        sid: int(m, "sid")?,
+        peer: peer
+            .parse()
+            .map_err(|_| format!("peer {peer:?} is not an address"))?,
+        stage,
+        user_agent: text(m, "user_agent")?,
+        worker: text(m, "worker")?,
+        login_worker: text(m, "login_worker")?,
+        subaccount: match m.get("subaccount") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(text(m, "subaccount")?),
+        },
+        version_rolling: flag(m, "version_rolling")?,
+        requested_mask: int(m, "requested_mask")?,
+        difficulty: real(m, "difficulty")?,
+        accepted: int(m, "accepted")?,
+        rejected: int(m, "rejected")?,
+        accepted_difficulty: real(m, "accepted_difficulty")?,
+        connected_seconds: number(m, "connected_seconds")?,
+        unread: bytes(m, "unread")?,
+        unsent: bytes(m, "unsent")?,
+    })
+}
+
+fn number(o: &Map<String, Value>, key: &str) -> Result<u64, String> {
+    o.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{key} is not a number"))
+}
+
+/// A whole number that fits `T` (a descriptor, an id, a count).
+fn int<T: TryFrom<u64>>(o: &Map<String, Value>, key: &str) -> Result<T, String> {
+    T::try_from(number(o, key)?).map_err(|_| format!("{key} is out of range"))
+}
+
+fn real(o: &Map<String, Value>, key: &str) -> Result<f64, String> {
+    o.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("{key} is not a number"))
+}
+
+fn flag(o: &Map<String, Value>, key: &str) -> Result<bool, String> {
+    o.get(key)
+        .and_then(Value::as_bool)
+        .ok_or_else(|| format!("{key} is not true or false"))
+}
+
+fn text(o: &Map<String, Value>, key: &str) -> Result<String, String> {
+    o.get(key)
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| format!("{key} is not a string"))
+}
+
+/// Absent: none.
+fn bytes(o: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
+    match o.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| format!("{key} is not bytes")),
+        Some(_) => Err(format!("{key} is not bytes")),
+    }
 }
 
 #[cfg(test)]
@@ -178,9 +356,19 @@ mod tests {
     fn another_format_is_refused_by_number() {
         let e = decode(br#"{"format":2,"whatever":[]}"#).unwrap_err();
         assert_eq!(e, "format 2, this binary reads format 1");
-        assert!(decode(b"{\"listener_fd\":3}")
-            .unwrap_err()
-            .starts_with("not a handoff state"));
+        assert_eq!(
+            decode(b"{\"listener_fd\":3}").unwrap_err(),
+            "not a handoff state: format is not a number"
+        );
+        let mut s = state();
+        s.miners[0].peer = "192.168.1.20:40122".parse().unwrap();
+        let text = String::from_utf8(encode(&s))
+            .unwrap()
+            .replace("\"sid\":1,", "\"sid\":70000,");
+        assert_eq!(
+            decode(text.as_bytes()).unwrap_err(),
+            "not a handoff state: sid is out of range"
+        );
         assert!(decode(b"garbage")
             .unwrap_err()
             .starts_with("not a handoff state"));
@@ -194,6 +382,9 @@ mod tests {
         let mut s = state();
         s.miners[0].fd = s.listener_fd;
         assert!(decode(&encode(&s)).is_err());
+        let mut s = state();
+        s.miners[0].fd = i32::MAX;
+        assert!(decode(&encode(&s)).unwrap_err().contains("out of range"));
         let mut s = state();
         s.miners[0].fd = s.miners[1].fd;
         assert_eq!(decode(&encode(&s)).unwrap_err(), "miner 2 has descriptor 8");
