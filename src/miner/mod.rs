@@ -819,34 +819,3 @@ mod tests {
         assert_eq!(describe_foreign(b"\x00\x01"), "first byte is not '{'");
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_sizes() {
-        use std::mem::size_of;
-        eprintln!("MinerSession {}", size_of::<super::MinerSession>());
-        eprintln!("MinerStats {}", size_of::<super::MinerStats>());
-        eprintln!("SocketAddr {}", size_of::<std::net::SocketAddr>());
-        eprintln!(
-            "Instant {} OptInstant {}",
-            size_of::<std::time::Instant>(),
-            size_of::<Option<std::time::Instant>>()
-        );
-        eprintln!(
-            "Async<TcpStream> {}",
-            size_of::<async_io::Async<std::net::TcpStream>>()
-        );
-        eprintln!(
-            "RefCell<Rc<str>> {}",
-            size_of::<std::cell::RefCell<std::rc::Rc<str>>>()
-        );
-        eprintln!(
-            "SharedStr RefCell {}",
-            size_of::<std::cell::RefCell<super::SharedStr>>()
-        );
-        eprintln!(
-            "OutQueue {}",
-            size_of::<std::cell::RefCell<super::OutQueue>>()
-        );
-    }
-}
