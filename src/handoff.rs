@@ -45,6 +45,9 @@ pub fn check_reply() -> String {
 /// How long the check may take: it only loads the config.
 const CHECK_TIME: Duration = Duration::from_secs(20);
 
+/// How long a pool connection's buffered output may take to go out before the exec.
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+
 /// The signals the agent handles: blocked across the `execve`, so that one arriving
 /// before the new program has its handlers in place waits instead of killing it.
 const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGUSR2];
@@ -271,6 +274,19 @@ impl Successor for Binary {
 async fn hand_over(binary: &Binary, agent: &Rc<Agent>) -> Result<(), String> {
     log::info!("handoff: checking {}", binary.path.display());
     binary.check().await?;
+    // Shares the miners were answered for may still wait in the pool connections'
+    // buffers (a coalescing window, a writer not run yet): out first, or they would go
+    // with the connections. The last check and the exec come without an await between
+    // them, so nothing is queued after it.
+    for _ in 0..3 {
+        let sessions: Vec<_> = agent.groups().iter().flat_map(|g| g.sessions()).collect();
+        if sessions.iter().all(|s| s.is_drained()) {
+            break;
+        }
+        for s in &sessions {
+            s.drain(DRAIN_TIME).await;
+        }
+    }
     let state = agent
         .handoff_state()
         .ok_or("the miner port is not open yet")?;

@@ -930,7 +930,7 @@ impl PoolSession {
                 s.borrow_mut()
                     .add_miner(miner.sid, miner.stats.difficulty.get(), Instant::now());
             self.miners.borrow_mut().insert(miner.sid, miner.clone());
-            *miner.pool.borrow_mut() = Some(self.clone());
+            miner.set_pool(Some(self.clone()));
             miner.stats.difficulty.set(d);
             miner.send(agent, &stratum_upstream::set_difficulty_line(d));
             if miner.version_rolling.get() {
@@ -951,18 +951,18 @@ impl PoolSession {
                 false,
             );
         }
-        let worker = miner.worker.borrow().clone();
-        let client_agent = miner.user_agent.borrow().clone();
+        let worker = miner.worker();
+        let client_agent = miner.user_agent();
         self.send_ex(
             &ExMessage::RegisterWorker {
                 session_id: miner.sid,
-                client_agent: client_agent.into(),
+                client_agent,
                 worker_name: worker.to_string(),
             },
             false,
         );
         self.miners.borrow_mut().insert(miner.sid, miner.clone());
-        *miner.pool.borrow_mut() = Some(self.clone());
+        miner.set_pool(Some(self.clone()));
         if let Some(line) = self.difficulty_line.borrow().as_ref() {
             miner.stats.difficulty.set(self.difficulty.get());
             miner.send_shared(agent, line);
@@ -1037,7 +1037,7 @@ impl PoolSession {
         self.next_departure.set(None);
         let miners: Vec<_> = self.miners.borrow_mut().drain().map(|(_, m)| m).collect();
         for m in &miners {
-            *m.pool.borrow_mut() = None;
+            m.set_pool(None);
         }
         miners
     }
@@ -1062,6 +1062,11 @@ impl PoolSession {
     }
 
     /// Waits until every buffered byte (the last shares, unregistrations) is written.
+    /// Nothing waits to be written to the pool.
+    pub fn is_drained(&self) -> bool {
+        self.out.borrow().is_empty() && !self.writing.get()
+    }
+
     pub async fn drain(&self, within: Duration) {
         self.urgent.set(true);
         let _ = self.wake.try_send(());
