@@ -280,12 +280,12 @@ impl Agent {
             if miner.state.get() != MinerState::Authorized {
                 continue;
             }
-            let name = naming.worker_name(&miner.login_worker.borrow(), miner.peer.ip());
-            if *miner.worker.borrow().as_ref() == *name {
+            let name = naming.worker_name(&miner.login_worker(), miner.peer().ip());
+            if *miner.worker() == *name {
                 continue;
             }
-            *miner.worker.borrow_mut() = name.into();
-            let pool = miner.pool.borrow().clone();
+            miner.set_worker(name.into());
+            let pool = miner.pool();
             if let Some(pool) = pool {
                 // The pool ignores a REGISTER for a live session: leave, then join.
                 pool.release(&miner, crate::pool::Departure::Now);
@@ -408,7 +408,7 @@ impl Agent {
                 log::info!("{}: disconnected: {why}", miner.name());
             }
         }
-        let group = miner.group.borrow_mut().take();
+        let group = miner.set_group(None);
         if let Some(group) = group {
             group.leave(self, miner);
         }
@@ -427,11 +427,11 @@ impl Agent {
         let shares = miner.stats.shares();
         self.status.miner_left(shares);
         if logged_in {
-            let connected = Instant::now().saturating_duration_since(miner.connected_at);
+            let connected = miner.connected_at.age(Instant::now());
             self.status.worker_left(OfflineWorker {
-                worker: miner.worker.borrow().to_string(),
+                worker: miner.worker().to_string(),
                 subaccount,
-                ip: miner.peer.ip().to_string(),
+                ip: miner.peer().ip().to_string(),
                 last_seen: now_unix,
                 last_hashrate: status::hashrate(shares.difficulty, connected.as_secs_f64()),
                 connected_seconds: connected.as_secs(),
@@ -486,7 +486,7 @@ impl Agent {
                 self.handshake_timeout().as_secs()
             )),
             MinerState::WaitingForPool => {
-                let group = miner.group.borrow().clone();
+                let group = miner.group();
                 match group {
                     Some(g) => g.wait_expired(self, miner),
                     None => Some("no pool group".into()),
@@ -583,9 +583,9 @@ impl Agent {
     fn rename(&self, miner: &MinerSession) {
         let name = self
             .naming()
-            .worker_name(&miner.login_worker.borrow(), miner.peer.ip());
-        if *miner.worker.borrow().as_ref() != *name {
-            *miner.worker.borrow_mut() = name.into();
+            .worker_name(&miner.login_worker(), miner.peer().ip());
+        if *miner.worker() != *name {
+            miner.set_worker(name.into());
         }
     }
 

@@ -136,13 +136,13 @@ pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
     for m in &miners_now {
         let subaccount = m.subaccount(&fallback);
         let ms = &m.stats;
-        let connected = now_instant.saturating_duration_since(m.connected_at);
+        let connected = m.connected_at.age(now_instant);
         let entry = sub(&mut subaccounts, &subaccount);
         entry.miners += 1;
         entry.shares_accepted += ms.accepted.get() as u64;
         entry.shares_rejected += ms.rejected.get() as u64;
         entry.hashrate += hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64());
-        let worker = m.worker.borrow().clone();
+        let worker = m.worker();
         if offline.contains(&(subaccount.as_str(), &*worker)) {
             back.push((subaccount, worker));
         }
@@ -208,19 +208,19 @@ fn age(now: Instant, t: Option<Instant>) -> Option<u64> {
 /// One miner's entry, with its counters as of now; times are those of the overview's
 /// moment, so every entry of a document is dated alike.
 fn miner_entry(m: &MinerSession, fallback: &str, now: SystemTime, at: Instant) -> MinerStatus {
-    let connected = at.saturating_duration_since(m.connected_at);
+    let connected = m.connected_at.age(at);
     let ms = &m.stats;
     MinerStatus {
-        worker: m.worker.borrow().to_string(),
+        worker: m.worker().to_string(),
         subaccount: m.subaccount(fallback),
-        ip: m.peer.ip().to_string(),
+        ip: m.peer().ip().to_string(),
         session_id: m.sid,
-        pool_id: m.pool.borrow().as_ref().map(|p| p.id),
+        pool_id: m.pool().map(|p| p.id),
         difficulty: ms.difficulty.get(),
         version_rolling: m.version_rolling.get(),
         shares_accepted: ms.accepted.get() as u64,
         shares_rejected: ms.rejected.get() as u64,
-        last_share_age_seconds: age(at, ms.last_share.get()),
+        last_share_age_seconds: age(at, ms.last_share.get().instant()),
         connected_since: unix_seconds(now - connected),
         hashrate: hashrate(ms.accepted_difficulty.get(), connected.as_secs_f64()),
     }

@@ -4,6 +4,7 @@
 //! shared by every miner (only an unfinished line is kept per miner), and writes go
 //! straight to the socket, queueing only what the kernel does not take.
 
+mod compact;
 pub mod deadlines;
 mod output;
 pub mod session_ids;
@@ -19,6 +20,8 @@ use crate::protocol::stratum::{self, code, Message};
 use crate::protocol::worker;
 use crate::status::ShareCount;
 use async_io::Async;
+use compact::Peer;
+pub use compact::Second;
 use output::OutQueue;
 use serde_json::Value;
 pub use shared_str::SharedStr;
@@ -52,7 +55,7 @@ pub enum MinerState {
 pub struct MinerStats {
     pub accepted: Cell<u32>,
     pub rejected: Cell<u32>,
-    pub last_share: Cell<Option<Instant>>,
+    pub last_share: Cell<Second>,
     /// Sum of the difficulty of accepted shares, for the hashrate estimate.
     pub accepted_difficulty: Cell<f64>,
     pub difficulty: Cell<f64>,
@@ -89,26 +92,32 @@ impl MinerStats {
     }
 }
 
+/// One miner's connection and what the agent knows of it. Thousands of these live for
+/// good, so the fields are the small forms: cells the accessors below copy out of
+/// rather than `RefCell`s (no borrow flag each), times to the second, the peer
+/// address compact.
 pub struct MinerSession {
     pub sid: u16,
-    pub peer: SocketAddr,
-    pub connected_at: Instant,
+    peer: Peer,
+    /// When it connected.
+    pub connected_at: Second,
     stream: Async<TcpStream>,
     pub state: Cell<MinerState>,
-    /// Interned: a farm's miners have a few user agents between them.
-    pub user_agent: RefCell<SharedStr>,
-    /// Name at the pool, after the naming rules.
-    pub worker: RefCell<Rc<str>>,
+    /// Interned: a farm's miners have a few user agents between them. `None`: none
+    /// given ([`MinerSession::user_agent`]).
+    user_agent: Cell<Option<SharedStr>>,
+    /// Name at the pool, after the naming rules ([`MinerSession::worker`]).
+    worker: Cell<Option<Rc<str>>>,
     /// The worker part of the login, kept to apply changed naming rules (a reload).
     /// Usually the same text as `worker`, and then the same copy.
-    pub login_worker: RefCell<Rc<str>>,
-    pub group: RefCell<Option<Rc<PoolGroup>>>,
-    pub pool: RefCell<Option<Rc<PoolSession>>>,
+    login_worker: Cell<Option<Rc<str>>>,
+    group: Cell<Option<Rc<PoolGroup>>>,
+    pool: Cell<Option<Rc<PoolSession>>>,
     pub version_rolling: Cell<bool>,
     pub requested_mask: Cell<u32>,
     rolled_shares: Cell<u8>,
     /// The authorize request waiting for a pool connection.
-    pub pending_auth: RefCell<Option<Box<str>>>,
+    pending_auth: Cell<Option<Box<str>>>,
     /// Boxed: only a miner in its handshake, or waiting for a pool, has one.
     deadline: Cell<Option<Box<Instant>>>,
     /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
@@ -139,19 +148,19 @@ impl MinerSession {
     ) -> MinerSession {
         MinerSession {
             sid,
-            peer,
-            connected_at: Instant::now(),
+            peer: Peer::new(peer),
+            connected_at: Second::now(),
             stream,
             state: Cell::new(MinerState::Connected),
-            user_agent: RefCell::new(SharedStr::new("")),
-            worker: RefCell::new(Rc::from("")),
-            login_worker: RefCell::new(Rc::from("")),
-            group: RefCell::new(None),
-            pool: RefCell::new(None),
+            user_agent: Cell::new(None),
+            worker: Cell::new(None),
+            login_worker: Cell::new(None),
+            group: Cell::new(None),
+            pool: Cell::new(None),
             version_rolling: Cell::new(false),
             requested_mask: Cell::new(0),
             rolled_shares: Cell::new(0),
-            pending_auth: RefCell::new(None),
+            pending_auth: Cell::new(None),
             deadline: Cell::new(Some(Box::new(handshake_deadline))),
             deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
@@ -168,9 +177,10 @@ impl MinerSession {
         let miner = MinerSession::new(m.sid, stream, m.peer, handshake_deadline);
         let now = Instant::now();
         let miner = MinerSession {
-            connected_at: now
-                .checked_sub(std::time::Duration::from_secs(m.connected_seconds))
-                .unwrap_or(now),
+            connected_at: Second::at(
+                now.checked_sub(std::time::Duration::from_secs(m.connected_seconds))
+                    .unwrap_or(now),
+            ),
             ..miner
         };
         miner.state.set(match m.stage {
@@ -181,14 +191,16 @@ impl MinerSession {
         if matches!(m.stage, Stage::WaitingForPool { .. } | Stage::Authorized) {
             miner.set_deadline(None);
         }
-        *miner.user_agent.borrow_mut() = m.user_agent.clone().into();
+        if !m.user_agent.is_empty() {
+            miner.user_agent.set(Some(m.user_agent.clone().into()));
+        }
         let login_worker: Rc<str> = m.login_worker.as_str().into();
-        *miner.worker.borrow_mut() = if m.worker == m.login_worker {
+        miner.set_worker(if m.worker == m.login_worker {
             login_worker.clone()
         } else {
             m.worker.as_str().into()
-        };
-        *miner.login_worker.borrow_mut() = login_worker;
+        });
+        miner.set_login_worker(login_worker);
         miner.version_rolling.set(m.version_rolling);
         miner.requested_mask.set(m.requested_mask);
         let s = &miner.stats;
@@ -217,12 +229,12 @@ impl MinerSession {
             MinerState::Connected => Stage::Connected,
             MinerState::Subscribed => Stage::Subscribed,
             MinerState::WaitingForPool => Stage::WaitingForPool {
-                auth_id: self
-                    .pending_auth
-                    .borrow()
-                    .as_deref()
-                    .unwrap_or("null")
-                    .to_string(),
+                auth_id: {
+                    let id = self.pending_auth.take();
+                    let text = id.as_deref().unwrap_or("null").to_string();
+                    self.pending_auth.set(id);
+                    text
+                },
             },
             MinerState::Authorized => Stage::Authorized,
         };
@@ -233,15 +245,13 @@ impl MinerSession {
         Some(HandedMiner {
             fd: self.stream.as_raw_fd(),
             sid: self.sid,
-            peer: self.peer,
+            peer: self.peer(),
             stage,
-            user_agent: self.user_agent.borrow().to_string(),
-            worker: self.worker.borrow().to_string(),
-            login_worker: self.login_worker.borrow().to_string(),
+            user_agent: self.user_agent(),
+            worker: self.worker().to_string(),
+            login_worker: self.login_worker().to_string(),
             subaccount: self
-                .group
-                .borrow()
-                .as_ref()
+                .group()
                 .and_then(|g| g.subaccount.as_deref().map(String::from)),
             version_rolling: self.version_rolling.get(),
             requested_mask: self.requested_mask.get(),
@@ -249,7 +259,7 @@ impl MinerSession {
             accepted: s.accepted.get(),
             rejected: s.rejected.get(),
             accepted_difficulty: s.accepted_difficulty.get(),
-            connected_seconds: self.connected_at.elapsed().as_secs(),
+            connected_seconds: self.connected_at.age(Instant::now()).as_secs(),
             unread: unread_copy,
             unsent: self.out.borrow().pending(),
         })
@@ -259,27 +269,76 @@ impl MinerSession {
     /// The sub-account the miner mines for: its group's; in single-user mode its pool
     /// connection's, and before it has one `fallback` (the first pool entry's).
     pub fn subaccount(&self, fallback: &str) -> String {
-        if let Some(name) = self
-            .group
-            .borrow()
-            .as_ref()
-            .and_then(|g| g.subaccount.clone())
-        {
+        if let Some(name) = self.group().and_then(|g| g.subaccount.clone()) {
             return name.to_string();
         }
-        match self.pool.borrow().as_ref() {
+        match self.pool() {
             Some(p) => p.subaccount.clone(),
             None => fallback.to_string(),
         }
     }
 
     pub fn name(&self) -> String {
-        let w = self.worker.borrow();
+        let w = self.worker();
         if w.is_empty() {
-            format!("miner#{} {}", self.sid, self.peer)
+            format!("miner#{} {}", self.sid, self.peer())
         } else {
-            format!("miner#{} {} {}", self.sid, w, self.peer.ip())
+            format!("miner#{} {} {}", self.sid, w, self.peer().ip())
         }
+    }
+
+    /// What its `mining.subscribe` said it is ("" if nothing).
+    pub fn user_agent(&self) -> String {
+        peek(&self.user_agent).map(String::from).unwrap_or_default()
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer.addr()
+    }
+
+    /// Its name at the pool ("" before it logged in).
+    pub fn worker(&self) -> Rc<str> {
+        peek(&self.worker).unwrap_or_else(|| Rc::from(""))
+    }
+
+    pub fn set_worker(&self, name: Rc<str>) {
+        self.worker.set(Some(name));
+    }
+
+    /// The worker part of its login.
+    pub fn login_worker(&self) -> Rc<str> {
+        peek(&self.login_worker).unwrap_or_else(|| Rc::from(""))
+    }
+
+    pub fn set_login_worker(&self, name: Rc<str>) {
+        self.login_worker.set(Some(name));
+    }
+
+    /// Its sub-account's group, once it logged in.
+    pub fn group(&self) -> Option<Rc<PoolGroup>> {
+        peek(&self.group)
+    }
+
+    pub fn set_group(&self, group: Option<Rc<PoolGroup>>) -> Option<Rc<PoolGroup>> {
+        self.group.replace(group)
+    }
+
+    /// The pool connection it mines on.
+    pub fn pool(&self) -> Option<Rc<PoolSession>> {
+        peek(&self.pool)
+    }
+
+    pub fn set_pool(&self, pool: Option<Rc<PoolSession>>) -> Option<Rc<PoolSession>> {
+        self.pool.replace(pool)
+    }
+
+    /// The id of the authorize request waiting for a pool connection, taken.
+    pub fn take_pending_auth(&self) -> Option<Box<str>> {
+        self.pending_auth.take()
+    }
+
+    pub fn set_pending_auth(&self, id: &str) {
+        self.pending_auth.set(Some(id.into()));
     }
 
     pub fn is_closed(&self) -> bool {
@@ -523,7 +582,8 @@ impl MinerSession {
 
     fn on_subscribe(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, msg: &Message) {
         if let Some(ua) = msg.params_list().first().and_then(Value::as_str) {
-            *self.user_agent.borrow_mut() = ua.chars().take(64).collect::<String>().into();
+            let ua: String = ua.chars().take(64).collect();
+            self.user_agent.set((!ua.is_empty()).then(|| ua.into()));
         }
         if self.state.get() == MinerState::Connected {
             self.state.set(MinerState::Subscribed);
@@ -606,15 +666,15 @@ impl MinerSession {
         agent.handshake_done(self);
         let name: Rc<str> = agent
             .naming()
-            .worker_name(login_worker, self.peer.ip())
+            .worker_name(login_worker, self.peer().ip())
             .into();
         let login_worker = if *name == *login_worker {
             name.clone()
         } else {
             login_worker.into()
         };
-        *self.worker.borrow_mut() = name;
-        *self.login_worker.borrow_mut() = login_worker;
+        self.set_worker(name);
+        self.set_login_worker(login_worker);
         let group = agent.group_for(sub);
         group.join(agent, self, id);
     }
@@ -711,14 +771,14 @@ impl MinerSession {
     pub fn count_accepted_at(&self, difficulty: f64) {
         let s = &self.stats;
         s.accepted.set(s.accepted.get() + 1);
-        s.last_share.set(Some(Instant::now()));
+        s.last_share.set(Second::now());
         s.accepted_difficulty
             .set(s.accepted_difficulty.get() + difficulty);
     }
 
     pub fn reject(self: &Rc<Self>, agent: &Rc<Agent>, id: &str, code: i32, why: &str) {
         self.stats.rejected.set(self.stats.rejected.get() + 1);
-        self.stats.last_share.set(Some(Instant::now()));
+        self.stats.last_share.set(Second::now());
         self.send(agent, &stratum::error_line(id, code, why));
     }
 
@@ -734,6 +794,14 @@ impl MinerSession {
             self.send(agent, &stratum::notification("client.reconnect", "[]"));
         }
     }
+}
+
+/// A copy of what a cell holds (a shared pointer: a count goes up), left in place.
+fn peek<T: Clone>(cell: &Cell<Option<T>>) -> Option<T> {
+    let value = cell.take();
+    let copy = value.clone();
+    cell.set(value);
+    copy
 }
 
 /// Writes a miner's queued output as the socket drains; ends when the queue is empty.
@@ -817,5 +885,17 @@ mod tests {
         );
         assert_eq!(describe_foreign(b"SSH-2.0-x"), "looks like SSH");
         assert_eq!(describe_foreign(b"\x00\x01"), "first byte is not '{'");
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Thousands of these live for good: a field that grows it should be a decision.
+    #[test]
+    fn a_miner_session_stays_small() {
+        let size = std::mem::size_of::<super::MinerSession>();
+        eprintln!("MinerSession: {size} bytes");
+        #[cfg(target_pointer_width = "64")]
+        assert!(size <= 216, "{size}");
     }
 }

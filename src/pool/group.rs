@@ -195,7 +195,7 @@ impl PoolGroup {
     /// An authorized miner joins: it gets a connection now, or waits for the first one.
     pub fn join(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
         self.miners.set(self.miners.get() + 1);
-        *miner.group.borrow_mut() = Some(self.clone());
+        miner.set_group(Some(self.clone()));
         match self.least_loaded() {
             Some(session) => {
                 accept_login(agent, miner, auth_id);
@@ -208,7 +208,7 @@ impl PoolGroup {
                     self.name()
                 );
                 miner.state.set(MinerState::WaitingForPool);
-                *miner.pending_auth.borrow_mut() = Some(auth_id.into());
+                miner.set_pending_auth(auth_id);
                 miner.set_deadline(Some(
                     Instant::now() + agent.config().advanced.pool_connection_dial_timeout,
                 ));
@@ -225,11 +225,7 @@ impl PoolGroup {
         miner: &Rc<MinerSession>,
     ) -> Option<String> {
         self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
-        let id = miner
-            .pending_auth
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| "null".into());
+        let id = miner.take_pending_auth().unwrap_or_else(|| "null".into());
         if agent.config().always_keep_downconn {
             accept_login(agent, miner, &id);
             self.orphan(agent, miner.clone());
@@ -248,7 +244,7 @@ impl PoolGroup {
 
     /// A miner left the agent.
     pub fn leave(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
-        if let Some(pool) = miner.pool.borrow_mut().take() {
+        if let Some(pool) = miner.set_pool(None) {
             pool.release(miner, Departure::Now);
         }
         for s in self.sessions.borrow().iter() {
@@ -287,11 +283,7 @@ impl PoolGroup {
             if miner.is_closed() {
                 continue;
             }
-            let id = miner
-                .pending_auth
-                .borrow_mut()
-                .take()
-                .unwrap_or_else(|| "null".into());
+            let id = miner.take_pending_auth().unwrap_or_else(|| "null".into());
             accept_login(agent, &miner, &id);
             self.least_loaded()
                 .unwrap_or_else(|| session.clone())
@@ -423,7 +415,7 @@ impl PoolGroup {
     /// connection up, for at least the dial timeout even if the config holds none.
     pub fn take_handed(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
         self.miners.set(self.miners.get() + 1);
-        *miner.group.borrow_mut() = Some(self.clone());
+        miner.set_group(Some(self.clone()));
         miner.state.set(MinerState::Authorized);
         if let Some(session) = self.least_loaded() {
             session.adopt(agent, miner);
@@ -497,12 +489,12 @@ fn rebalance_margin(miners: usize, connections: usize) -> usize {
 /// The session a miner's share goes to: the job names its connection (the miner's
 /// own, or the one it was just moved from while that one still takes its shares).
 pub fn session_for_share(miner: &MinerSession, connection: u32) -> Option<Rc<PoolSession>> {
-    let current = miner.pool.borrow().clone().filter(|p| p.is_up());
+    let current = miner.pool().filter(|p| p.is_up());
     if let Some(pool) = current.filter(|p| p.id == connection) {
         return Some(pool);
     }
-    let group = miner.group.borrow();
-    let sessions = group.as_ref()?.sessions.borrow();
+    let group = miner.group()?;
+    let sessions = group.sessions.borrow();
     sessions
         .iter()
         .find(|s| s.id == connection && s.is_up() && s.still_registered(miner.sid))
