@@ -428,8 +428,8 @@ fn mask_has(mask: u64, signal: libc::c_int) -> bool {
 pub enum HandoffLog {
     /// The old program: `handoff: handing N miners to PATH`.
     Handing { miners: u64, to: String },
-    /// The new program: `handoff: took over N miners`.
-    TookOver { miners: u64 },
+    /// The new program: `handoff: took over N miners`, or `N of M miners` (M handed).
+    TookOver { miners: u64, of: Option<u64> },
     /// `handoff refused, this process keeps serving: REASON`.
     Refused { reason: String },
 }
@@ -443,17 +443,27 @@ pub fn handoff_line(line: &str) -> Option<HandoffLog> {
             reason: line[i + REFUSED.len()..].trim().to_string(),
         });
     }
-    let miners_then = |marker: &str| -> Option<(u64, &str)> {
-        let rest = &line[line.find(marker)? + marker.len()..];
-        let (n, rest) = rest.split_once(' ')?;
-        Some((n.parse().ok()?, rest.strip_prefix("miners")?))
-    };
-    if let Some((miners, rest)) = miners_then("handoff: handing ") {
-        let to = rest.strip_prefix(" to ")?.trim().to_string();
+    let after = |marker: &str| Some(&line[line.find(marker)? + marker.len()..]);
+    if let Some(rest) = after("handoff: handing ") {
+        let (miners, rest) = number(rest)?;
+        let to = rest.strip_prefix("miners to ")?.trim().to_string();
         return Some(HandoffLog::Handing { miners, to });
     }
-    let (miners, _) = miners_then("handoff: took over ")?;
-    Some(HandoffLog::TookOver { miners })
+    let (miners, rest) = number(after("handoff: took over ")?)?;
+    if rest.starts_with("miners") {
+        return Some(HandoffLog::TookOver { miners, of: None });
+    }
+    let (of, rest) = number(rest.strip_prefix("of ")?)?;
+    rest.starts_with("miners").then_some(HandoffLog::TookOver {
+        miners,
+        of: Some(of),
+    })
+}
+
+/// A number and the text after the space that ends it.
+fn number(text: &str) -> Option<(u64, &str)> {
+    let (n, rest) = text.split_once(' ')?;
+    Some((n.parse().ok()?, rest))
 }
 
 /// The lines added to a log since the last call (whole lines only).
@@ -514,7 +524,23 @@ mod tests {
         );
         assert_eq!(
             handoff_line("2026-12-04 10:00:01.300 INFO  handoff: took over 10020 miners"),
-            Some(HandoffLog::TookOver { miners: 10020 })
+            Some(HandoffLog::TookOver {
+                miners: 10020,
+                of: None
+            })
+        );
+        assert_eq!(
+            handoff_line("2026-12-04 10:00:01.300 INFO  handoff: took over 10019 of 10020 miners"),
+            Some(HandoffLog::TookOver {
+                miners: 10019,
+                of: Some(10020)
+            })
+        );
+        assert_eq!(handoff_line("handoff: took over 3 of many miners"), None);
+        assert_eq!(handoff_line("handoff: took over 3 of 4 sockets"), None);
+        assert_eq!(
+            handoff_line("pool#1: took over 40 miners to balance the load"),
+            None
         );
         assert_eq!(
             handoff_line("2026-12-04 10:00:01.000 WARN  handoff refused, this process keeps serving: /tmp/x/btcagent --check-handoff exited 1 "),

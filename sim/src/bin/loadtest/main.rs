@@ -968,7 +968,13 @@ fn handoff(
                     eprintln!("loadtest: the agent hands {miners} miners to {to}");
                     handing = Some(miners);
                 }
-                Some(agent::HandoffLog::TookOver { miners }) => {
+                Some(agent::HandoffLog::TookOver { miners, of }) => {
+                    if of.is_some_and(|of| of != miners) {
+                        problems.push(format!(
+                            "the new program took over {miners} of {} miners",
+                            of.unwrap_or(0)
+                        ));
+                    }
                     took_over.get_or_insert((miners, Instant::now()));
                 }
                 Some(agent::HandoffLog::Refused { reason }) => refused = Some(reason),
