@@ -946,7 +946,9 @@ fn handoff(
         pool.stats().open_connections().map(|c| c.id).collect();
     let mut log = agent::LogTail::from_end(&bench.agent.log);
     let before = bench.swarm_and_probe()?;
-    let disconnects_before = before.disconnects + swarm::stats_of(&mut bench.probe)?.disconnects;
+    let probe_before = swarm::stats_of(&mut bench.probe)?;
+    let disconnects_before = before.disconnects + probe_before.disconnects;
+    let rejected_before = before.rejected + probe_before.rejected;
     eprintln!("loadtest: {}", event.name());
     let at = Instant::now();
     let at_us = btcagent_sim::now_us();
@@ -1033,8 +1035,10 @@ fn handoff(
     // Mining goes on for a while before the counts are taken.
     std::thread::sleep(secs(o.share_interval * 2.0));
     let after = bench.swarm_and_probe()?;
-    let disconnects =
-        after.disconnects + swarm::stats_of(&mut bench.probe)?.disconnects - disconnects_before;
+    let probe_after = swarm::stats_of(&mut bench.probe)?;
+    let disconnects = after.disconnects + probe_after.disconnects - disconnects_before;
+    // Shares found on the old program's jobs, answered stale by the new one.
+    let rejected = after.rejected + probe_after.rejected - rejected_before;
     let same_pid = bench.agent.alive()
         && bench.agent.pid() == pid
         && procfs::start_ticks(pid).is_ok_and(|t| t == started);
@@ -1068,6 +1072,7 @@ fn handoff(
         have_job.map_or(nan, |(t, _)| ms(t)),
     );
     f.insert("event_disconnects".into(), disconnects as f64);
+    f.insert("event_rejected_at_miners".into(), rejected as f64);
     f.insert("event_same_pid".into(), f64::from(u8::from(same_pid)));
     Ok(f)
 }

@@ -243,7 +243,7 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
                 "refused by the agent (see the problems below)".to_string()
             } else {
                 format!(
-                    "{:.0} miners; {:.0} handed, {:.0} taken over after {:.0} ms; old pool connections closed after {:.0} ms; all registered again on the new ones after {:.0} ms, all had a job after {:.0} ms; {:.0} miner disconnects; same process: {}",
+                    "{:.0} miners; {:.0} handed, {:.0} taken over after {:.0} ms; old pool connections closed after {:.0} ms; all registered again on the new ones after {:.0} ms, all had a job after {:.0} ms; {:.0} miner disconnects; {:.0} shares rejected at the miners; same process: {}",
                     g("event_miners"),
                     g("event_handed_miners"),
                     g("event_took_over_miners"),
@@ -252,6 +252,7 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
                     g("event_reregistered_ms"),
                     g("event_miners_have_job_ms"),
                     g("event_disconnects"),
+                    g("event_rejected_at_miners"),
                     if g("event_same_pid") == 1.0 { "yes" } else { "NO" }
                 )
             },
@@ -453,6 +454,7 @@ mod tests {
             ("event_took_over_miners".into(), 30.0),
             ("event_reregistered_ms".into(), 850.0),
             ("event_disconnects".into(), 0.0),
+            ("event_rejected_at_miners".into(), 7.0),
             ("event_same_pid".into(), 1.0),
         ]);
         let t = table(&f, "run");
@@ -461,7 +463,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("again on the new ones after 850 ms"), "{t}");
-        assert!(t.contains("same process: yes"), "{t}");
+        assert!(
+            t.contains("7 shares rejected at the miners; same process: yes"),
+            "{t}"
+        );
         assert!(!t.contains("second pool"), "{t}");
         f.insert("event_kind".into(), 4.0);
         f.insert("event_refused".into(), 1.0);
