@@ -515,6 +515,12 @@ fn secs(s: f64) -> Duration {
 }
 
 fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
+    if o.after_window.is_some_and(Event::hands_over) {
+        // Before anything starts: a binary without a handoff would be killed by
+        // SIGUSR2, or keep running its old program after the upgrade's SIGHUP.
+        agent::btcagent_version(&o.agent_bin)
+            .map_err(|e| format!("--after-window: {e}: the Go agent has no handoff"))?;
+    }
     let mut problems = Vec::new();
     let work_dir = std::env::temp_dir().join(format!("btcagent-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -533,13 +539,6 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
             .map_err(|e| format!("pool simulator: {e}"))?,
         )
     };
-    let hands_over = o.after_window.is_some_and(Event::hands_over);
-    if hands_over {
-        // Before the swarm ramps up: a binary without a handoff would be killed by
-        // SIGUSR2, or keep running its old program after the upgrade's SIGHUP.
-        agent::btcagent_version(&o.agent_bin)
-            .map_err(|e| format!("--after-window: {e}: the Go agent has no handoff"))?;
-    }
     let second = match o.after_window {
         Some(e) if e.second_pool() => Some(
             PoolSim::start(PoolSimConfig {
