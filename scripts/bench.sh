@@ -5,7 +5,8 @@
 #   scripts/bench.sh               1k, 10k and 19k miners; 10k with the pool's share
 #                                  responses, with a 50 ms coalescing window, with
 #                                  one pool connection cut, with the pool failing
-#                                  over and with a reload to another pool; 3 runs each
+#                                  over, with a reload to another pool and with a
+#                                  handoff to a new program (SIGUSR2); 3 runs each
 #   SIZES="1000" RUNS=1 WINDOW=30 scripts/bench.sh      a quicker look
 #   scripts/bench.sh smoke         50 miners for 5 s: only checks every share is valid
 #
@@ -74,6 +75,9 @@ if [ -z "${SKIP_EXTRA:-}" ]; then
     # that moves the agent to another pool: miners must not be disconnected.
     run failover-10000 --miners 10000 --seconds "$WINDOW" --after-window pool-fails --floor-jobs 0
     run reload-10000 --miners 10000 --seconds "$WINDOW" --after-window reload --floor-jobs 0
+    # The agent execs its binary in place and the new program takes the miners over:
+    # same pid, no miner disconnected, every miner registered again at the pool.
+    run handoff-10000 --miners 10000 --seconds "$WINDOW" --after-window handoff --floor-jobs 0
 fi
 
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -19,6 +19,9 @@ pub struct AgentOptions {
     pub work_dir: PathBuf,
     /// `Some`: the pools are plain Stratum pools, not agent-protocol ones.
     pub stratum: Option<StratumUpstream>,
+    /// Copy the binary into `work_dir` and run it from there, so that the copy can be
+    /// replaced (`--after-window upgrade`).
+    pub run_copy: bool,
 }
 
 /// How the agent meets a plain Stratum pool.
@@ -37,6 +40,8 @@ pub struct AgentProcess {
     pub log: PathBuf,
     config: PathBuf,
     options: AgentOptions,
+    /// The path the agent was started from (the copy in `work_dir` with `run_copy`).
+    start_path: PathBuf,
 }
 
 /// The `btcagent` binary next to this executable (both built by the same cargo run).
@@ -201,7 +206,22 @@ impl AgentProcess {
         let log = opts.work_dir.join("agent.log");
         let log_file =
             std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new(&opts.binary)
+        let start_path = if opts.run_copy {
+            let copy = opts.work_dir.join("btcagent");
+            std::fs::copy(&opts.binary, &copy).map_err(|e| {
+                format!(
+                    "copying {} to {}: {e}",
+                    opts.binary.display(),
+                    copy.display()
+                )
+            })?;
+            copy
+        } else {
+            opts.binary.clone()
+        };
+        // Its stderr is the log file, not a pipe: the descriptor survives an exec in
+        // place (a handoff), and the new program's log goes on in the same file.
+        let child = Command::new(&start_path)
             .arg("-c")
             .arg(&config)
             .args(["-l", "stderr"])
@@ -209,13 +229,14 @@ impl AgentProcess {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", opts.binary.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", start_path.display()))?;
         let mut agent = AgentProcess {
             child,
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
             config,
             options: opts.clone(),
+            start_path,
         };
         agent.wait_listening(Duration::from_secs(10))?;
         Ok(agent)
@@ -228,11 +249,35 @@ impl AgentProcess {
         std::fs::write(&tmp, config_text(&self.options, pools, self.listen.port()))
             .and_then(|()| std::fs::rename(&tmp, &self.config))
             .map_err(|e| format!("{}: {e}", self.config.display()))?;
+        self.signal(libc::SIGHUP);
+        Ok(())
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill() with our own child's pid only sends a signal.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
+            libc::kill(self.child.id() as libc::pid_t, signal);
         }
-        Ok(())
+    }
+
+    /// Whether the agent has a handler for `signal` (SigCgt of /proc/PID/status): a
+    /// signal it neither catches nor ignores may kill it.
+    pub fn catches(&self, signal: libc::c_int) -> Result<bool, String> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        signal_mask(&status, "SigCgt")
+            .map(|mask| mask_has(mask, signal))
+            .ok_or_else(|| format!("{path}: no SigCgt line"))
+    }
+
+    /// Replaces the binary the agent was started from (a `run_copy`) with a fresh copy
+    /// of `binary`, as a package upgrade does: written beside it, renamed over it.
+    pub fn replace_binary(&self) -> Result<(), String> {
+        let tmp = self.start_path.with_extension("new");
+        std::fs::copy(&self.options.binary, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &self.start_path))
+            .map_err(|e| format!("replacing {}: {e}", self.start_path.display()))
     }
 
     /// The Stratum counters of the first status document the agent takes in a later
@@ -325,6 +370,138 @@ impl Drop for AgentProcess {
     }
 }
 
+/// `btcagent --version` of `binary` (within 5 s), or why it did not answer as
+/// btcagent: the Go agent does not, and has no handoff.
+pub fn btcagent_version(binary: &Path) -> Result<String, String> {
+    let mut child = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{} --version did not exit", binary.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    }
+    let line = out.lines().next().unwrap_or("").trim().to_string();
+    if is_btcagent_version(&line) {
+        Ok(line)
+    } else {
+        Err(format!(
+            "{} --version says {line:?}, not btcagent's \"btcagent X.Y.Z\"",
+            binary.display()
+        ))
+    }
+}
+
+/// btcagent's `--version` line: `btcagent 0.1.0`.
+fn is_btcagent_version(line: &str) -> bool {
+    line.strip_prefix("btcagent ")
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// A signal mask line of /proc/PID/status (`SigCgt:\t0000000000004a07`).
+fn signal_mask(status: &str, name: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Signal n is bit n-1 of a /proc signal mask.
+fn mask_has(mask: u64, signal: libc::c_int) -> bool {
+    (1..=64).contains(&signal) && mask & (1u64 << (signal - 1)) != 0
+}
+
+/// What the agent logs about a handoff.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HandoffLog {
+    /// The old program: `handoff: handing N miners to PATH`.
+    Handing { miners: u64, to: String },
+    /// The new program: `handoff: took over N miners`, or `N of M miners` (M handed).
+    TookOver { miners: u64, of: Option<u64> },
+    /// `handoff refused, this process keeps serving: REASON`.
+    Refused { reason: String },
+}
+
+/// The handoff news of one log line, wherever the line's prefix (time, level, target)
+/// ends.
+pub fn handoff_line(line: &str) -> Option<HandoffLog> {
+    const REFUSED: &str = "handoff refused, this process keeps serving: ";
+    if let Some(i) = line.find(REFUSED) {
+        return Some(HandoffLog::Refused {
+            reason: line[i + REFUSED.len()..].trim().to_string(),
+        });
+    }
+    let after = |marker: &str| Some(&line[line.find(marker)? + marker.len()..]);
+    if let Some(rest) = after("handoff: handing ") {
+        let (miners, rest) = number(rest)?;
+        let to = rest.strip_prefix("miners to ")?.trim().to_string();
+        return Some(HandoffLog::Handing { miners, to });
+    }
+    let (miners, rest) = number(after("handoff: took over ")?)?;
+    if rest.starts_with("miners") {
+        return Some(HandoffLog::TookOver { miners, of: None });
+    }
+    let (of, rest) = number(rest.strip_prefix("of ")?)?;
+    rest.starts_with("miners").then_some(HandoffLog::TookOver {
+        miners,
+        of: Some(of),
+    })
+}
+
+/// A number and the text after the space that ends it.
+fn number(text: &str) -> Option<(u64, &str)> {
+    let (n, rest) = text.split_once(' ')?;
+    Some((n.parse().ok()?, rest))
+}
+
+/// The lines added to a log since the last call (whole lines only).
+pub struct LogTail {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogTail {
+    /// From the log's current end on.
+    pub fn from_end(path: &Path) -> LogTail {
+        LogTail {
+            path: path.to_path_buf(),
+            offset: std::fs::metadata(path).map_or(0, |m| m.len()),
+            partial: String::new(),
+        }
+    }
+
+    pub fn new_lines(&mut self) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(&self.path) {
+            if file.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let _ = file.read_to_end(&mut bytes);
+            }
+        }
+        self.offset += bytes.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&bytes));
+        let Some(end) = self.partial.rfind('\n') else {
+            return Vec::new();
+        };
+        let lines = self.partial[..end].lines().map(str::to_string).collect();
+        self.partial.drain(..=end);
+        lines
+    }
+}
+
 /// The last lines of a log, for error messages.
 pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -334,7 +511,88 @@ pub fn tail(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{severity, Severity};
+    use super::*;
+
+    #[test]
+    fn handoff_log_lines() {
+        assert_eq!(
+            handoff_line("2026-12-04 10:00:01.000 INFO  btcagent: handoff: handing 10020 miners to /tmp/x/btcagent"),
+            Some(HandoffLog::Handing {
+                miners: 10020,
+                to: "/tmp/x/btcagent".into()
+            })
+        );
+        assert_eq!(
+            handoff_line("2026-12-04 10:00:01.300 INFO  handoff: took over 10020 miners"),
+            Some(HandoffLog::TookOver {
+                miners: 10020,
+                of: None
+            })
+        );
+        assert_eq!(
+            handoff_line("2026-12-04 10:00:01.300 INFO  handoff: took over 10019 of 10020 miners"),
+            Some(HandoffLog::TookOver {
+                miners: 10019,
+                of: Some(10020)
+            })
+        );
+        assert_eq!(handoff_line("handoff: took over 3 of many miners"), None);
+        assert_eq!(handoff_line("handoff: took over 3 of 4 sockets"), None);
+        assert_eq!(
+            handoff_line("pool#1: took over 40 miners to balance the load"),
+            None
+        );
+        assert_eq!(
+            handoff_line("2026-12-04 10:00:01.000 WARN  handoff refused, this process keeps serving: /tmp/x/btcagent --check-handoff exited 1 "),
+            Some(HandoffLog::Refused {
+                reason: "/tmp/x/btcagent --check-handoff exited 1".into()
+            })
+        );
+        assert_eq!(handoff_line("handoff: took over some miners"), None);
+        assert_eq!(handoff_line("handoff: handing 3 miners"), None);
+        assert_eq!(handoff_line("2026-12-04 INFO  pool#1 up"), None);
+    }
+
+    #[test]
+    fn signal_masks_and_versions() {
+        let status = "Name:\tbtcagent\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000004803\n";
+        let caught = signal_mask(status, "SigCgt").unwrap();
+        assert_eq!(caught, 0x4803);
+        assert!(mask_has(caught, libc::SIGHUP)); // 1: bit 0
+        assert!(mask_has(caught, libc::SIGUSR2)); // 12: bit 11
+        assert!(mask_has(caught, libc::SIGTERM)); // 15: bit 14
+        assert!(!mask_has(caught, libc::SIGUSR1)); // 10: bit 9
+        assert!(!mask_has(caught, 0) && !mask_has(caught, 65));
+        assert_eq!(signal_mask(status, "SigBlk"), None);
+        assert!(is_btcagent_version("btcagent 0.1.0"));
+        assert!(!is_btcagent_version(
+            "flag provided but not defined: -version"
+        ));
+        assert!(!is_btcagent_version("btcagent"));
+        assert!(!is_btcagent_version(""));
+    }
+
+    #[test]
+    fn log_tail_gives_whole_new_lines() {
+        let path = std::env::temp_dir().join(format!("loadtest-logtail-{}", std::process::id()));
+        std::fs::write(&path, "old line\n").unwrap();
+        let mut tail = LogTail::from_end(&path);
+        assert!(tail.new_lines().is_empty());
+        let append = |s: &str| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(s.as_bytes()).unwrap();
+        };
+        append("one\ntw");
+        assert_eq!(tail.new_lines(), ["one"]);
+        append("o\nthree\n");
+        assert_eq!(tail.new_lines(), ["two", "three"]);
+        assert!(tail.new_lines().is_empty());
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn warnings_and_errors_of_both_agents_log_formats() {

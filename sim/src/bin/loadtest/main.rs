@@ -44,8 +44,16 @@ USAGE: loadtest [OPTIONS]
                                   (next in the agent's list) is up: failover
                                 reload: the agent's config is rewritten to the second
                                   pool and it gets SIGHUP
-                              and time until every miner is at the second pool with a
-                              job, counting disconnects and lost shares
+                                handoff: SIGUSR2, the agent execs its binary in place and
+                                  the new program takes the miners over (Linux, btcagent
+                                  only: the Go agent has none)
+                                upgrade: the agent runs from a copy of its binary in the
+                                  work dir; the copy is replaced (write, rename) and the
+                                  agent gets SIGHUP, which reloads and hands over
+                              and time until every miner is at the second pool (after a
+                              handoff: registered again on the new program's pool
+                              connections) with a job, counting disconnects and lost
+                              shares
   --stratum                   the pool is a plain Stratum V1 pool (ckpool-like), not an
                               agent-protocol one: the agent checks every share, forwards
                               those meeting the pool's difficulty (2^-26) and accepts the
@@ -60,10 +68,14 @@ USAGE: loadtest [OPTIONS]
   --median A.json B.json ..   print the median table of earlier --json runs (with --json: write it)
 ";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
     PoolFails,
     Reload,
+    /// SIGUSR2: the agent hands itself over to its binary, exec'd in place.
+    Handoff,
+    /// The agent's binary file is replaced, then SIGHUP: a reload and a handoff.
+    Upgrade,
 }
 
 impl std::str::FromStr for Event {
@@ -72,7 +84,11 @@ impl std::str::FromStr for Event {
         match s {
             "pool-fails" => Ok(Event::PoolFails),
             "reload" => Ok(Event::Reload),
-            _ => Err(format!("{s:?}: --after-window takes pool-fails or reload")),
+            "handoff" => Ok(Event::Handoff),
+            "upgrade" => Ok(Event::Upgrade),
+            _ => Err(format!(
+                "{s:?}: --after-window takes pool-fails, reload, handoff or upgrade"
+            )),
         }
     }
 }
@@ -82,7 +98,28 @@ impl Event {
         match self {
             Event::PoolFails => "the pool fails over to the next",
             Event::Reload => "a reload moves the agent to another pool",
+            Event::Handoff => "the agent hands over to its binary (SIGUSR2)",
+            Event::Upgrade => "the agent's binary is replaced and it hands over (SIGHUP)",
         }
+    }
+
+    /// `event_kind` in the figures.
+    fn kind(self) -> f64 {
+        match self {
+            Event::PoolFails => 1.0,
+            Event::Reload => 2.0,
+            Event::Handoff => 3.0,
+            Event::Upgrade => 4.0,
+        }
+    }
+
+    /// The miners move to a second pool; a handoff keeps the pool.
+    fn second_pool(self) -> bool {
+        matches!(self, Event::PoolFails | Event::Reload)
+    }
+
+    fn hands_over(self) -> bool {
+        matches!(self, Event::Handoff | Event::Upgrade)
     }
 }
 
@@ -478,6 +515,12 @@ fn secs(s: f64) -> Duration {
 }
 
 fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
+    if o.after_window.is_some_and(Event::hands_over) {
+        // Before anything starts: a binary without a handoff would be killed by
+        // SIGUSR2, or keep running its old program after the upgrade's SIGHUP.
+        agent::btcagent_version(&o.agent_bin)
+            .map_err(|e| format!("--after-window: {e}: the Go agent has no handoff"))?;
+    }
     let mut problems = Vec::new();
     let work_dir = std::env::temp_dir().join(format!("btcagent-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -497,8 +540,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
         )
     };
     let second = match o.after_window {
-        None => None,
-        Some(_) => Some(
+        Some(e) if e.second_pool() => Some(
             PoolSim::start(PoolSimConfig {
                 listen: "127.0.0.1:0".parse().expect("literal address"),
                 job_interval: Some(secs(o.job_interval)),
@@ -506,6 +548,7 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
             })
             .map_err(|e| format!("second pool simulator: {e}"))?,
         ),
+        _ => None,
     };
     let mut pools = vec![pool.addr()];
     if let (Some(Event::PoolFails), Some(second)) = (o.after_window, &second) {
@@ -522,7 +565,14 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
             user: "acct.farm1".into(),
             miner_difficulty: STRATUM_MINER_DIFFICULTY,
         }),
+        run_copy: o.after_window == Some(Event::Upgrade),
     })?;
+    if o.after_window == Some(Event::Handoff) && !agent.catches(libc::SIGUSR2)? {
+        return Err(format!(
+            "--after-window handoff: {} does not catch SIGUSR2 (it would die of it): this btcagent has no handoff",
+            o.agent_bin.display()
+        ));
+    }
     eprintln!(
         "loadtest: agent pid {} on {}, log {}",
         agent.pid(),
@@ -621,8 +671,12 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     if !bench.agent.alive() {
         problems.push("the agent died during the window".into());
     }
-    if let Some(event) = o.after_window {
-        cut.extend(after_window(&mut bench, o, total, event)?);
+    match o.after_window {
+        Some(event) if event.hands_over() => {
+            cut.extend(handoff(&mut bench, o, total, event, &mut problems)?);
+        }
+        Some(event) => cut.extend(after_window(&mut bench, o, total, event)?),
+        None => {}
     }
 
     // Stop the miners, let the agent forward what it still holds, then count.
@@ -826,6 +880,7 @@ fn after_window(
             pool.drop_all();
         }
         Event::Reload => bench.agent.reload_with_pools(&[second_addr])?,
+        Event::Handoff | Event::Upgrade => return Err("a handoff is timed by fn handoff".into()),
     }
     let second = bench.second.as_ref().ok_or("no second pool")?;
     let limit = Duration::from_secs(120);
@@ -852,14 +907,189 @@ fn after_window(
     );
     f.insert("event_miners_have_job_ms".into(), have_job_ms);
     f.insert("event_disconnects".into(), disconnects as f64);
-    f.insert(
-        "event_kind".into(),
-        match event {
-            Event::PoolFails => 1.0,
-            Event::Reload => 2.0,
-        },
-    );
+    f.insert("event_kind".into(), event.kind());
     Ok(f)
+}
+
+/// `--after-window handoff|upgrade`, with the miners still mining and half-way between
+/// two jobs (a regular job on the old connections must not pass for the new program's):
+/// SIGUSR2, or the binary replaced and SIGHUP. Times until the old pool connections
+/// are closed, until every miner is registered on the new program's connections and
+/// until every miner has had a job since; counts the disconnects meanwhile, and checks
+/// that it is the same process (pid and start time) that serves them.
+fn handoff(
+    bench: &mut Bench,
+    o: &Options,
+    total: usize,
+    event: Event,
+    problems: &mut Vec<String>,
+) -> Result<Figures, String> {
+    let pool = bench.pool.agent_or_err()?;
+    let stats = pool.stats();
+    let last_job_us = stats
+        .open_connections()
+        .flat_map(|c| c.job_sent_at_us.values().copied())
+        .max()
+        .unwrap_or(0);
+    let interval_us = (o.job_interval * 1e6) as u64;
+    let mut target = last_job_us + interval_us / 2;
+    let now = btcagent_sim::now_us();
+    while target < now {
+        target += interval_us;
+    }
+    std::thread::sleep(Duration::from_micros(target - now));
+
+    let pid = bench.agent.pid();
+    let started = procfs::start_ticks(pid).map_err(|e| format!("agent: {e}"))?;
+    let old: std::collections::BTreeSet<u64> =
+        pool.stats().open_connections().map(|c| c.id).collect();
+    let mut log = agent::LogTail::from_end(&bench.agent.log);
+    let before = bench.swarm_and_probe()?;
+    let probe_before = swarm::stats_of(&mut bench.probe)?;
+    let disconnects_before = before.disconnects + probe_before.disconnects;
+    let rejected_before = before.rejected + probe_before.rejected;
+    eprintln!("loadtest: {}", event.name());
+    let at = Instant::now();
+    let at_us = btcagent_sim::now_us();
+    match event {
+        Event::Handoff => bench.agent.signal(libc::SIGUSR2),
+        _ => {
+            bench.agent.replace_binary()?;
+            bench.agent.signal(libc::SIGHUP);
+        }
+    }
+    let ms = |t: Instant| t.duration_since(at).as_secs_f64() * 1e3;
+    let (mut handing, mut took_over, mut refused) = (None, None, None);
+    let (mut old_closed, mut registered, mut have_job) = (None, None, None);
+    let limit = Duration::from_secs(120);
+    while at.elapsed() < limit && refused.is_none() {
+        for line in log.new_lines() {
+            match agent::handoff_line(&line) {
+                Some(agent::HandoffLog::Handing { miners, to }) => {
+                    eprintln!("loadtest: the agent hands {miners} miners to {to}");
+                    handing = Some(miners);
+                }
+                Some(agent::HandoffLog::TookOver { miners, of }) => {
+                    if of.is_some_and(|of| of != miners) {
+                        problems.push(format!(
+                            "the new program took over {miners} of {} miners",
+                            of.unwrap_or(0)
+                        ));
+                    }
+                    took_over.get_or_insert((miners, Instant::now()));
+                }
+                Some(agent::HandoffLog::Refused { reason }) => refused = Some(reason),
+                None => {}
+            }
+        }
+        let pool = bench.pool.agent_or_err()?;
+        if old_closed.is_none()
+            && pool.wait_until(Duration::ZERO, |s| {
+                old.iter()
+                    .all(|id| s.connections.get(id).is_none_or(|c| !c.open))
+            })
+        {
+            old_closed = Some(Instant::now());
+        }
+        if registered.is_none()
+            && pool.wait_until(Duration::ZERO, |s| {
+                let new = s.open_connections().filter(|c| !old.contains(&c.id));
+                new.map(|c| c.sessions.len()).sum::<usize>() >= total
+            })
+        {
+            registered = Some(Instant::now());
+        }
+        if have_job.is_none()
+            && bench.swarm_and_probe()?.jobs_received >= before.jobs_received + total as u64
+        {
+            have_job = Some((Instant::now(), btcagent_sim::now_us()));
+        }
+        if took_over.is_some() && old_closed.is_some() && registered.is_some() && have_job.is_some()
+        {
+            break;
+        }
+        if !bench.agent.alive() {
+            problems.push("the agent died in the handoff".into());
+            break;
+        }
+        // As often as the other events poll: each poll asks every swarm process.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(reason) = &refused {
+        problems.push(format!("handoff refused: {reason}"));
+    } else if took_over.is_none() {
+        problems.push(format!(
+            "no \"handoff: took over\" in the agent's log within {} s",
+            limit.as_secs()
+        ));
+    }
+    // A regular job sent on the old connections after the signal, before every miner
+    // had a job, would pass for one of the new program's.
+    let pool = bench.pool.agent_or_err()?;
+    let late_old_job =
+        have_job.is_some_and(|(_, until_us)| pool_has_job_between(pool, &old, at_us, until_us));
+    if late_old_job {
+        problems.push("a regular job went out on the old pool connections after the signal: the time to a job may be early".into());
+    }
+    // Mining goes on for a while before the counts are taken.
+    std::thread::sleep(secs(o.share_interval * 2.0));
+    let after = bench.swarm_and_probe()?;
+    let probe_after = swarm::stats_of(&mut bench.probe)?;
+    let disconnects = after.disconnects + probe_after.disconnects - disconnects_before;
+    // Shares found on the old program's jobs, answered stale by the new one.
+    let rejected = after.rejected + probe_after.rejected - rejected_before;
+    let same_pid = bench.agent.alive()
+        && bench.agent.pid() == pid
+        && procfs::start_ticks(pid).is_ok_and(|t| t == started);
+    if !same_pid {
+        problems.push(format!("the agent's process {pid} is gone or not the same"));
+    }
+    let nan = f64::NAN;
+    let mut f = Figures::new();
+    f.insert("event_miners".into(), total as f64);
+    f.insert("event_kind".into(), event.kind());
+    f.insert(
+        "event_refused".into(),
+        f64::from(u8::from(refused.is_some())),
+    );
+    f.insert(
+        "event_handed_miners".into(),
+        handing.map_or(nan, |n| n as f64),
+    );
+    f.insert(
+        "event_took_over_miners".into(),
+        took_over.map_or(nan, |(n, _)| n as f64),
+    );
+    f.insert(
+        "event_took_over_ms".into(),
+        took_over.map_or(nan, |(_, t)| ms(t)),
+    );
+    f.insert("event_old_closed_ms".into(), old_closed.map_or(nan, ms));
+    f.insert("event_reregistered_ms".into(), registered.map_or(nan, ms));
+    f.insert(
+        "event_miners_have_job_ms".into(),
+        have_job.map_or(nan, |(t, _)| ms(t)),
+    );
+    f.insert("event_disconnects".into(), disconnects as f64);
+    f.insert("event_rejected_at_miners".into(), rejected as f64);
+    f.insert("event_same_pid".into(), f64::from(u8::from(same_pid)));
+    Ok(f)
+}
+
+/// Whether any of the connections `ids` was sent a job within `from_us..=until_us`.
+fn pool_has_job_between(
+    pool: &PoolSim,
+    ids: &std::collections::BTreeSet<u64>,
+    from_us: u64,
+    until_us: u64,
+) -> bool {
+    pool.wait_until(Duration::ZERO, |s| {
+        ids.iter().filter_map(|id| s.connections.get(id)).any(|c| {
+            c.job_sent_at_us
+                .values()
+                .any(|&t| (from_us..=until_us).contains(&t))
+        })
+    })
 }
 
 /// The agent's fan-out over the floor's, both over every miner's socket (the probe,
@@ -1167,5 +1397,31 @@ fn check(f: &Figures, problems: &mut Vec<String>) {
     // Only a run with an --after-window event has it.
     if f.contains_key("event_miners") && g("event_disconnects") != 0.0 {
         problems.push(format!("event_disconnects = {}", g("event_disconnects")));
+    }
+    if f.contains_key("event_same_pid") && g("event_same_pid") != 1.0 {
+        problems.push("event_same_pid = 0".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event;
+
+    #[test]
+    fn after_window_events() {
+        for (text, event) in [
+            ("pool-fails", Event::PoolFails),
+            ("reload", Event::Reload),
+            ("handoff", Event::Handoff),
+            ("upgrade", Event::Upgrade),
+        ] {
+            assert_eq!(text.parse::<Event>(), Ok(event));
+        }
+        let e = "hand-off".parse::<Event>().unwrap_err();
+        assert!(e.contains("handoff or upgrade"), "{e}");
+        assert!(Event::Handoff.hands_over() && Event::Upgrade.hands_over());
+        assert!(!Event::Handoff.second_pool() && Event::Reload.second_pool());
+        assert!(!Event::PoolFails.hands_over());
+        assert_eq!(Event::Upgrade.kind(), 4.0);
     }
 }

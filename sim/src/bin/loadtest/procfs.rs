@@ -46,6 +46,19 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The process's start time (field 22 of /proc/PID/stat, in ticks since boot): the
+/// same across an exec in place, another for another process with a reused pid.
+fn stat_start_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// When process `pid` started, in clock ticks since boot.
+pub fn start_ticks(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_start_ticks(&stat).ok_or_else(|| malformed("stat", pid))
+}
+
 /// The value of a `name: 123` line of /proc/PID/io.
 fn io_field(io_text: &str, name: &str) -> Option<u64> {
     io_text
@@ -88,6 +101,10 @@ mod tests {
         let stat = "42 (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
         assert_eq!(stat_cpu_ticks(stat), Some(300));
         assert_eq!(stat_cpu_ticks("42 (x"), None);
+        assert_eq!(stat_start_ticks(stat), None, "too few fields");
+        let full =
+            "42 (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 987654 1000";
+        assert_eq!(stat_start_ticks(full), Some(987654));
         let io_text = "rchar: 10\nwchar: 2048\nsyscr: 3\nsyscw: 7\n";
         assert_eq!(io_field(io_text, "syscw"), Some(7));
         assert_eq!(io_field(io_text, "wchar"), Some(2048));
@@ -97,5 +114,6 @@ mod tests {
     fn samples_this_process() {
         let me = sample(std::process::id()).unwrap();
         assert!(me.rss_kb > 0 && me.hwm_kb >= me.rss_kb);
+        assert!(start_ticks(std::process::id()).is_ok());
     }
 }

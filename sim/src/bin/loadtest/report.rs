@@ -232,7 +232,33 @@ fn rows(f: &Figures) -> Vec<(String, String, &'static str)> {
             "no disconnects",
         ));
     }
-    if f.contains_key("event_miners") {
+    if f.contains_key("event_same_pid") {
+        rows.push((
+            if g("event_kind") == 4.0 {
+                "after the window: the binary replaced, SIGHUP: handoff".into()
+            } else {
+                "after the window: SIGUSR2: handoff".into()
+            },
+            if g("event_refused") == 1.0 {
+                "refused by the agent (see the problems below)".to_string()
+            } else {
+                format!(
+                    "{:.0} miners; {:.0} handed, {:.0} taken over after {:.0} ms; old pool connections closed after {:.0} ms; all registered again on the new ones after {:.0} ms, all had a job after {:.0} ms; {:.0} miner disconnects; {:.0} shares rejected at the miners; same process: {}",
+                    g("event_miners"),
+                    g("event_handed_miners"),
+                    g("event_took_over_miners"),
+                    g("event_took_over_ms"),
+                    g("event_old_closed_ms"),
+                    g("event_reregistered_ms"),
+                    g("event_miners_have_job_ms"),
+                    g("event_disconnects"),
+                    g("event_rejected_at_miners"),
+                    if g("event_same_pid") == 1.0 { "yes" } else { "NO" }
+                )
+            },
+            "no disconnects, same pid",
+        ));
+    } else if f.contains_key("event_miners") {
         rows.push((
             if g("event_kind") == 1.0 {
                 "after the window: the pool fails".into()
@@ -415,6 +441,40 @@ mod tests {
         assert!(t.contains("p50 100.00 ms, p99 190.00 ms"), "{t}");
         assert!(t.contains("p50 1.10x"), "{t}");
         assert!(from_json("[1]").is_err());
+    }
+
+    #[test]
+    fn handoff_row() {
+        let mut f = Figures::from([
+            ("miners".to_string(), 10.0),
+            ("event_miners".into(), 30.0),
+            ("event_kind".into(), 3.0),
+            ("event_refused".into(), 0.0),
+            ("event_handed_miners".into(), 30.0),
+            ("event_took_over_miners".into(), 30.0),
+            ("event_reregistered_ms".into(), 850.0),
+            ("event_disconnects".into(), 0.0),
+            ("event_rejected_at_miners".into(), 7.0),
+            ("event_same_pid".into(), 1.0),
+        ]);
+        let t = table(&f, "run");
+        assert!(
+            t.contains("| after the window: SIGUSR2: handoff | 30 miners"),
+            "{t}"
+        );
+        assert!(t.contains("again on the new ones after 850 ms"), "{t}");
+        assert!(
+            t.contains("7 shares rejected at the miners; same process: yes"),
+            "{t}"
+        );
+        assert!(!t.contains("second pool"), "{t}");
+        f.insert("event_kind".into(), 4.0);
+        f.insert("event_refused".into(), 1.0);
+        let t = table(&f, "run");
+        assert!(
+            t.contains("binary replaced, SIGHUP: handoff | refused"),
+            "{t}"
+        );
     }
 
     #[test]
