@@ -1061,12 +1061,12 @@ impl PoolSession {
         self.drain(within).await;
     }
 
-    /// Waits until every buffered byte (the last shares, unregistrations) is written.
     /// Nothing waits to be written to the pool.
     pub fn is_drained(&self) -> bool {
         self.out.borrow().is_empty() && !self.writing.get()
     }
 
+    /// Waits until every buffered byte (the last shares, unregistrations) is written.
     pub async fn drain(&self, within: Duration) {
         self.urgent.set(true);
         let _ = self.wake.try_send(());
