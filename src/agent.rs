@@ -8,6 +8,7 @@ use crate::handoff_state::{HandedMiner, Stage};
 use crate::http_debug;
 use crate::miner::deadlines::Deadlines;
 use crate::miner::session_ids::SessionIds;
+use crate::miner::table::MinerTable;
 use crate::miner::{MinerSession, MinerState};
 use crate::pool::dial_streak::DialStreaks;
 use crate::pool::PoolGroup;
@@ -44,7 +45,7 @@ pub struct Agent {
     connector: RefCell<Rc<Connector>>,
     naming: RefCell<Rc<NamingRules>>,
     ids: RefCell<SessionIds>,
-    miners: RefCell<HashMap<u16, Rc<MinerSession>>>,
+    miners: RefCell<MinerTable>,
     /// Keyed by sub-account; the single-user group under "".
     groups: RefCell<HashMap<Rc<str>, Rc<PoolGroup>>>,
     next_pool_id: Cell<u32>,
@@ -80,7 +81,7 @@ impl Agent {
             connector: RefCell::new(Rc::new(connector)),
             naming: RefCell::new(Rc::new(naming)),
             ids: RefCell::new(SessionIds::new()),
-            miners: RefCell::new(HashMap::new()),
+            miners: RefCell::new(MinerTable::default()),
             groups: RefCell::new(HashMap::new()),
             next_pool_id: Cell::new(1),
             version_mask: Cell::new(version_mask),
@@ -147,8 +148,13 @@ impl Agent {
         self.version_mask.set(mask);
     }
 
+    /// The miner of session `sid`.
+    pub fn miner(&self, sid: u16) -> Option<Rc<MinerSession>> {
+        self.miners.borrow().get(sid).cloned()
+    }
+
     pub fn miners(&self) -> Vec<Rc<MinerSession>> {
-        self.miners.borrow().values().cloned().collect()
+        self.miners.borrow().iter().cloned().collect()
     }
 
     /// The sub-account of miners without a pool connection in single-user mode: the
@@ -361,7 +367,7 @@ impl Agent {
                 return;
             }
             Verdict::AdmitEvicting(old) => {
-                let evicted = self.miners.borrow().get(&old).cloned();
+                let evicted = self.miners.borrow().get(old).cloned();
                 if let Some(m) = evicted {
                     m.close(format!(
                         "closed to make room: {} connections had not authorized (advanced.max_unauthorized_connections)",
@@ -377,7 +383,7 @@ impl Agent {
             peer,
             Instant::now() + self.handshake_timeout(),
         ));
-        self.miners.borrow_mut().insert(sid, miner.clone());
+        self.miners.borrow_mut().insert(miner.clone());
         log::debug!("{}: connected", miner.name());
         self.spawn(miner.serve(self.clone()));
     }
@@ -412,7 +418,7 @@ impl Agent {
         if let Some(group) = group {
             group.leave(self, miner);
         }
-        self.miners.borrow_mut().remove(&miner.sid);
+        self.miners.borrow_mut().remove(miner.sid);
         self.ids.borrow_mut().release(miner.sid);
     }
 
@@ -450,7 +456,7 @@ impl Agent {
             let miners = self.miners.borrow();
             self.deadlines.retain(|sid, at| {
                 miners
-                    .get(&sid)
+                    .get(sid)
                     .is_some_and(|m| !m.is_closed() && m.deadline() == Some(at))
             });
         }
@@ -460,7 +466,7 @@ impl Agent {
     fn deadlines_passed(self: &Rc<Self>) {
         let now = Instant::now();
         while let Some((sid, at)) = self.deadlines.pop_passed(now) {
-            let miner = self.miners.borrow().get(&sid).cloned();
+            let miner = self.miners.borrow().get(sid).cloned();
             let Some(miner) = miner.filter(|m| !m.is_closed()) else {
                 continue; // gone: a stale entry
             };
@@ -507,7 +513,7 @@ impl Agent {
         let miners: Vec<HandedMiner> = self
             .miners
             .borrow()
-            .values()
+            .iter()
             .filter_map(|m| m.handoff_record())
             .collect();
         Some(HandoffState {
@@ -547,7 +553,7 @@ impl Agent {
                 stream,
                 Instant::now() + self.handshake_timeout(),
             ));
-            self.miners.borrow_mut().insert(m.sid, miner.clone());
+            self.miners.borrow_mut().insert(miner.clone());
             if !m.unsent.is_empty() {
                 miner.send(self, &m.unsent);
             }

@@ -9,6 +9,7 @@ pub mod deadlines;
 mod output;
 pub mod session_ids;
 mod shared_str;
+pub mod table;
 
 use crate::agent::Agent;
 use crate::handoff_state::{HandedMiner, Stage};

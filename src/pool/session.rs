@@ -5,6 +5,7 @@
 //! miner side and the group never ask which protocol a connection speaks.
 
 use super::jobs::JobBook;
+use super::miner_list::MinerList;
 use super::pending::{PendingShares, VERDICT_TIMEOUT};
 use super::PoolGroup;
 use crate::agent::Agent;
@@ -123,7 +124,7 @@ pub struct PoolSession {
     verrol: Cell<bool>,
     subres: Cell<bool>,
     version_mask: Cell<u32>,
-    miners: RefCell<HashMap<u16, Rc<MinerSession>>>,
+    miners: RefCell<MinerList>,
     /// Miners moved to a sibling, still registered here until the deadline.
     departing: RefCell<HashMap<u16, Instant>>,
     next_departure: Cell<Option<Instant>>,
@@ -181,7 +182,7 @@ impl PoolSession {
             verrol: Cell::new(false),
             subres: Cell::new(false),
             version_mask: Cell::new(0),
-            miners: RefCell::new(HashMap::new()),
+            miners: RefCell::new(MinerList::default()),
             departing: RefCell::new(HashMap::new()),
             next_departure: Cell::new(None),
             jobs: RefCell::new(JobBook::default()),
@@ -238,7 +239,7 @@ impl PoolSession {
     }
 
     pub fn any_miner(&self) -> Option<Rc<MinerSession>> {
-        self.miners.borrow().values().next().cloned()
+        self.miners.borrow().any()
     }
 
     pub fn version_mask(&self) -> u32 {
@@ -574,7 +575,7 @@ impl PoolSession {
                 Event::Job(job) => self.fan_out(agent, job),
                 Event::MinerDifficulty(changes) => self.set_miner_difficulties(agent, &changes),
                 Event::VersionMask(mask) => {
-                    for miner in self.miners.borrow().values() {
+                    for miner in self.miners.borrow().iter() {
                         if miner.version_rolling.get() {
                             send_version_mask(agent, miner, mask);
                         }
@@ -614,9 +615,8 @@ impl PoolSession {
 
     /// Sends these miners their new difficulty.
     fn set_miner_difficulties(&self, agent: &Rc<Agent>, changes: &[(u16, f64)]) {
-        let miners = self.miners.borrow();
         for &(sid, d) in changes {
-            if let Some(miner) = miners.get(&sid) {
+            if let Some(miner) = self.miner(agent, sid) {
                 miner.stats.difficulty.set(d);
                 miner.send(agent, &stratum_upstream::set_difficulty_line(d));
             }
@@ -635,7 +635,7 @@ impl PoolSession {
         if let Some(group) = self.group.upgrade() {
             group.note_job(&job);
         }
-        for miner in self.miners.borrow().values() {
+        for miner in self.miners.borrow_mut().for_fan_out() {
             miner.send_shared(agent, &job.notify);
         }
     }
@@ -758,7 +758,7 @@ impl PoolSession {
                 let line: Rc<[u8]> = stratum::notification("mining.set_difficulty", params).into();
                 self.difficulty.set(value);
                 *self.difficulty_line.borrow_mut() = Some(line.clone());
-                for miner in self.miners.borrow().values() {
+                for miner in self.miners.borrow().iter() {
                     miner.stats.difficulty.set(value);
                     miner.send_shared(agent, &line);
                 }
@@ -769,7 +769,7 @@ impl PoolSession {
                     let changed = mask != self.version_mask.get();
                     self.version_mask.set(mask);
                     if changed && self.verrol.get() {
-                        for miner in self.miners.borrow().values() {
+                        for miner in self.miners.borrow().iter() {
                             if miner.version_rolling.get() {
                                 send_version_mask(agent, miner, mask);
                             }
@@ -785,9 +785,8 @@ impl PoolSession {
     fn on_set_diff(&self, agent: &Rc<Agent>, exp: u8, sessions: &[u16]) {
         let line: Rc<[u8]> = stratum::set_difficulty_pow2(exp).into();
         let value = 2f64.powi(exp as i32);
-        let miners = self.miners.borrow();
-        for sid in sessions {
-            if let Some(miner) = miners.get(sid) {
+        for &sid in sessions {
+            if let Some(miner) = self.miner(agent, sid) {
                 miner.stats.difficulty.set(value);
                 miner.send_shared(agent, &line);
             }
@@ -929,7 +928,7 @@ impl PoolSession {
             let d =
                 s.borrow_mut()
                     .add_miner(miner.sid, miner.stats.difficulty.get(), Instant::now());
-            self.miners.borrow_mut().insert(miner.sid, miner.clone());
+            self.take_on(miner);
             miner.set_pool(Some(self.clone()));
             miner.stats.difficulty.set(d);
             miner.send(agent, &stratum_upstream::set_difficulty_line(d));
@@ -961,7 +960,7 @@ impl PoolSession {
             },
             false,
         );
-        self.miners.borrow_mut().insert(miner.sid, miner.clone());
+        self.take_on(miner);
         miner.set_pool(Some(self.clone()));
         if let Some(line) = self.difficulty_line.borrow().as_ref() {
             miner.stats.difficulty.set(self.difficulty.get());
@@ -975,11 +974,31 @@ impl PoolSession {
         }
     }
 
+    /// Puts `miner` on this connection's list, unless it is on it already (its pool is
+    /// this connection from then on until [`PoolSession::release`]).
+    fn take_on(self: &Rc<Self>, miner: &Rc<MinerSession>) {
+        if !self.is_pool_of(miner) {
+            self.miners.borrow_mut().push(miner.clone());
+        }
+    }
+
+    fn is_pool_of(&self, miner: &MinerSession) -> bool {
+        miner.pool().is_some_and(|p| std::ptr::eq(&*p, self))
+    }
+
+    /// The miner of session `sid` if it is on this connection.
+    fn miner(&self, agent: &Agent, sid: u16) -> Option<Rc<MinerSession>> {
+        agent.miner(sid).filter(|m| self.is_pool_of(m))
+    }
+
     /// Takes `miner` off this connection. A miner that moved to a sibling stays
     /// registered at the pool for [`MOVE_GRACE`], so the shares it sends on this
     /// connection's jobs meanwhile are still taken here.
     pub fn release(&self, miner: &MinerSession, departure: Departure) {
-        if self.miners.borrow_mut().remove(&miner.sid).is_none() || !self.is_up() {
+        if self.is_pool_of(miner) {
+            miner.set_pool(None);
+        }
+        if !self.miners.borrow_mut().remove(miner.sid) || !self.is_up() {
             return;
         }
         match departure {
@@ -1035,7 +1054,7 @@ impl PoolSession {
         }
         self.departing.borrow_mut().clear();
         self.next_departure.set(None);
-        let miners: Vec<_> = self.miners.borrow_mut().drain().map(|(_, m)| m).collect();
+        let miners = self.miners.borrow_mut().take_all();
         for m in &miners {
             m.set_pool(None);
         }
@@ -1049,8 +1068,9 @@ impl PoolSession {
         let mut sids: Vec<u16> = self
             .miners
             .borrow_mut()
-            .drain()
-            .map(|(sid, _)| sid)
+            .take_all()
+            .iter()
+            .map(|m| m.sid)
             .collect();
         sids.extend(self.departing.borrow_mut().drain().map(|(sid, _)| sid));
         if self.stratum.is_none() {
