@@ -278,14 +278,18 @@ async fn hand_over(binary: &Binary, agent: &Rc<Agent>) -> Result<(), String> {
     // buffers (a coalescing window, a writer not run yet): out first, or they would go
     // with the connections. The last check and the exec come without an await between
     // them, so nothing is queued after it.
-    for _ in 0..3 {
+    let end = Instant::now() + DRAIN_TIME;
+    loop {
         let sessions: Vec<_> = agent.groups().iter().flat_map(|g| g.sessions()).collect();
-        if sessions.iter().all(|s| s.is_drained()) {
+        if sessions.iter().all(|s| s.is_drained()) || Instant::now() >= end {
             break;
         }
+        // Every connection at once, and again each round: a share that came in
+        // meanwhile is written at once too, not after the coalescing window.
         for s in &sessions {
-            s.drain(DRAIN_TIME).await;
+            s.flush_soon();
         }
+        async_io::Timer::after(Duration::from_millis(1)).await;
     }
     let state = agent
         .handoff_state()

@@ -1086,6 +1086,12 @@ impl PoolSession {
         self.out.borrow().is_empty() && !self.writing.get()
     }
 
+    /// Has the writer send what is buffered at once, without the coalescing wait.
+    pub fn flush_soon(&self) {
+        self.urgent.set(true);
+        let _ = self.wake.try_send(());
+    }
+
     /// Waits until every buffered byte (the last shares, unregistrations) is written.
     pub async fn drain(&self, within: Duration) {
         self.urgent.set(true);
