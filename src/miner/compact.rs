@@ -35,8 +35,12 @@ pub struct Second(u32);
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    // A second before the first use, so that no real time is 0 ("never").
-    *BASE.get_or_init(|| Instant::now() - Duration::from_secs(1))
+    // A second before the first use where the clock allows (it starts at boot): real
+    // times are at least 1 anyway, 0 is "never".
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    })
 }
 
 impl Second {
