@@ -51,6 +51,19 @@ fn replace_file(path: &Path, bytes: &[u8]) {
     install_executable(path, bytes);
 }
 
+/// A pool simulator and an agent on it, run from its own copy of the binary.
+fn agent_on_pool() -> (btcagent_sim::pool::PoolSim, AgentProc) {
+    let pool = pool();
+    let agent = AgentProc::start_copy(config_for(&[pool.addr()], json!({})));
+    (pool, agent)
+}
+
+/// Waits for the new program's line, failing with the log.
+fn took_over(agent: &AgentProc, miners: usize) {
+    let line = format!("handoff: took over {miners} of {miners} miners");
+    assert!(agent.wait_log(&line, T), "{}", agent.log());
+}
+
 fn still_running(agent: &mut AgentProc) {
     assert!(
         agent.child.try_wait().unwrap().is_none(),
@@ -77,11 +90,7 @@ fn sigusr2_hands_every_miner_to_the_new_program_without_a_disconnect() {
         }
         let first_conns: Vec<u64> = pool.stats().open_connections().map(|c| c.id).collect();
         agent.signal("USR2");
-        assert!(
-            agent.wait_log("handoff: took over 6 of 6 miners", T),
-            "{}",
-            agent.log()
-        );
+        took_over(&agent, 6);
         // The same sessions at the pool, on new connections only.
         let sids: Vec<u16> = miners.iter().map(Miner::session_id).collect();
         wait_pool(&pool, &agent, "every miner registered again", |s| {
@@ -111,8 +120,7 @@ fn a_replaced_binary_is_taken_into_use_on_reload() {
     if !native() {
         return;
     }
-    let pool = pool();
-    let mut agent = AgentProc::start_copy(config_for(&[pool.addr()], json!({})));
+    let (pool, mut agent) = agent_on_pool();
     let pid = agent.child.id();
     block_on(async {
         let mut m = Miner::login(&agent, "farm1.w1", true).await;
@@ -122,11 +130,7 @@ fn a_replaced_binary_is_taken_into_use_on_reload() {
         replace_file(&agent.binary(), &bytes);
         assert!(exe_of(&agent).ends_with("(deleted)"));
         agent.sighup();
-        assert!(
-            agent.wait_log("handoff: took over 1 of 1 miners", T),
-            "{}",
-            agent.log()
-        );
+        took_over(&agent, 1);
         assert_eq!(agent.child.id(), pid);
         assert_eq!(
             Path::new(&exe_of(&agent)),
@@ -149,8 +153,7 @@ fn a_binary_that_cannot_take_over_leaves_the_old_program_serving() {
     if !native() {
         return;
     }
-    let pool = pool();
-    let mut agent = AgentProc::start_copy(config_for(&[pool.addr()], json!({})));
+    let (pool, mut agent) = agent_on_pool();
     let original = std::fs::read(agent.binary()).unwrap();
     block_on(async {
         let mut m = Miner::login(&agent, "farm1.w1", false).await;
@@ -188,11 +191,7 @@ fn a_binary_that_cannot_take_over_leaves_the_old_program_serving() {
         // Back: the handoff works again.
         replace_file(&agent.binary(), &original);
         agent.signal("USR2");
-        assert!(
-            agent.wait_log("handoff: took over 1 of 1 miners", T),
-            "{}",
-            agent.log()
-        );
+        took_over(&agent, 1);
         m.wait_job().await;
         mines(&mut m).await;
         assert!(!agent.log().contains("disconnected"), "{}", agent.log());
@@ -206,8 +205,7 @@ fn a_config_the_new_program_refuses_leaves_the_old_one_serving() {
     if !native() {
         return;
     }
-    let pool = pool();
-    let mut agent = AgentProc::start_copy(config_for(&[pool.addr()], json!({})));
+    let (_pool, mut agent) = agent_on_pool();
     block_on(async {
         let mut m = Miner::login(&agent, "farm1.w1", false).await;
         agent.rewrite_config(b"{\"pools\": [");
@@ -227,8 +225,7 @@ fn handshakes_under_way_finish_in_the_new_program() {
     if !native() {
         return;
     }
-    let pool = pool();
-    let agent = AgentProc::start_copy(config_for(&[pool.addr()], json!({})));
+    let (pool, agent) = agent_on_pool();
     block_on(async {
         let mut working = Miner::login(&agent, "farm1.w0", false).await;
         // Subscribed, not authorized yet.
@@ -250,11 +247,7 @@ fn handshakes_under_way_finish_in_the_new_program() {
             .unwrap();
         halfway.conn.read_response(6, T).await.unwrap();
         agent.signal("USR2");
-        assert!(
-            agent.wait_log("handoff: took over 3 of 3 miners", T),
-            "{}",
-            agent.log()
-        );
+        took_over(&agent, 3);
         halfway
             .conn
             .send_bytes(b"cribe\",\"params\":[]}\n")
@@ -338,11 +331,7 @@ fn behind_a_plain_stratum_pool_a_handed_miner_keeps_its_difficulty() {
         let difficulty = m.difficulty;
         let first = pool.stats().accepted_connections;
         agent.signal("USR2");
-        assert!(
-            agent.wait_log("handoff: took over 1 of 1 miners", T),
-            "{}",
-            agent.log()
-        );
+        took_over(&agent, 1);
         m.wait_job().await;
         assert_eq!(
             m.difficulty, difficulty,
