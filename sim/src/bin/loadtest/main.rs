@@ -794,24 +794,29 @@ fn run(o: &Options) -> Result<(Figures, Vec<String>), String> {
     Ok((f, problems))
 }
 
-/// Drops the pool connection with the most miners, half-way between two jobs, and
-/// times the agent's recovery: its miners registered on the sibling connections
-/// again, and each of them given a job.
-fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Figures, String> {
-    let stats = bench.pool.agent_or_err()?.stats();
-    // Half-way between jobs, so a regular job does not pass for a recovery job.
+/// Sleeps until half-way between the pool's last job and its next one (jobs every
+/// `job_interval` seconds).
+fn sleep_until_between_jobs(stats: &PoolStats, job_interval: f64) {
     let last_job_us = stats
         .open_connections()
         .flat_map(|c| c.job_sent_at_us.values().copied())
         .max()
         .unwrap_or(0);
-    let interval_us = (o.job_interval * 1e6) as u64;
+    let interval_us = (job_interval * 1e6) as u64;
     let now = btcagent_sim::now_us();
     let mut target = last_job_us + interval_us / 2;
     while target < now {
         target += interval_us;
     }
     std::thread::sleep(Duration::from_micros(target - now));
+}
+
+/// Drops the pool connection with the most miners, half-way between two jobs, and
+/// times the agent's recovery: its miners registered on the sibling connections
+/// again, and each of them given a job.
+fn cut_one_connection(bench: &mut Bench, o: &Options, total: usize) -> Result<Figures, String> {
+    // Half-way between jobs, so a regular job does not pass for a recovery job.
+    sleep_until_between_jobs(&bench.pool.agent_or_err()?.stats(), o.job_interval);
 
     let stats = bench.pool.agent_or_err()?.stats();
     let victim = stats
@@ -925,19 +930,7 @@ fn handoff(
     problems: &mut Vec<String>,
 ) -> Result<Figures, String> {
     let pool = bench.pool.agent_or_err()?;
-    let stats = pool.stats();
-    let last_job_us = stats
-        .open_connections()
-        .flat_map(|c| c.job_sent_at_us.values().copied())
-        .max()
-        .unwrap_or(0);
-    let interval_us = (o.job_interval * 1e6) as u64;
-    let mut target = last_job_us + interval_us / 2;
-    let now = btcagent_sim::now_us();
-    while target < now {
-        target += interval_us;
-    }
-    std::thread::sleep(Duration::from_micros(target - now));
+    sleep_until_between_jobs(&pool.stats(), o.job_interval);
 
     let pid = bench.agent.pid();
     let started = procfs::start_ticks(pid).map_err(|e| format!("agent: {e}"))?;
