@@ -230,18 +230,13 @@ impl MinerSession {
             MinerState::Connected => Stage::Connected,
             MinerState::Subscribed => Stage::Subscribed,
             MinerState::WaitingForPool => Stage::WaitingForPool {
-                auth_id: {
-                    let id = self.pending_auth.take();
-                    let text = id.as_deref().unwrap_or("null").to_string();
-                    self.pending_auth.set(id);
-                    text
-                },
+                auth_id: peek(&self.pending_auth)
+                    .as_deref()
+                    .unwrap_or("null")
+                    .to_string(),
             },
             MinerState::Authorized => Stage::Authorized,
         };
-        let unread = self.partial.take();
-        let unread_copy = unread.as_deref().cloned().unwrap_or_default();
-        self.partial.set(unread);
         let s = &self.stats;
         Some(HandedMiner {
             fd: self.stream.as_raw_fd(),
@@ -261,7 +256,7 @@ impl MinerSession {
             rejected: s.rejected.get(),
             accepted_difficulty: s.accepted_difficulty.get(),
             connected_seconds: self.connected_at.age(Instant::now()).as_secs(),
-            unread: unread_copy,
+            unread: peek(&self.partial).map(|b| *b).unwrap_or_default(),
             unsent: self.out.borrow().pending(),
         })
     }
@@ -354,10 +349,7 @@ impl MinerSession {
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        let at = self.deadline.take();
-        let copy = at.as_deref().copied();
-        self.deadline.set(at);
-        copy
+        peek(&self.deadline).map(|b| *b)
     }
 
     /// The deadline, if the sweeper has not been given it yet; it has it after this.
