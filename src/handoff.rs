@@ -20,6 +20,7 @@
 
 use crate::agent::{Agent, Handed, Successor};
 use crate::handoff_state::{self, HandoffState};
+use crate::pool::{drain_all, PoolSession};
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::future::Future;
@@ -278,19 +279,9 @@ async fn hand_over(binary: &Binary, agent: &Rc<Agent>) -> Result<(), String> {
     // buffers (a coalescing window, a writer not run yet): out first, or they would go
     // with the connections. The last check and the exec come without an await between
     // them, so nothing is queued after it.
-    let end = Instant::now() + DRAIN_TIME;
-    loop {
-        let sessions: Vec<_> = agent.groups().iter().flat_map(|g| g.sessions()).collect();
-        if sessions.iter().all(|s| s.is_drained()) || Instant::now() >= end {
-            break;
-        }
-        // Every connection at once, and again each round: a share that came in
-        // meanwhile is written at once too, not after the coalescing window.
-        for s in &sessions {
-            s.flush_soon();
-        }
-        async_io::Timer::after(Duration::from_millis(1)).await;
-    }
+    let sessions: Vec<_> = agent.groups().iter().flat_map(|g| g.sessions()).collect();
+    let sessions: Vec<&PoolSession> = sessions.iter().map(|s| &**s).collect();
+    drain_all(&sessions, DRAIN_TIME).await;
     let state = agent
         .handoff_state()
         .ok_or("the miner port is not open yet")?;

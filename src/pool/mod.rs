@@ -13,4 +13,4 @@ mod pending;
 mod session;
 
 pub use group::{session_for_share, PoolGroup};
-pub use session::{Departure, PoolSession, PoolState, PoolStats};
+pub use session::{drain_all, Departure, PoolSession, PoolState, PoolStats};

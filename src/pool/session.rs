@@ -1082,24 +1082,19 @@ impl PoolSession {
     }
 
     /// Nothing waits to be written to the pool.
-    pub fn is_drained(&self) -> bool {
+    fn is_drained(&self) -> bool {
         self.out.borrow().is_empty() && !self.writing.get()
     }
 
     /// Has the writer send what is buffered at once, without the coalescing wait.
-    pub fn flush_soon(&self) {
+    fn flush_soon(&self) {
         self.urgent.set(true);
         let _ = self.wake.try_send(());
     }
 
     /// Waits until every buffered byte (the last shares, unregistrations) is written.
     pub async fn drain(&self, within: Duration) {
-        self.urgent.set(true);
-        let _ = self.wake.try_send(());
-        let end = Instant::now() + within;
-        while (!self.out.borrow().is_empty() || self.writing.get()) && Instant::now() < end {
-            Timer::after(Duration::from_millis(5)).await;
-        }
+        drain_all(&[self], within).await;
     }
 
     /// Closes the connection once what is buffered has been written: the last miner's
@@ -1131,4 +1126,19 @@ fn line_of(msg: &Message) -> String {
     let err = msg.error.map(|e| e.get()).unwrap_or("null");
     let res = msg.result.map(|r| r.get()).unwrap_or("null");
     format!("result {res}, error {err}")
+}
+
+/// Waits until every byte buffered for these connections is written, or `within` has
+/// passed. Each round asks every writer again to write at once, so that what comes in
+/// meanwhile (shares from miners still mining) does not wait out a coalescing window.
+/// Returns right after the check that found them all written, with no await between:
+/// a caller can act on that (a handoff execs then).
+pub async fn drain_all(sessions: &[&PoolSession], within: Duration) {
+    let end = Instant::now() + within;
+    while !sessions.iter().all(|s| s.is_drained()) && Instant::now() < end {
+        for s in sessions {
+            s.flush_soon();
+        }
+        Timer::after(Duration::from_millis(1)).await;
+    }
 }
