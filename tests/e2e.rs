@@ -539,10 +539,7 @@ fn miners_move_to_a_sibling_connection_without_disconnecting() {
         json!({"submit_response_from_server": true, "advanced": {"pool_connection_number_per_subaccount": 2}}),
     ));
     block_on(async {
-        let mut miners = Vec::new();
-        for i in 0..4 {
-            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
-        }
+        let mut miners = Miner::farm(&agent, 4).await;
         // 2 + 2 (the connection the rebalance took miners from still has the moved
         // ones registered for a grace period).
         wait_pool(&pool, &agent, "2 + 2", |s| {
@@ -645,10 +642,7 @@ fn a_lost_pool_is_replaced_by_the_next_without_disconnecting_miners() {
         json!({"submit_response_from_server": true, "advanced": {"pool_connection_number_per_subaccount": 2}}),
     ));
     block_on(async {
-        let mut miners = Vec::new();
-        for i in 0..4 {
-            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
-        }
+        let mut miners = Miner::farm(&agent, 4).await;
         for m in miners.iter_mut() {
             assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
         }

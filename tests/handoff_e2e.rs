@@ -81,10 +81,7 @@ fn sigusr2_hands_every_miner_to_the_new_program_without_a_disconnect() {
     let extra = json!({"submit_response_from_server": true, "advanced": {"pool_connection_number_per_subaccount": 2}});
     let mut agent = AgentProc::start_copy(config_for(&[pool.addr()], extra));
     block_on(async {
-        let mut miners = Vec::new();
-        for i in 0..6 {
-            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
-        }
+        let mut miners = Miner::farm(&agent, 6).await;
         for m in miners.iter_mut() {
             assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
         }

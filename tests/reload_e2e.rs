@@ -42,10 +42,7 @@ fn a_new_pool_list_moves_the_miners_without_disconnecting_them() {
     let extra = json!({"submit_response_from_server": true, "advanced": {"pool_connection_number_per_subaccount": 2}});
     let agent = AgentProc::start(config_for(&[old_pool.addr()], extra.clone()));
     block_on(async {
-        let mut miners = Vec::new();
-        for i in 0..6 {
-            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
-        }
+        let mut miners = Miner::farm(&agent, 6).await;
         for m in miners.iter_mut() {
             assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
         }

@@ -188,10 +188,7 @@ fn a_move_to_a_sibling_connection_loses_no_share() {
                "advanced": {"pool_connection_number_per_subaccount": 2}}),
     ));
     block_on(async {
-        let mut miners = Vec::new();
-        for i in 0..8 {
-            miners.push(Miner::login(&agent, &format!("farm1.w{i}"), i % 2 == 0).await);
-        }
+        let mut miners = Miner::farm(&agent, 8).await;
         wait_pool(&pool, &agent, "two connections", |s| {
             s.connections_for("farm1").count() == 2
         });

@@ -432,6 +432,16 @@ impl Miner {
         m
     }
 
+    /// `n` miners logged in as `farm1.w0`, `farm1.w1`, ..., every other one rolling
+    /// versions, each with its first job.
+    pub async fn farm(agent: &AgentProc, n: usize) -> Vec<Miner> {
+        let mut miners = Vec::with_capacity(n);
+        for i in 0..n {
+            miners.push(Miner::login(agent, &format!("farm1.w{i}"), i % 2 == 0).await);
+        }
+        miners
+    }
+
     /// Handles notifications until a job arrives.
     pub async fn wait_job(&mut self) -> &Job {
         let seen = self.jobs_seen;
