@@ -644,6 +644,12 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                     } else {
                         log::warn!("{}: down: {why}", session.name());
                     }
+                    if session.reconnect_wait().is_some() {
+                        // The pool asked to go, and still takes what was sent before
+                        // (ckpool drops the client 60 s later): shares already
+                        // forwarded, waiting in the buffer, are written first.
+                        session.drain(Duration::from_secs(2)).await;
+                    }
                     agent.status.pool_event(pool_event(&session, "down", &why));
                     group.session_down(&agent, &session);
                     stable = started.elapsed() >= STABLE_AFTER;

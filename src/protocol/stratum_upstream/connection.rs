@@ -1361,7 +1361,7 @@ mod tests {
         let notify =
             serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()})
                 .to_string();
-        let mut feed = |c: &mut StratumConnection, at: u64| {
+        let feed = |c: &mut StratumConnection, at: u64| {
             c.on_line(notify.as_bytes(), t + Duration::from_secs(at))
                 .unwrap();
         };
