@@ -1336,7 +1336,8 @@ mod tests {
         assert_eq!(c.shares_remembered, SHARES_REMEMBERED, "no more once full");
         assert_eq!(c.jobs[0].seen.len(), 1);
         // Vectors: the digest is fixed (a change would be a new rule, on purpose).
-        assert_eq!(share_digest(0, 0, 0, 0, 0), share_digest(0, 0, 0, 0, 0));
+        assert_eq!(share_digest(0, 0, 0, 0, 0), 0x33fe_8bd4_f9c5_7863);
+        assert_eq!(share_digest(7, 1, 0x679a_c169, 1, 0), 0xf7ff_7ce8_1661_b288);
         let mut seen = HashSet::new();
         for sid in 0..16u16 {
             for x in 0..256u32 {
