@@ -510,7 +510,7 @@ impl StratumConnection {
         }
         if self.jobs.len() >= JOBS_KEPT {
             if let Some(old) = self.jobs.pop_front() {
-                self.shares_remembered -= old.seen.len();
+                self.shares_remembered = self.shares_remembered.saturating_sub(old.seen.len());
             }
         }
         self.seq = self.seq.wrapping_add(1);
@@ -628,8 +628,9 @@ impl StratumConnection {
                 .rev()
                 .find(|j| j.number == share.job_id)
             {
-                job.seen.insert(digest);
-                self.shares_remembered += 1;
+                if job.seen.insert(digest) {
+                    self.shares_remembered += 1;
+                }
             }
         }
         if new_difficulty.is_some() {
