@@ -440,3 +440,222 @@ fn runs_from_a_uci_config_with_a_stratum_pool() {
         .find(|c| c.user.as_deref() == Some("farm9.router"));
     assert_eq!(conn.and_then(|c| c.password.as_deref()), Some("p1"));
 }
+
+/// The id of the pool's one open connection.
+fn open_connection(pool: &StratumPool) -> u64 {
+    assert!(pool.wait_until(T, |s| s.open_count() == 1));
+    pool.stats().open_connections().next().unwrap().id
+}
+
+/// The connection the miner's current job is from (its job ids are `"<conn>-<n>"`).
+fn job_connection(m: &Miner) -> String {
+    let id = &m.job.as_ref().expect("a job").id;
+    id.split('-').next().unwrap_or_default().to_string()
+}
+
+/// Waits for a job from another connection than `old`'s.
+async fn wait_job_from_another_connection(m: &mut Miner, old: &str) {
+    while job_connection(m) == old {
+        m.wait_job().await;
+    }
+}
+
+/// `client.reconnect [host, port, wait]` is followed: after the wait, to the host and
+/// port given, for that one redial (the entry is not changed: when that connection
+/// ends, the slot dials the list again); the miner is held meanwhile, never
+/// disconnected.
+#[test]
+fn client_reconnect_is_followed_once_to_the_host_given() {
+    let first = stratum_pool(StratumPoolConfig::ckpool());
+    let second = stratum_pool(StratumPoolConfig::default());
+    let agent = agent_for(
+        vec![stratum_entry(first.addr(), "acct.farm1")],
+        json!({"advanced": {"pool_failover_hold_seconds": 20}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", true).await;
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        // As ckpool writes it: the port as a string.
+        let port = second.addr().port();
+        first
+            .reconnect(
+                open_connection(&first),
+                json!(["127.0.0.1", port.to_string(), 1]),
+            )
+            .unwrap();
+        let before = job_connection(&m);
+        wait_job_from_another_connection(&mut m, &before).await;
+        let r = m.submit_share(0, 0x0000_2000).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        assert!(
+            second.wait_until(T, |s| s.worker("acct.farm1").valid == 1),
+            "{}",
+            second.stats().summary()
+        );
+        assert!(
+            agent.wait_log(
+                &format!("following the pool's client.reconnect: dialling 127.0.0.1:{port} in 1 s"),
+                T
+            ),
+            "{}",
+            agent.log()
+        );
+        // Not kept: the next dial is the list's.
+        second.drop_all();
+        let before = job_connection(&m);
+        wait_job_from_another_connection(&mut m, &before).await;
+        let r = m.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+    });
+    assert!(
+        first.wait_until(T, |s| s.worker("acct.farm1").valid == 2),
+        "{}\n{}",
+        first.stats().summary(),
+        agent.log()
+    );
+    assert_eq!(first.stats().accepted_connections, 2);
+}
+
+/// A reconnect that cannot be followed (a host that is no host name), or whose dial
+/// fails, ends the connection and the slot dials the list, as for a lost connection.
+#[test]
+fn a_reconnect_that_cannot_be_followed_falls_back_to_the_list() {
+    let pool = stratum_pool(StratumPoolConfig::ckpool());
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {"pool_failover_hold_seconds": 20}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        let before = job_connection(&m);
+        pool.reconnect(open_connection(&pool), json!(["bad host!", 3333]))
+            .unwrap();
+        wait_job_from_another_connection(&mut m, &before).await;
+        assert!(
+            agent.wait_log("the pool asked to reconnect, not followed (host \"bad host!\" is not a host name or IP address): dialling the pool list", T),
+            "{}",
+            agent.log()
+        );
+        assert!(pool.wait_until(T, |s| s.accepted_connections == 2));
+        // Nothing listens there: the dial fails, the list is dialled.
+        let closed = free_port();
+        let before = job_connection(&m);
+        pool.reconnect(open_connection(&pool), json!(["127.0.0.1", closed, 0]))
+            .unwrap();
+        wait_job_from_another_connection(&mut m, &before).await;
+        assert!(
+            agent.wait_log("the pool's client.reconnect could not be followed", T),
+            "{}",
+            agent.log()
+        );
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+    });
+    assert!(pool.wait_until(T, |s| s.worker("acct.farm1").valid == 1));
+    assert_eq!(pool.stats().accepted_connections, 3);
+}
+
+/// A share the agent accepted itself (below the pool's target), sent again, is
+/// refused as a duplicate; nothing of it reaches the pool.
+#[test]
+fn a_share_accepted_here_twice_is_refused_as_a_duplicate() {
+    let pool = stratum_pool(StratumPoolConfig {
+        start_difficulty: "1".into(),
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {
+            "stratum_start_difficulty": 0.000001,
+            "stratum_min_difficulty": 0.000001,
+        }}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        let share = m.find_share(0, 0);
+        assert!(!meets(&m, &share, 1.0));
+        assert_eq!(submit(&mut m, &share).await["result"], json!(true));
+        let r = submit(&mut m, &share).await;
+        assert_eq!(r["error"], json!([22, "Duplicate share", null]), "{r}");
+        let other = m.find_share(0, 0);
+        assert_eq!(submit(&mut m, &other).await["result"], json!(true));
+        let r = submit(&mut m, &other).await;
+        assert_eq!(r["error"][0], json!(22), "{r}");
+    });
+    assert_eq!(pool.stats().totals.total(), 0, "{}", pool.stats().summary());
+}
+
+/// The connection's hashrate goes to the pool as `mining.suggest_difficulty` once
+/// its miners' shares show it wants more than twice the pool's difficulty; the pool
+/// sets it, the agent waits for no answer and its miner keeps mining.
+#[test]
+fn the_connections_hashrate_is_suggested_to_the_pool() {
+    let start = 2f64.powi(-24);
+    let pool = stratum_pool(StratumPoolConfig {
+        start_difficulty: start.to_string(),
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(vec![stratum_entry(pool.addr(), "acct.farm1")], json!({}));
+    let suggested = |s: &StratumPoolStats| {
+        s.open_connections()
+            .next()
+            .and_then(|c| c.suggestions.first().copied())
+    };
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        // Shares far faster than one per 3.33 s at the pool's difficulty: once 16 of
+        // them span 2 s, the suggestion goes.
+        for _ in 0..10_000 {
+            let r = m.submit_share(0, 0).await;
+            assert_eq!(r["result"], json!(true), "{r}");
+            if suggested(&pool.stats()).is_some() {
+                break;
+            }
+        }
+        let r = m.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "after the suggestion: {r}");
+    });
+    let s = pool.stats();
+    let d = suggested(&s).expect("a suggestion");
+    assert!(d >= 2.0 * start, "{d}");
+    assert!(
+        s.open_connections()
+            .next()
+            .unwrap()
+            .difficulties
+            .contains(&d),
+        "the pool set it"
+    );
+    assert!(
+        agent.wait_log("mining.suggest_difficulty", T),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A pool whose jobs come less often than the configured read timeout keeps its
+/// connection: the silence allowed grows from the pool's own job interval.
+#[test]
+fn a_pool_with_jobs_further_apart_than_the_read_timeout_is_not_dropped() {
+    let pool = stratum_pool(StratumPoolConfig {
+        job_interval: Some(std::time::Duration::from_millis(1500)),
+        ..StratumPoolConfig::ckpool()
+    });
+    let agent = agent_for(
+        vec![stratum_entry(pool.addr(), "acct.farm1")],
+        json!({"advanced": {"pool_connection_read_timeout_seconds": 1}}),
+    );
+    block_on(async {
+        let mut m = Miner::login(&agent, "rig1", false).await;
+        for _ in 0..4 {
+            m.wait_job().await;
+        }
+        assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+    });
+    assert_eq!(
+        pool.stats().accepted_connections,
+        1,
+        "no redial:\n{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("no data for"), "{}", agent.log());
+}

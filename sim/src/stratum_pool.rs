@@ -211,6 +211,8 @@ pub struct StratumConnStats {
     pub version_mask: Option<u32>,
     /// Every difficulty sent, in order (first 64).
     pub difficulties: Vec<f64>,
+    /// Every `mining.suggest_difficulty` received, honoured or not (first 64).
+    pub suggestions: Vec<f64>,
     pub shares: StratumShareCounts,
     /// Sum of the difficulty valid shares were credited at.
     pub credited_difficulty: f64,
@@ -468,6 +470,8 @@ struct Conn {
     /// The granted mask, `None` without version rolling.
     version_mask: Cell<Option<u32>>,
     difficulty: Cell<f64>,
+    /// The last suggested difficulty honoured (0: none): the vardiff's floor.
+    suggested: Cell<f64>,
     window: RefCell<Window>,
     jobs: RefCell<VecDeque<SentJob>>,
     /// Ids of jobs voided by a clean job (bounded), answered "Stale".
@@ -688,6 +692,7 @@ impl Pool {
             user: RefCell::new(String::new()),
             version_mask: Cell::new(None),
             difficulty: Cell::new(difficulty),
+            suggested: Cell::new(0.0),
             window: RefCell::new(Window {
                 started: Instant::now(),
                 shares: 0,
@@ -715,6 +720,7 @@ impl Pool {
                     extranonce_subscribed: false,
                     version_mask: None,
                     difficulties: Vec::new(),
+                    suggestions: Vec::new(),
                     shares: StratumShareCounts::default(),
                     credited_difficulty: 0.0,
                     rejects: BTreeMap::new(),
@@ -903,21 +909,43 @@ impl Pool {
                 }
             }
             "mining.submit" => self.on_submit(conn, &id, &params),
-            // ckpool (suggest_diff): the difficulty is set at once, the request unanswered.
-            "mining.suggest_difficulty" if self.config.ckpool_gating => {
-                if let Some(d) = params
-                    .first()
-                    .and_then(Value::as_f64)
-                    .filter(|d| d.is_finite() && *d > 0.0)
-                {
-                    let d = self.config.vardiff.map_or(d, |v| d.max(v.min));
-                    self.send_difficulty(conn, &format!("{d:?}"), d);
-                }
-            }
+            "mining.suggest_difficulty" => self.on_suggest_difficulty(conn, &params),
             _ if self.config.silent_on_unknown_methods => {}
             _ => self.respond(conn, &id, Value::Null, Some((20, "Method not found"))),
         }
         true
+    }
+
+    /// ckpool's `suggest_diff` (stratifier.c): from an authorised client only (the
+    /// gating), an integer only (`json_is_integer`; a pool of this simulator that is
+    /// not ckpool takes any positive number, since test pools run at fractions), the
+    /// difficulty set at once unless it is already the last suggestion or the
+    /// current difficulty, kept as the vardiff's floor, the request never answered.
+    fn on_suggest_difficulty(&self, conn: &Conn, params: &[Value]) {
+        let first = params.first();
+        if let Some(d) = first.and_then(Value::as_f64) {
+            self.conn_stats(conn.id, |c| {
+                if c.suggestions.len() < HISTORY_KEPT {
+                    c.suggestions.push(d);
+                }
+            });
+        }
+        let taken = first.filter(|v| !self.config.ckpool_gating || v.is_i64() || v.is_u64());
+        let Some(d) = taken
+            .and_then(Value::as_f64)
+            .filter(|d| d.is_finite() && *d > 0.0)
+        else {
+            return;
+        };
+        if d == conn.suggested.get() {
+            return;
+        }
+        conn.suggested.set(d);
+        if d == conn.difficulty.get() {
+            return;
+        }
+        let d = self.config.vardiff.map_or(d, |v| d.max(v.min));
+        self.send_difficulty(conn, &format!("{d:?}"), d);
     }
 
     fn on_configure(&self, conn: &Conn, id: &Value, params: &[Value]) {
@@ -1170,7 +1198,9 @@ impl Pool {
         if (0.5..=2.0).contains(&ratio) {
             return;
         }
-        let next = optimal.clamp(v.min, v.max);
+        // ckpool keeps a client's suggested difficulty as its floor.
+        let floor = v.min.max(conn.suggested.get());
+        let next = optimal.clamp(floor, v.max.max(floor));
         if next == current {
             return;
         }

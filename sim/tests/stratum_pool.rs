@@ -253,6 +253,61 @@ fn ckpool_quirks() {
     assert!(pool.set_extranonce(conn.id, None).is_err());
 }
 
+/// `mining.suggest_difficulty` on `conn`, then a malformed submit: the
+/// difficulties the pool sent before the submit's answer.
+async fn suggest(conn: &mut MinerConn, d: Value) -> Vec<f64> {
+    conn.request("mining.suggest_difficulty", json!([d]))
+        .await
+        .unwrap();
+    let id = conn
+        .request("mining.submit", json!(["acct.rig", "00", "00", "00", "00"]))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    loop {
+        let m = conn.read_json(T).await.unwrap();
+        if m["id"] == id {
+            return sent;
+        }
+        if m["method"] == "mining.set_difficulty" {
+            sent.push(m["params"][0].as_f64().unwrap());
+        }
+    }
+}
+
+/// `mining.suggest_difficulty` as ckpool takes it (stratifier.c suggest_diff): an
+/// integer only, set at once unless it repeats the last one, never answered;
+/// fractions are ignored (but recorded). A simulator pool that is not ckpool takes
+/// fractions too.
+#[test]
+fn suggested_difficulties_as_ckpool_takes_them() {
+    let ckpool = pool(StratumPoolConfig::ckpool());
+    let other = pool(StratumPoolConfig::default());
+    smol::block_on(async {
+        let mut c = subscribe(&ckpool, "acct.rig").await;
+        // The start difficulty sent at subscribe; null is no suggestion.
+        assert_eq!(suggest(&mut c.conn, Value::Null).await.len(), 1);
+        assert_eq!(
+            suggest(&mut c.conn, json!(0.5)).await,
+            [0.0; 0],
+            "a fraction"
+        );
+        assert_eq!(suggest(&mut c.conn, json!(1000)).await, [1000.0]);
+        assert_eq!(suggest(&mut c.conn, json!(1000)).await, [0.0; 0], "again");
+        let mut c = subscribe(&other, "acct.rig").await;
+        assert_eq!(suggest(&mut c.conn, Value::Null).await.len(), 1);
+        assert_eq!(suggest(&mut c.conn, json!(0.5)).await, [0.5]);
+    });
+    let stats = ckpool.stats();
+    let conn = stats.connections.values().next().unwrap();
+    assert_eq!(conn.suggestions, [0.5, 1000.0, 1000.0]);
+    assert_eq!(
+        conn.responses_sent,
+        2 + 4,
+        "subscribe, authorize, four submits"
+    );
+}
+
 #[test]
 fn ckpool_gates_methods_before_subscribe_and_authorize() {
     let pool = pool(StratumPoolConfig::ckpool());

@@ -396,6 +396,14 @@ impl PoolGroup {
             return;
         }
         let hold = agent.config().advanced.pool_failover_hold;
+        // The pool asked to be dialled again after a wait (client.reconnect): the
+        // miners are held through it, and through the dial that follows.
+        let hold = match session.reconnect_wait() {
+            Some(wait) if !hold.is_zero() => {
+                hold.max(wait + agent.config().advanced.pool_connection_dial_timeout)
+            }
+            _ => hold,
+        };
         if hold.is_zero() {
             self.no_pool_for(agent, miners, &session.name());
             return;
@@ -580,9 +588,15 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
     // Closed, stopping (nothing more is dialled or logged), or removed by a reload.
     let surplus =
         |group: &PoolGroup| group.is_closed() || agent.is_stopping() || slot >= group.slots.get();
+    // Where a pool's client.reconnect asked to be dialled: tried once, first, and
+    // never kept (a failed dial of it falls back to the list).
+    let mut asked: Option<PoolEntry> = None;
     while !surplus(&group) {
         let mut stable = false;
-        for entry in agent.config().pools.clone() {
+        let first = asked.take();
+        let following = first.is_some();
+        let entries = first.into_iter().chain(agent.config().pools.clone());
+        for (n, entry) in entries.enumerate() {
             if surplus(&group) {
                 return;
             }
@@ -630,9 +644,29 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                     } else {
                         log::warn!("{}: down: {why}", session.name());
                     }
+                    if session.reconnect_wait().is_some() {
+                        // The pool asked to go, and still takes what was sent before
+                        // (ckpool drops the client 60 s later): shares already
+                        // forwarded, waiting in the buffer, are written first.
+                        session.drain(Duration::from_secs(2)).await;
+                    }
                     agent.status.pool_event(pool_event(&session, "down", &why));
                     group.session_down(&agent, &session);
                     stable = started.elapsed() >= STABLE_AFTER;
+                    if let Some(r) = session.take_reconnect() {
+                        let mut target = session.entry.clone();
+                        target.host = r.host.unwrap_or(target.host);
+                        target.port = r.port.unwrap_or(target.port);
+                        let wait = Duration::from_secs(r.wait_seconds.unwrap_or(0).into());
+                        log::info!(
+                            "{}: following the pool's client.reconnect: dialling {} in {} s (this once; the proxy and TLS settings of the entry stay)",
+                            session.name(),
+                            crate::upstream::proxy_url::host_port(&target.host, target.port),
+                            wait.as_secs()
+                        );
+                        asked = Some(target);
+                        Timer::after(wait).await;
+                    }
                     break; // start again from the first pool of the list
                 }
                 Err(why) => {
@@ -645,6 +679,11 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
                         &why,
                     ));
                     agent.dial_failed(&label, &why);
+                    if following && n == 0 {
+                        log::warn!(
+                            "{label}: the pool's client.reconnect could not be followed ({why}): dialling the pool list"
+                        );
+                    }
                 }
             }
         }

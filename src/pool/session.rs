@@ -18,6 +18,7 @@ use crate::protocol::stratum::{self, Message};
 use crate::protocol::stratum_upstream::connection::{
     self as stratum_upstream, Event, Judgement, StratumConnection, SUBMIT_ID_BASE,
 };
+use crate::protocol::stratum_upstream::messages::Reconnect;
 use crate::protocol::worker;
 use crate::upstream::PoolStream;
 use async_io::Timer;
@@ -118,6 +119,8 @@ pub struct PoolSession {
     /// Numbers the Stratum submits that wait for no verdict, so each request has its
     /// own id (those that wait are numbered by their place in `pending`).
     unanswered_submits: Cell<u16>,
+    /// The Stratum pool's `client.reconnect` that ended the connection, for its slot.
+    reconnect: RefCell<Option<Reconnect>>,
     group: Weak<PoolGroup>,
     state: Cell<PoolState>,
     extranonce1: RefCell<String>,
@@ -176,6 +179,7 @@ impl PoolSession {
             vardiff_tick: Cell::new(stratum.as_ref().map(|_| Instant::now() + VARDIFF_TICK)),
             stratum: stratum.map(RefCell::new),
             unanswered_submits: Cell::new(0),
+            reconnect: RefCell::new(None),
             group: Rc::downgrade(group),
             state: Cell::new(PoolState::Handshaking),
             extranonce1: RefCell::new(String::new()),
@@ -270,6 +274,29 @@ impl PoolSession {
         match &self.stratum {
             Some(_) => self.wants_subres(),
             None => self.subres.get(),
+        }
+    }
+
+    /// The `client.reconnect` the Stratum pool ended the connection with, if it did.
+    pub fn take_reconnect(&self) -> Option<Reconnect> {
+        self.reconnect.borrow_mut().take()
+    }
+
+    /// How long the slot waits before it dials again, when a `client.reconnect`
+    /// ended the connection.
+    pub fn reconnect_wait(&self) -> Option<Duration> {
+        let r = self.reconnect.borrow();
+        let r = r.as_ref()?;
+        Some(Duration::from_secs(r.wait_seconds.unwrap_or(0).into()))
+    }
+
+    /// How long the pool may stay silent: the configured read timeout on the agent
+    /// protocol (its server re-sends a job every 30 s); on a Stratum pool, grown
+    /// from the pool's own job interval ([`StratumConnection::silence_limit`]).
+    fn silence_limit(&self, read_timeout: Duration) -> Duration {
+        match &self.stratum {
+            Some(s) => s.borrow().silence_limit(read_timeout),
+            None => read_timeout,
         }
     }
 
@@ -411,11 +438,12 @@ impl PoolSession {
             if until_up.is_some() && self.is_up() {
                 return Ok(());
             }
-            let deadline = until_up.unwrap_or(last_data + read_timeout);
+            let silence = self.silence_limit(read_timeout);
+            let deadline = until_up.unwrap_or(last_data + silence);
             if now >= deadline {
                 return Err(match until_up {
                     Some(_) => "handshake timed out".to_string(),
-                    None => format!("no data for {} s", read_timeout.as_secs()),
+                    None => format!("no data for {} s", silence.as_secs()),
                 });
             }
             let wake_at = self.next_deadline().map_or(deadline, |at| at.min(deadline));
@@ -486,6 +514,7 @@ impl PoolSession {
             if let Some(s) = &self.stratum {
                 let changes = s.borrow_mut().tick(now);
                 self.set_miner_difficulties(agent, &changes);
+                self.suggest_difficulty(now);
             }
         }
         if self.capabilities_deadline.get().is_some_and(|at| at <= now) {
@@ -607,10 +636,39 @@ impl PoolSession {
                         miner.reject(agent, &p.id, code, &reason);
                     }
                 }
+                Event::Reconnect(r) => {
+                    let to = match (&r.host, r.port) {
+                        (None, None) => "the same pool".to_string(),
+                        (host, port) => crate::upstream::proxy_url::host_port(
+                            host.as_deref().unwrap_or(&self.entry.host),
+                            port.unwrap_or(self.entry.port),
+                        ),
+                    };
+                    let wait = r.wait_seconds.unwrap_or(0);
+                    *self.reconnect.borrow_mut() = Some(r);
+                    return Err(format!(
+                        "the pool asked to reconnect (client.reconnect to {to} in {wait} s)"
+                    ));
+                }
                 Event::Notice(text) => log::info!("{}: {text}", self.name()),
             }
         }
         Ok(())
+    }
+
+    /// Sends the Stratum pool the difficulty this connection's hashrate wants, when
+    /// that is worth it ([`StratumConnection::suggestion`]); never awaited.
+    fn suggest_difficulty(&self, now: Instant) {
+        let Some(s) = &self.stratum else { return };
+        let line = s.borrow_mut().suggestion(now);
+        if let Some(line) = line {
+            log::info!(
+                "{}: {}",
+                self.name(),
+                String::from_utf8_lossy(&line).trim_end()
+            );
+            self.enqueue(&line, false);
+        }
     }
 
     /// Sends these miners their new difficulty.
@@ -865,7 +923,9 @@ impl PoolSession {
                     n
                 };
                 let submit_id = SUBMIT_ID_BASE + u32::from(index);
-                let judged = s.borrow_mut().judge(&share, submit_id, Instant::now());
+                let now = Instant::now();
+                let judged = s.borrow_mut().judge(&share, submit_id, now);
+                self.suggest_difficulty(now);
                 if let Some(d) = judged.new_difficulty {
                     self.set_miner_difficulties(agent, &[(miner.sid, d)]);
                 }

@@ -13,16 +13,17 @@
 use super::extranonce::{Layout, Split};
 use super::hash::Target;
 use super::job::{Share as PoolShare, UpstreamJob};
-use super::messages::{UpstreamMessage, Verdict};
+use super::messages::{Reconnect, UpstreamMessage, Verdict};
 use super::requests::{self, Submit};
 use super::vardiff::{start_difficulty, Vardiff, VardiffConfig, VardiffRules};
 use crate::protocol::exmessage::Share;
 use crate::protocol::job::{miner_job_id, Job};
 use crate::protocol::stratum::{self, code};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The handshake's request ids; a submit's id is [`SUBMIT_ID_BASE`] + its index in
 /// the session's list of shares waiting for a verdict.
@@ -30,12 +31,46 @@ pub const CONFIGURE_ID: u32 = 1;
 pub const SUBSCRIBE_ID: u32 = 2;
 pub const AUTHORIZE_ID: u32 = 3;
 pub const EXTRANONCE_SUBSCRIBE_ID: u32 = 4;
+/// `mining.suggest_difficulty`: never awaited (ckpool answers it with a
+/// `mining.set_difficulty`, not a response); any answer is ignored.
+pub const SUGGEST_DIFFICULTY_ID: u32 = 5;
 pub const SUBMIT_ID_BASE: u32 = 16;
 
 /// Jobs kept for share checks: a pool's jobs live until its next clean job, and
 /// pools send a few a minute, so 16 covers several minutes (ckpool's simulator keeps
 /// as many).
 const JOBS_KEPT: usize = 16;
+
+/// Share digests kept for duplicate detection, over all the connection's jobs: at
+/// 1,000 shares/s (10,000 miners) a job lives some 30 s, so this covers the current
+/// job of such a farm twice over, in about a megabyte at most. Beyond it shares are
+/// not remembered (and a repeat of them not detected) until old jobs drop out.
+const SHARES_REMEMBERED: usize = 65_536;
+
+/// The silence allowed on a connection is this many times the longest gap between
+/// two of the pool's jobs seen on it: pools send jobs on a timer (ckpool every 30 s,
+/// `update_interval`) and on every block, so a pool silent for three of its own
+/// intervals is gone.
+const SILENCE_JOB_GAPS: u32 = 3;
+/// The gap assumed before a second job has shown the pool's own (3 x 60 s = 3
+/// minutes of silence allowed on a fresh connection).
+const ASSUMED_JOB_GAP: Duration = Duration::from_secs(60);
+/// The longest silence ever allowed.
+const MAX_SILENCE: Duration = Duration::from_secs(3600);
+
+/// The share interval pools aim their vardiff at, to turn the connection's hashrate
+/// into the difficulty suggested: ckpool's (`add_submit`: 0.3 diff-1 shares per
+/// second per unit of difficulty, a share every 3.33 s).
+const POOL_SHARE_INTERVAL: f64 = 3.33;
+/// A suggestion needs a window of at least this long...
+const SUGGEST_MIN_WINDOW: Duration = Duration::from_secs(2);
+/// ...with this many shares, or at least this long, to measure the hashrate.
+const SUGGEST_SHARES: u32 = 16;
+const SUGGEST_MAX_WINDOW: Duration = Duration::from_secs(30);
+/// At most one suggestion this often, and only when the estimate moved more than
+/// [`SUGGEST_CHANGE`] times from the last one.
+const SUGGEST_MIN_GAP: Duration = Duration::from_secs(60);
+const SUGGEST_CHANGE: f64 = 2.0;
 
 /// Where a connection stands in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +111,9 @@ pub enum Event {
     VersionMask(u32),
     /// The pool's verdict on the submit with this index.
     Verdict { index: u16, verdict: Verdict },
+    /// `client.reconnect`: the connection is to end and be dialled again as asked
+    /// (the host and port checked, the wait at most an hour).
+    Reconnect(Reconnect),
     /// Worth a line in the log.
     Notice(String),
 }
@@ -116,6 +154,44 @@ struct StoredJob {
     split: Split,
     /// The pool's difficulty when the job arrived.
     pool_difficulty: f64,
+    /// Digests of the shares judged valid on this job ([`share_digest`]).
+    seen: SeenShares,
+}
+
+/// A set of share digests: already well mixed, so they are their own hash.
+type SeenShares = HashSet<u64, BuildHasherDefault<DigestHasher>>;
+
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 digests are hashed; this keeps any other use correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// One share's 64-bit digest: what makes it the same share on one job (the miner's
+/// session id, standing for its extranonce1, its extranonce2, ntime, nonce and
+/// version bits; 112 bits), mixed by SplitMix64's finalizer so that two different
+/// shares collide with a chance of 2^-64.
+fn share_digest(session_id: u16, extranonce2: u32, ntime: u32, nonce: u32, bits: u32) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = u64::from(session_id) << 32 | u64::from(extranonce2);
+    let b = u64::from(ntime) << 32 | u64::from(nonce);
+    mix(mix(mix(a ^ 0x9e37_79b9_7f4a_7c15) ^ b) ^ u64::from(bits))
 }
 
 /// One miner's difficulty on this connection.
@@ -144,6 +220,19 @@ pub struct StratumConnection {
     seq: u32,
     next_number: u8,
     miners: HashMap<u16, MinerDifficulty>,
+    /// Share digests kept over all jobs (bounded by [`SHARES_REMEMBERED`]).
+    shares_remembered: usize,
+    /// When the last job came, and the longest gap between two (the silence rule).
+    last_job_at: Option<Instant>,
+    longest_job_gap: Option<Duration>,
+    /// The pool's first difficulty: what it starts a connection at.
+    start_difficulty: Option<f64>,
+    /// The work (sum of credited difficulties) of the valid shares since `window_start`.
+    window_start: Option<Instant>,
+    window_shares: u32,
+    window_work: f64,
+    /// The last `mining.suggest_difficulty` sent, and when.
+    suggested: Option<(f64, Instant)>,
 }
 
 impl StratumConnection {
@@ -170,6 +259,14 @@ impl StratumConnection {
             seq: 0,
             next_number: 0,
             miners: HashMap::new(),
+            shares_remembered: 0,
+            last_job_at: None,
+            longest_job_gap: None,
+            start_difficulty: None,
+            window_start: None,
+            window_shares: 0,
+            window_work: 0.0,
+            suggested: None,
         }
     }
 
@@ -262,6 +359,14 @@ impl StratumConnection {
         let msg = match UpstreamMessage::parse(line) {
             Ok(msg) => msg,
             Err(e) if e.context == "line" => return Err(format!("pool sent garbage: {e}")),
+            // A reconnect that cannot be followed still says the pool wants the
+            // connection gone: it ends, and the slot dials the list as for a loss.
+            Err(e) if e.context == "client.reconnect" => {
+                return Err(format!(
+                    "the pool asked to reconnect, not followed ({}): dialling the pool list",
+                    e.what
+                ))
+            }
             // A known message with a bad field: skipped, as a bad job is on the agent
             // protocol, but said.
             Err(e) => return Ok(vec![Event::Notice(format!("ignored: {e}"))]),
@@ -304,6 +409,7 @@ impl StratumConnection {
                             ));
                         }
                         self.authorized = true;
+                        self.window_start = Some(now);
                         if self.settings.extranonce_subscribe {
                             events.push(Event::Send(requests::extranonce_subscribe(
                                 EXTRANONCE_SUBSCRIBE_ID,
@@ -325,9 +431,15 @@ impl StratumConnection {
                 if self.handshake == Handshake::Sent {
                     return Ok(events); // no extranonce yet: nothing can be built
                 }
+                if let Some(at) = self.last_job_at {
+                    let gap = now.saturating_duration_since(at);
+                    self.longest_job_gap = Some(self.longest_job_gap.map_or(gap, |g| g.max(gap)));
+                }
+                self.last_job_at = Some(now);
                 events.push(Event::Job(self.add_job(job)));
             }
             UpstreamMessage::SetDifficulty(d) => {
+                self.start_difficulty.get_or_insert(d);
                 self.difficulty = d;
                 self.rules.ceiling = d;
                 let rules = self.rules;
@@ -363,16 +475,7 @@ impl StratumConnection {
                 self.version_mask = Some(mask);
                 events.push(Event::VersionMask(mask));
             }
-            UpstreamMessage::Reconnect(r) => {
-                return Err(format!(
-                    "the pool asked to reconnect (client.reconnect{})",
-                    match (&r.host, r.port) {
-                        (Some(h), Some(p)) =>
-                            format!(" to {h}:{p}, not followed: the pool list is"),
-                        _ => String::new(),
-                    }
-                ));
-            }
+            UpstreamMessage::Reconnect(r) => events.push(Event::Reconnect(r)),
             UpstreamMessage::ShowMessage(text) => {
                 events.push(Event::Notice(format!("the pool says: {text}")));
             }
@@ -403,9 +506,12 @@ impl StratumConnection {
         }
         if job.clean {
             self.jobs.clear();
+            self.shares_remembered = 0;
         }
         if self.jobs.len() >= JOBS_KEPT {
-            self.jobs.pop_front();
+            if let Some(old) = self.jobs.pop_front() {
+                self.shares_remembered = self.shares_remembered.saturating_sub(old.seen.len());
+            }
         }
         self.seq = self.seq.wrapping_add(1);
         let number = self.next_number;
@@ -431,6 +537,7 @@ impl StratumConnection {
             extranonce1: self.extranonce1.clone(),
             split: self.split,
             pool_difficulty: self.difficulty,
+            seen: SeenShares::default(),
         });
         miner_job
     }
@@ -486,6 +593,20 @@ impl StratumConnection {
         if !check.meets_miner && !check.meets_pool {
             return reject(code::LOW_DIFFICULTY, "Low difficulty");
         }
+        // A share sent again: refused here when it would be accepted here (nobody
+        // else would notice); one for the pool goes there, whose verdict is the word
+        // that counts (and which the miner gets with submit_response_from_server).
+        let digest = share_digest(
+            share.session_id,
+            share.extranonce2,
+            ntime,
+            share.nonce,
+            share.version_mask.unwrap_or(0),
+        );
+        let repeated = stored.seen.contains(&digest);
+        if repeated && !check.meets_pool {
+            return reject(code::DUPLICATE, "Duplicate share");
+        }
         let line = check.meets_pool.then(|| {
             requests::submit(
                 submit_id,
@@ -500,6 +621,18 @@ impl StratumConnection {
             )
         });
         let new_difficulty = miner.vardiff.on_share(&self.rules, now, credited);
+        if !repeated && self.shares_remembered < SHARES_REMEMBERED {
+            if let Some(job) = self
+                .jobs
+                .iter_mut()
+                .rev()
+                .find(|j| j.number == share.job_id)
+            {
+                if job.seen.insert(digest) {
+                    self.shares_remembered += 1;
+                }
+            }
+        }
         if new_difficulty.is_some() {
             miner.previous = current;
             miner.changed_after = self.seq;
@@ -511,6 +644,7 @@ impl StratumConnection {
         } else {
             pool_difficulty
         };
+        self.note_work(credited, now);
         let judgement = match line {
             Some(line) => Judgement::Forward {
                 line,
@@ -524,6 +658,87 @@ impl StratumConnection {
             judgement,
             new_difficulty,
         }
+    }
+
+    /// How long the pool may stay silent before the connection counts as gone:
+    /// [`SILENCE_JOB_GAPS`] times the longest gap between its jobs seen here (a
+    /// minute assumed until two have come), at least `floor` (the configured read
+    /// timeout), at most an hour. Everything the pool sends counts as a sign of life
+    /// (verdicts too), so this only matters on a connection whose miners send it
+    /// nothing. Pools are not probed: ckpool answers no method it does not know
+    /// (`mining.ping` included), a second `mining.subscribe` starts a new session on
+    /// some pools, and a made-up submit would count against the user; the pool's
+    /// own job timer is the one signal every pool gives (docs/stratum-upstream.md §14).
+    pub fn silence_limit(&self, floor: Duration) -> Duration {
+        let gap = self.longest_job_gap.unwrap_or(ASSUMED_JOB_GAP);
+        (gap * SILENCE_JOB_GAPS).min(MAX_SILENCE).max(floor)
+    }
+
+    /// A valid share's work, for the connection's hashrate.
+    fn note_work(&mut self, credited: f64, now: Instant) {
+        if self.window_start.is_none() {
+            self.window_start = Some(now);
+        }
+        if credited.is_finite() && credited > 0.0 {
+            self.window_shares = self.window_shares.saturating_add(1);
+            self.window_work += credited;
+        }
+    }
+
+    /// `mining.suggest_difficulty` to send now, if any: the connection's hashrate
+    /// (its miners' valid shares, at the difficulty each was credited at) as the
+    /// difficulty that gives a share every [`POOL_SHARE_INTERVAL`]. ckpool takes it
+    /// from an authorised client only, as an integer, sets it at once and keeps it as
+    /// its vardiff floor (stratifier.c `suggest_diff`), so a fresh connection with
+    /// fast miners does not sit at the pool's start difficulty (ckpool: 42) while the
+    /// agent hashes their flood of shares. Sent first when the estimate is at least
+    /// twice the pool's current difficulty (never below the pool's start, where it
+    /// would only lower it), then when it moved more than 2x, at most once a minute,
+    /// and never above the network's difficulty. Whole numbers from 1 up; a
+    /// fraction only below 1 (test pools). Never awaited: pools that do not know
+    /// the method ignore it or answer an error, which is dropped.
+    pub fn suggestion(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let start = self.window_start?;
+        if !self.is_up() {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < SUGGEST_MIN_WINDOW
+            || (self.window_shares < SUGGEST_SHARES && elapsed < SUGGEST_MAX_WINDOW)
+            || self
+                .suggested
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) < SUGGEST_MIN_GAP)
+        {
+            return None;
+        }
+        let rate = self.window_work / elapsed.as_secs_f64();
+        self.window_start = Some(now);
+        self.window_shares = 0;
+        self.window_work = 0.0;
+        let network = self
+            .jobs
+            .back()
+            .and_then(|j| Target::from_nbits(j.job.nbits).ok())
+            .map(|t| t.difficulty())?;
+        let floor = self.start_difficulty.unwrap_or(self.difficulty);
+        let wanted = (rate * POOL_SHARE_INTERVAL).min(network).max(floor);
+        let wanted = if wanted >= 1.0 {
+            wanted.floor()
+        } else {
+            wanted
+        };
+        if !wanted.is_finite() || wanted <= 0.0 {
+            return None;
+        }
+        let worth_it = match self.suggested {
+            None => wanted >= SUGGEST_CHANGE * self.difficulty,
+            Some((last, _)) => wanted > SUGGEST_CHANGE * last || wanted * SUGGEST_CHANGE < last,
+        };
+        if !worth_it {
+            return None;
+        }
+        self.suggested = Some((wanted, now));
+        Some(requests::suggest_difficulty(SUGGEST_DIFFICULTY_ID, wanted))
     }
 
     /// Lowers the miners that sent no share for a whole vardiff window.
@@ -940,12 +1155,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("4 bytes"), "{e}");
-        let e = on(
+        let events = on(
             &mut c,
             r#"{"id":null,"method":"client.reconnect","params":[]}"#,
         )
-        .unwrap_err();
-        assert!(e.contains("client.reconnect"), "{e}");
+        .unwrap();
+        assert!(
+            matches!(&events[..], [Event::Reconnect(r)] if *r == Reconnect::default()),
+            "{events:?}"
+        );
         assert!(on(&mut c, "not json").unwrap_err().contains("garbage"));
         let events = on(
             &mut c,
@@ -1010,5 +1228,224 @@ mod tests {
             text(&set_difficulty_line(0.5)),
             "{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[0.5]}\n"
         );
+    }
+
+    #[test]
+    fn client_reconnect_is_handed_on_checked() {
+        let t = Instant::now();
+        let mut c = up("1");
+        let mut on = |s: &str| c.on_line(s.as_bytes(), t);
+        let events =
+            on(r#"{"id":null,"method":"client.reconnect","params":["pool2.example","3334",5]}"#)
+                .unwrap();
+        let [Event::Reconnect(r)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (r.host.as_deref(), r.port, r.wait_seconds),
+            (Some("pool2.example"), Some(3334), Some(5))
+        );
+        // Not followable: the connection ends (the slot dials the list), and says why.
+        for (params, why) in [
+            (r#"["pool2.example",0]"#, "port 0"),
+            (r#"["bad host",3333]"#, "\"bad host\" is not a host name"),
+        ] {
+            let e = on(&format!(
+                r#"{{"id":null,"method":"client.reconnect","params":{params}}}"#
+            ))
+            .unwrap_err();
+            assert!(
+                e.starts_with("the pool asked to reconnect, not followed (") && e.contains(why),
+                "{e}"
+            );
+            assert!(e.ends_with("dialling the pool list"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_share_accepted_here_twice_is_a_duplicate() {
+        let t = Instant::now();
+        let mut c = up("1000000000000");
+        c.add_miner(7, 0.000000000001, t);
+        c.add_miner(8, 0.000000000001, t);
+        let accepted = Judgement::Accept {
+            difficulty: 0.000000000001,
+        };
+        let duplicate = Judgement::Reject {
+            code: code::DUPLICATE,
+            message: "Duplicate share",
+        };
+        let judge = |c: &mut StratumConnection, s: &Share| c.judge(s, SUBMIT_ID_BASE, t).judgement;
+        assert_eq!(judge(&mut c, &share(7, 0, 1)), accepted);
+        assert_eq!(judge(&mut c, &share(7, 0, 1)), duplicate);
+        // Anything different is another share: the nonce, the miner, the extranonce2,
+        // ntime, the version bits.
+        assert_eq!(judge(&mut c, &share(7, 0, 2)), accepted);
+        assert_eq!(judge(&mut c, &share(8, 0, 1)), accepted);
+        let other = |f: fn(&mut Share)| {
+            let mut s = share(7, 0, 1);
+            f(&mut s);
+            s
+        };
+        let variants = [
+            other(|s| s.extranonce2 = 2),
+            other(|s| s.ntime = Some(0x679a_c16a)),
+            other(|s| s.version_mask = Some(0x0000_2000)),
+        ];
+        for s in &variants {
+            assert_eq!(judge(&mut c, s), accepted, "{s:?}");
+            assert_eq!(judge(&mut c, s), duplicate, "{s:?}");
+        }
+        // The job's ntime written out is the same share as ntime left out.
+        assert_eq!(
+            judge(&mut c, &other(|s| s.ntime = Some(0x679a_c169))),
+            duplicate
+        );
+        // A clean job voids the old ones and their digests.
+        assert_eq!(c.shares_remembered, 6);
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        c.on_line(notify.to_string().as_bytes(), t).unwrap();
+        assert_eq!(c.shares_remembered, 0);
+        assert_eq!(judge(&mut c, &share(7, 1, 1)), accepted);
+        assert_eq!(judge(&mut c, &share(7, 1, 1)), duplicate);
+    }
+
+    /// A share for the pool sent twice goes to the pool twice: the pool's verdict
+    /// (a duplicate) is what the miner gets.
+    #[test]
+    fn a_duplicate_for_the_pool_is_the_pools_to_judge() {
+        let t = Instant::now();
+        let mut c = up("0.000000000001");
+        c.add_miner(7, 0.0, t);
+        for _ in 0..2 {
+            assert!(matches!(
+                c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t).judgement,
+                Judgement::Forward { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn share_digests_are_bounded_and_spread() {
+        let t = Instant::now();
+        let mut c = up("1000000000000");
+        c.add_miner(7, 0.000000000001, t);
+        c.shares_remembered = SHARES_REMEMBERED - 1;
+        c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t);
+        c.judge(&share(7, 0, 2), SUBMIT_ID_BASE, t);
+        assert_eq!(c.shares_remembered, SHARES_REMEMBERED, "no more once full");
+        assert_eq!(c.jobs[0].seen.len(), 1);
+        // Vectors: the digest is fixed (a change would be a new rule, on purpose).
+        assert_eq!(share_digest(0, 0, 0, 0, 0), 0x33fe_8bd4_f9c5_7863);
+        assert_eq!(share_digest(7, 1, 0x679a_c169, 1, 0), 0xf7ff_7ce8_1661_b288);
+        let mut seen = HashSet::new();
+        for sid in 0..16u16 {
+            for x in 0..256u32 {
+                for field in 0..4 {
+                    let mut v = [0u32; 4];
+                    v[field] = x;
+                    seen.insert(share_digest(sid, v[0], v[1], v[2], v[3]));
+                }
+            }
+        }
+        // Every (session, one field set) pair distinct, the zero field counted once.
+        assert_eq!(seen.len(), 16 * (4 * 255 + 1));
+    }
+
+    #[test]
+    fn the_silence_allowed_grows_from_the_pools_job_interval() {
+        let mut c = up("1");
+        let t = c.last_job_at.unwrap();
+        let floor = Duration::from_secs(60);
+        // One job seen (in up()): three minutes assumed.
+        assert_eq!(c.silence_limit(floor), Duration::from_secs(180));
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()})
+                .to_string();
+        let feed = |c: &mut StratumConnection, at: u64| {
+            c.on_line(notify.as_bytes(), t + Duration::from_secs(at))
+                .unwrap();
+        };
+        // ckpool's 30 s: 90 s of silence, above the configured 60.
+        feed(&mut c, 30);
+        assert_eq!(c.silence_limit(floor), Duration::from_secs(90));
+        feed(&mut c, 40);
+        assert_eq!(c.silence_limit(floor), Duration::from_secs(90));
+        // A pool whose jobs come every 10 s: the configured timeout is the least.
+        let mut quick = up("1");
+        let base = quick.last_job_at.unwrap();
+        for i in 1..4 {
+            quick
+                .on_line(notify.as_bytes(), base + Duration::from_secs(10 * i))
+                .unwrap();
+        }
+        assert_eq!(quick.silence_limit(floor), floor);
+        // Two minutes between jobs: six of silence; never more than an hour.
+        feed(&mut c, 160);
+        assert_eq!(c.silence_limit(floor), Duration::from_secs(360));
+        feed(&mut c, 160 + 3000);
+        assert_eq!(c.silence_limit(floor), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_connections_hashrate_is_suggested_as_its_difficulty() {
+        let mut c = up("42");
+        let t = c.window_start.unwrap();
+        let at = |s: f64| t + Duration::from_secs_f64(s);
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8(b).unwrap());
+        // Not before a window of 2 s with 16 shares.
+        for _ in 0..15 {
+            c.note_work(65536.0, at(0.5));
+        }
+        assert_eq!(c.suggestion(at(1.0)), None);
+        c.note_work(65536.0, at(1.5));
+        assert_eq!(c.suggestion(at(1.9)), None);
+        // 16 x 65536 in 2 s: 524288 diff-1 shares/s, one share per 3.33 s at 1745879.
+        assert_eq!(
+            text(c.suggestion(at(2.0))).as_deref(),
+            Some("{\"id\":5,\"method\":\"mining.suggest_difficulty\",\"params\":[1745879]}\n")
+        );
+        // The same rate for the next minute: nothing more.
+        for _ in 0..16 {
+            c.note_work(524288.0 * 61.0 / 16.0, at(30.0));
+        }
+        assert_eq!(c.suggestion(at(63.0)), None);
+        // More than 2x: again, but only once a minute has passed since the last one.
+        for _ in 0..100 {
+            c.note_work(65536.0, at(64.0));
+        }
+        assert_eq!(c.suggestion(at(64.5)), None, "a window of 2 s at least");
+        assert!(c.suggestion(at(66.0)).is_some());
+        // The miners leave: after the half-minute window, back down to the pool's
+        // start, no lower.
+        assert_eq!(c.suggestion(at(96.0)), None, "within a minute of the last");
+        assert_eq!(
+            text(c.suggestion(at(130.0))).as_deref(),
+            Some("{\"id\":5,\"method\":\"mining.suggest_difficulty\",\"params\":[42]}\n")
+        );
+        // Never above the network's difficulty (nbits 17029a8a: about 1.1e14).
+        let mut c = up("42");
+        let at = |s: f64| c.window_start.unwrap() + Duration::from_secs_f64(s);
+        let (one, two) = (at(1.0), at(2.0));
+        for _ in 0..16 {
+            c.note_work(1e18, one);
+        }
+        let line = text(c.suggestion(two)).unwrap();
+        let d: f64 = serde_json::from_str::<Value>(&line).unwrap()["params"][0]
+            .as_f64()
+            .unwrap();
+        assert!((1.0e14..1.2e14).contains(&d), "{line}");
+        // Not worth it below twice the pool's current difficulty; never before up.
+        let mut c = up("1000000");
+        let two = c.window_start.unwrap() + Duration::from_secs(2);
+        for _ in 0..16 {
+            c.note_work(65536.0, two);
+        }
+        assert_eq!(c.suggestion(two), None);
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        c.note_work(65536.0, t);
+        assert_eq!(c.suggestion(t + Duration::from_secs(40)), None);
     }
 }

@@ -230,11 +230,10 @@ fn parse_reconnect(params: &[Value]) -> Result<Reconnect, UpstreamError> {
     let host = match params.first() {
         None | Some(Value::Null) => None,
         Some(Value::String(h)) if h.is_empty() => None,
-        Some(Value::String(h))
-            if h.len() <= 253 && !h.chars().any(|c| c.is_whitespace() || c == '/') =>
-        {
-            Some(h.clone())
-        }
+        Some(Value::String(h)) => match plausible_host(h) {
+            Some(host) => Some(host),
+            None => return Err(err(format!("host {h:?} is not a host name or IP address"))),
+        },
         Some(v) => return Err(err(format!("host {v} is not a host name"))),
     };
     // Seen both as a number and as a string.
@@ -258,12 +257,40 @@ fn parse_reconnect(params: &[Value]) -> Result<Reconnect, UpstreamError> {
     if port == Some(0) {
         return Err(err("port 0".into()));
     }
-    let wait = number(params.get(2), "wait", 3600)?;
+    // A longer wait is cut to the longest one followed, not refused: the pool wants
+    // the connection gone for a while, and an hour is long enough to find out.
+    let wait = number(params.get(2), "wait", u64::from(u32::MAX))?;
     Ok(Reconnect {
         host,
         port: port.map(|p| p as u16),
-        wait_seconds: wait.map(|w| w as u32),
+        wait_seconds: wait.map(|w| w.min(MAX_RECONNECT_WAIT.into()) as u32),
     })
+}
+
+/// The longest `client.reconnect` wait followed, in seconds.
+pub const MAX_RECONNECT_WAIT: u32 = 3600;
+
+/// `host` if it can be a host name (RFC 1123 labels; `_` allowed, as DNS has them) or
+/// an IP address (IPv6 also in brackets, which are taken off); `None` for anything
+/// else (spaces, URLs, `host:port`, a dotted quad out of range), so the agent never
+/// dials what a broken or hostile pool made up.
+fn plausible_host(host: &str) -> Option<String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Some(bare.to_string());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    (host.len() <= 253 && !numeric && host.split('.').all(label_ok)).then(|| host.to_string())
 }
 
 impl Response {
@@ -517,6 +544,36 @@ mod tests {
                 wait_seconds: Some(0)
             })
         );
+        // A longer wait than an hour is cut to an hour; IP addresses are hosts.
+        assert_eq!(
+            parse(r#"{"id":null,"method":"client.reconnect","params":["10.0.0.7",3333,99999]}"#)
+                .unwrap(),
+            UpstreamMessage::Reconnect(Reconnect {
+                host: Some("10.0.0.7".into()),
+                port: Some(3333),
+                wait_seconds: Some(3600)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"id":null,"method":"client.reconnect","params":["[2001:db8::1]",3333]}"#)
+                .unwrap(),
+            UpstreamMessage::Reconnect(Reconnect {
+                host: Some("2001:db8::1".into()),
+                port: Some(3333),
+                wait_seconds: None
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"id":null,"method":"client.reconnect","params":["eu_1.pool-x.example",3333]}"#
+            )
+            .unwrap(),
+            UpstreamMessage::Reconnect(Reconnect {
+                host: Some("eu_1.pool-x.example".into()),
+                port: Some(3333),
+                wait_seconds: None
+            })
+        );
         // ckpool sends it with no params too (reconnect to the same place).
         assert_eq!(
             parse(r#"{"id":null,"method":"client.reconnect","params":[]}"#).unwrap(),
@@ -528,7 +585,12 @@ mod tests {
             r#"["h",70000]"#,
             r#"["h","x"]"#,
             r#"[5]"#,
-            r#"["h",1,99999]"#,
+            r#"["pool.example:3333",1]"#,
+            r#"["stratum+tcp://pool.example",1]"#,
+            r#"["-pool.example",1]"#,
+            r#"["pool..example",1]"#,
+            r#"["300.1.2.3",1]"#,
+            r#"["h",1,-1]"#,
         ] {
             assert!(
                 parse(&format!(

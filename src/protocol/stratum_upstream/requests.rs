@@ -39,6 +39,16 @@ pub fn extranonce_subscribe(id: u32) -> Vec<u8> {
     request(&id.to_string(), "mining.extranonce.subscribe", "[]")
 }
 
+/// `mining.suggest_difficulty [difficulty]`: a whole number as a JSON integer (ckpool
+/// takes nothing else), a fraction only below 1.
+pub fn suggest_difficulty(id: u32, difficulty: f64) -> Vec<u8> {
+    let text = format!(
+        "[{}]",
+        crate::protocol::stratum::difficulty_text(difficulty)
+    );
+    request(&id.to_string(), "mining.suggest_difficulty", &text)
+}
+
 /// One share for the pool.
 #[derive(Clone, Copy, Debug)]
 pub struct Submit<'a> {
@@ -139,6 +149,14 @@ mod tests {
         assert_eq!(
             text(extranonce_subscribe(4)),
             "{\"id\":4,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n"
+        );
+        assert_eq!(
+            text(suggest_difficulty(5, 5461.0)),
+            "{\"id\":5,\"method\":\"mining.suggest_difficulty\",\"params\":[5461]}\n"
+        );
+        assert_eq!(
+            text(suggest_difficulty(5, 0.25)),
+            "{\"id\":5,\"method\":\"mining.suggest_difficulty\",\"params\":[0.25]}\n"
         );
     }
 
