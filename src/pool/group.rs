@@ -8,6 +8,7 @@
 //! `pool_failover_hold` while the slots dial the next pools of the list: the first
 //! connection up takes them all, and they see a new job, not a disconnect.
 
+use super::passthrough;
 use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
 use crate::config::{PoolEntry, StratumEntry};
@@ -58,6 +59,8 @@ pub struct PoolGroup {
     retiring: RefCell<Vec<Rc<PoolSession>>>,
     /// Counts redials, so that an older one stops when a newer reload begins.
     redial_epoch: Cell<u32>,
+    /// The miners' own connections to identity pass-through pools.
+    passthrough: passthrough::Connections,
 }
 
 impl PoolGroup {
@@ -79,6 +82,7 @@ impl PoolGroup {
             by_slot: RefCell::new(Vec::new()),
             retiring: RefCell::new(Vec::new()),
             redial_epoch: Cell::new(0),
+            passthrough: passthrough::Connections::default(),
         });
         group.resize(
             agent,
@@ -114,6 +118,8 @@ impl PoolGroup {
         let epoch = self.redial_epoch.get().wrapping_add(1);
         self.redial_epoch.set(epoch);
         agent.spawn(redial_slots(agent.clone(), self.clone(), epoch));
+        self.passthrough
+            .kill_all("config reloaded: its miner walks the pool list again");
     }
 
     fn slot_session(&self, slot: u16) -> Option<Rc<PoolSession>> {
@@ -161,8 +167,15 @@ impl PoolGroup {
         self.submit_response_from_server.get()
     }
 
+    /// Every connection up: the shared ones, then the miners' own (pass-through).
     pub fn sessions(&self) -> Vec<Rc<PoolSession>> {
-        self.sessions.borrow().clone()
+        let mut all = self.sessions.borrow().clone();
+        all.extend(self.passthrough.sessions());
+        all
+    }
+
+    pub fn passthrough(&self) -> &passthrough::Connections {
+        &self.passthrough
     }
 
     pub fn miner_count(&self) -> usize {
@@ -178,7 +191,7 @@ impl PoolGroup {
         !self.held.borrow().is_empty()
     }
 
-    fn least_loaded(&self) -> Option<Rc<PoolSession>> {
+    pub(super) fn least_loaded(&self) -> Option<Rc<PoolSession>> {
         let retiring = self.retiring.borrow();
         self.sessions
             .borrow()
@@ -196,6 +209,10 @@ impl PoolGroup {
     pub fn join(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
+        if passthrough::in_use(agent) {
+            passthrough::start(agent, self, miner, Some(auth_id));
+            return;
+        }
         match self.least_loaded() {
             Some(session) => {
                 accept_login(agent, miner, auth_id);
@@ -253,6 +270,7 @@ impl PoolGroup {
         self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.passthrough.leave(agent, miner.sid);
         self.miners.set(self.miners.get().saturating_sub(1));
         if self.miners.get() == 0 && self.subaccount.is_some() {
             log::info!(
@@ -273,6 +291,15 @@ impl PoolGroup {
         for s in self.sessions.borrow().iter() {
             s.kill("sub-account closed");
         }
+        self.passthrough.kill_all("sub-account closed");
+    }
+
+    /// A miner placed by its pass-through walk: it is no longer waiting, held or on
+    /// fake jobs here.
+    pub(super) fn take_back(&self, miner: &Rc<MinerSession>) {
+        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
     }
 
     fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
@@ -395,6 +422,13 @@ impl PoolGroup {
             }
             return;
         }
+        if passthrough::in_use(agent) {
+            // The pass-through entries of the list are dialled for each miner.
+            for miner in miners.iter().filter(|m| !m.is_closed()) {
+                passthrough::start(agent, self, miner, None);
+            }
+            return;
+        }
         let hold = agent.config().advanced.pool_failover_hold;
         if hold.is_zero() {
             self.no_pool_for(agent, miners, &session.name());
@@ -417,6 +451,10 @@ impl PoolGroup {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
         miner.state.set(MinerState::Authorized);
+        if passthrough::in_use(agent) {
+            passthrough::start(agent, self, miner, None);
+            return;
+        }
         if let Some(session) = self.least_loaded() {
             session.adopt(agent, miner);
             return;
@@ -443,7 +481,12 @@ impl PoolGroup {
     }
 
     /// No connection is up for these miners (any more): fake jobs or a disconnect.
-    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miners: Vec<Rc<MinerSession>>, why: &str) {
+    pub(super) fn no_pool_for(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        miners: Vec<Rc<MinerSession>>,
+        why: &str,
+    ) {
         let miners: Vec<_> = miners.into_iter().filter(|m| !m.is_closed()).collect();
         if miners.is_empty() {
             return;
@@ -501,7 +544,7 @@ pub fn session_for_share(miner: &MinerSession, connection: u32) -> Option<Rc<Poo
         .cloned()
 }
 
-fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+pub(super) fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
     miner.state.set(MinerState::Authorized);
     miner.set_deadline(None);
     log::info!("{}: authorized", miner.name());
@@ -549,7 +592,7 @@ async fn feed_fake_jobs(agent: Rc<Agent>, group: Rc<PoolGroup>) {
 }
 
 /// A status history record of `session`'s connection coming up or going down.
-fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
+pub(super) fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
     PoolEvent::new(
         unix_seconds(SystemTime::now()),
         event,
@@ -585,6 +628,9 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
         for entry in agent.config().pools.clone() {
             if surplus(&group) {
                 return;
+            }
+            if passthrough::is_passthrough(&entry) {
+                continue; // each miner dials it for itself
             }
             let user = connection_user(&agent, &group, &entry);
             let label = format!(
@@ -712,14 +758,14 @@ async fn redial_slots(agent: Rc<Agent>, group: Rc<PoolGroup>, epoch: u32) {
     }
 }
 
-type OpenSession = (
+pub(super) type OpenSession = (
     Rc<PoolSession>,
     smol::io::ReadHalf<crate::upstream::PoolStream>,
     FrameReader,
 );
 
 /// Dials one pool entry and completes the handshake within the dial timeout.
-async fn open(
+pub(super) async fn open(
     agent: &Rc<Agent>,
     group: &Rc<PoolGroup>,
     entry: &PoolEntry,
@@ -797,6 +843,7 @@ fn stratum_connection(
         vardiff: VardiffConfig::for_interval(60.0 / f64::from(a.stratum_shares_per_minute.max(1))),
         start_difficulty: a.stratum_start_difficulty,
         min_difficulty: a.stratum_min_difficulty,
+        passthrough: entry.identity_passthrough,
     })
 }
 

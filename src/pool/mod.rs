@@ -9,6 +9,7 @@ pub mod dial_streak;
 mod group;
 mod jobs;
 mod miner_list;
+mod passthrough;
 mod pending;
 mod session;
 
