@@ -839,7 +839,7 @@ mod tests {
             .collect();
         assert_eq!(
             serde_json::to_string(&uci_to_json(&example).unwrap()).unwrap(),
-            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
         );
     }
 
