@@ -174,10 +174,6 @@ impl PoolGroup {
         all
     }
 
-    pub fn passthrough(&self) -> &passthrough::Connections {
-        &self.passthrough
-    }
-
     pub fn miner_count(&self) -> usize {
         self.miners.get()
     }
@@ -191,7 +187,7 @@ impl PoolGroup {
         !self.held.borrow().is_empty()
     }
 
-    pub(super) fn least_loaded(&self) -> Option<Rc<PoolSession>> {
+    fn least_loaded(&self) -> Option<Rc<PoolSession>> {
         let retiring = self.retiring.borrow();
         self.sessions
             .borrow()
@@ -292,14 +288,6 @@ impl PoolGroup {
             s.kill("sub-account closed");
         }
         self.passthrough.kill_all("sub-account closed");
-    }
-
-    /// A miner placed by its pass-through walk: it is no longer waiting, held or on
-    /// fake jobs here.
-    pub(super) fn take_back(&self, miner: &Rc<MinerSession>) {
-        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
-        self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
-        self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
     }
 
     fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
@@ -481,12 +469,7 @@ impl PoolGroup {
     }
 
     /// No connection is up for these miners (any more): fake jobs or a disconnect.
-    pub(super) fn no_pool_for(
-        self: &Rc<Self>,
-        agent: &Rc<Agent>,
-        miners: Vec<Rc<MinerSession>>,
-        why: &str,
-    ) {
+    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miners: Vec<Rc<MinerSession>>, why: &str) {
         let miners: Vec<_> = miners.into_iter().filter(|m| !m.is_closed()).collect();
         if miners.is_empty() {
             return;
@@ -523,6 +506,51 @@ impl PoolGroup {
     }
 }
 
+impl passthrough::Group for PoolGroup {
+    fn subaccount(&self) -> Option<&str> {
+        self.subaccount.as_deref()
+    }
+
+    fn is_closed(&self) -> bool {
+        PoolGroup::is_closed(self)
+    }
+
+    fn connections(&self) -> &passthrough::Connections {
+        &self.passthrough
+    }
+
+    fn shared(&self) -> Option<Rc<PoolSession>> {
+        self.least_loaded()
+    }
+
+    fn take_back(&self, miner: &Rc<MinerSession>) {
+        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+    }
+
+    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, why: &str) {
+        PoolGroup::no_pool_for(self, agent, vec![miner.clone()], why);
+    }
+
+    fn accept_login(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+        accept_login(agent, miner, auth_id);
+    }
+
+    fn pool_event(&self, session: &PoolSession, event: &str, why: &str) -> PoolEvent {
+        pool_event(session, event, why)
+    }
+
+    async fn open(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        entry: &PoolEntry,
+        user: String,
+    ) -> Result<OpenSession, String> {
+        open(agent, self, entry, user).await
+    }
+}
+
 /// How far apart connection loads may be before a connection coming up takes miners:
 /// a tenth of an even share, and at least two miners.
 fn rebalance_margin(miners: usize, connections: usize) -> usize {
@@ -544,7 +572,7 @@ pub fn session_for_share(miner: &MinerSession, connection: u32) -> Option<Rc<Poo
         .cloned()
 }
 
-pub(super) fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+fn accept_login(agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
     miner.state.set(MinerState::Authorized);
     miner.set_deadline(None);
     log::info!("{}: authorized", miner.name());
@@ -592,7 +620,7 @@ async fn feed_fake_jobs(agent: Rc<Agent>, group: Rc<PoolGroup>) {
 }
 
 /// A status history record of `session`'s connection coming up or going down.
-pub(super) fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
+fn pool_event(session: &PoolSession, event: &str, why: &str) -> PoolEvent {
     PoolEvent::new(
         unix_seconds(SystemTime::now()),
         event,
@@ -758,14 +786,10 @@ async fn redial_slots(agent: Rc<Agent>, group: Rc<PoolGroup>, epoch: u32) {
     }
 }
 
-pub(super) type OpenSession = (
-    Rc<PoolSession>,
-    smol::io::ReadHalf<crate::upstream::PoolStream>,
-    FrameReader,
-);
+type OpenSession = passthrough::Opened;
 
 /// Dials one pool entry and completes the handshake within the dial timeout.
-pub(super) async fn open(
+async fn open(
     agent: &Rc<Agent>,
     group: &Rc<PoolGroup>,
     entry: &PoolEntry,

@@ -13,11 +13,11 @@
 //! pools with an extranonce2 of 8 bytes or more can carry them (smaller ones are refused
 //! at subscribe, and the walk goes on to the next entry).
 
-use super::group::{accept_login, open, pool_event, PoolGroup};
 use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
 use crate::config::PoolEntry;
 use crate::miner::{MinerSession, MinerState};
+use crate::protocol::framing::FrameReader;
 use crate::protocol::stratum_upstream::user::UserTemplate;
 use crate::status::history::PoolEvent;
 use crate::status::unix_seconds;
@@ -33,6 +33,41 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Descriptors kept for everything but miners and their connections: the listener,
 /// the status server, logs, the shared pool connections, a reload's dials.
 const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// A connection just dialled, its handshake done: the session, its read half and what
+/// was read past the handshake.
+pub type Opened = (
+    Rc<PoolSession>,
+    smol::io::ReadHalf<crate::upstream::PoolStream>,
+    FrameReader,
+);
+
+/// What a miner's walk needs of its group. The group (src/pool/group.rs) implements
+/// it and calls this file's hooks; this file does not depend on the group's.
+pub(super) trait Group: 'static {
+    /// Its sub-account; `None` in single-user mode.
+    fn subaccount(&self) -> Option<&str>;
+    fn is_closed(&self) -> bool;
+    /// Its miners' own connections.
+    fn connections(&self) -> &Connections;
+    /// The shared connection a miner would join now, if one is up.
+    fn shared(&self) -> Option<Rc<PoolSession>>;
+    /// `miner` is placed by its walk: it no longer waits, is held or on fake jobs.
+    fn take_back(&self, miner: &Rc<MinerSession>);
+    /// No connection for `miner` within the hold: fake jobs or a disconnect.
+    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, why: &str);
+    /// Answers the miner's authorize: it mines from now on.
+    fn accept_login(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str);
+    /// A status history record of `session` coming up or going down.
+    fn pool_event(&self, session: &PoolSession, event: &str, why: &str) -> PoolEvent;
+    /// Dials `entry`, authorizing as `user`, within the dial timeout.
+    async fn open(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        entry: &PoolEntry,
+        user: String,
+    ) -> Result<Opened, String>;
+}
 
 /// True when an entry gives each miner its own connection.
 pub fn is_passthrough(entry: &PoolEntry) -> bool {
@@ -103,14 +138,14 @@ impl Connections {
 
 /// Every pass-through connection of the agent, in all groups.
 fn agent_wide_count(agent: &Agent) -> usize {
-    agent.groups().iter().map(|g| g.passthrough().count()).sum()
+    agent.groups().iter().map(|g| g.connections().count()).sum()
 }
 
 /// An authorized miner (or one handed over by the previous process, without an
 /// authorize to answer) starts its walk of the pool list.
-pub fn start(
+pub(super) fn start<G: Group>(
     agent: &Rc<Agent>,
-    group: &Rc<PoolGroup>,
+    group: &Rc<G>,
     miner: &Rc<MinerSession>,
     auth_id: Option<&str>,
 ) {
@@ -143,7 +178,7 @@ enum Round {
 /// a shared connection. A miner that `lost` its connection (or was handed over
 /// without one) is held for `pool_failover_hold` meanwhile, as the group holds the
 /// miners of a lost shared connection.
-async fn walk(agent: Rc<Agent>, group: Rc<PoolGroup>, miner: Rc<MinerSession>, lost: bool) {
+async fn walk<G: Group>(agent: Rc<Agent>, group: Rc<G>, miner: Rc<MinerSession>, lost: bool) {
     let mut backoff = Duration::from_secs(1);
     // Since when the miner has had no connection after losing one.
     let mut lost_since = lost.then(Instant::now);
@@ -166,7 +201,7 @@ async fn walk(agent: Rc<Agent>, group: Rc<PoolGroup>, miner: Rc<MinerSession>, l
                 // Fake jobs or a disconnect, as for the miners of a lost shared connection.
                 group.no_pool_for(
                     &agent,
-                    vec![miner.clone()],
+                    &miner,
                     &format!("{}: {} s failover hold", miner.name(), hold.as_secs()),
                 );
             }
@@ -184,17 +219,17 @@ async fn walk(agent: Rc<Agent>, group: Rc<PoolGroup>, miner: Rc<MinerSession>, l
 }
 
 /// One round of the pool list for `miner`.
-async fn round(agent: &Rc<Agent>, group: &Rc<PoolGroup>, miner: &Rc<MinerSession>) -> Round {
+async fn round<G: Group>(agent: &Rc<Agent>, group: &Rc<G>, miner: &Rc<MinerSession>) -> Round {
     let over = || miner.is_closed() || group.is_closed() || agent.is_stopping();
     for entry in agent.config().pools.clone() {
         if over() {
             return Round::Over;
         }
         if !is_passthrough(&entry) {
-            if let Some(shared) = group.least_loaded() {
+            if let Some(shared) = group.shared() {
                 group.take_back(miner);
                 if let Some(id) = miner.take_pending_auth() {
-                    accept_login(agent, miner, &id);
+                    group.accept_login(agent, miner, &id);
                 }
                 shared.adopt(agent, miner);
                 log::info!("{}: on the shared {}", miner.name(), shared.name());
@@ -215,15 +250,15 @@ async fn round(agent: &Rc<Agent>, group: &Rc<PoolGroup>, miner: &Rc<MinerSession
 
 /// Dials `entry` for `miner` alone and serves it until the connection ends; `None` when
 /// it could not be had (the walk goes on to the next entry).
-async fn own_connection(
+async fn own_connection<G: Group>(
     agent: &Rc<Agent>,
-    group: &Rc<PoolGroup>,
+    group: &Rc<G>,
     miner: &Rc<MinerSession>,
     entry: &PoolEntry,
 ) -> Option<Round> {
     let cap = connection_cap(crate::fd_limit::current());
     if agent_wide_count(agent) >= cap {
-        if !group.passthrough().cap_logged.replace(true) {
+        if !group.connections().cap_logged.replace(true) {
             log::warn!(
                 "{}: the open-files limit allows {cap} pass-through connections (two descriptors each): miners beyond go on to the next pool entry",
                 miner.name()
@@ -231,17 +266,17 @@ async fn own_connection(
         }
         return None;
     }
-    group.passthrough().cap_logged.set(false);
-    let user = user_for(agent, group, miner, entry);
+    group.connections().cap_logged.set(false);
+    let user = user_for(agent, &**group, miner, entry);
     let label = format!(
         "pool {} ({})",
         crate::upstream::proxy_url::host_port(&entry.host, entry.port),
         user.as_deref().unwrap_or("?")
     );
-    let connections = group.passthrough();
+    let connections = group.connections();
     connections.dialling.set(connections.dialling.get() + 1);
     let opened = match user.clone() {
-        Ok(user) => open(agent, group, entry, user).await,
+        Ok(user) => group.open(agent, entry, user).await,
         Err(why) => Err(why),
     };
     connections.dialling.set(connections.dialling.get() - 1);
@@ -279,10 +314,12 @@ async fn own_connection(
         .up
         .borrow_mut()
         .insert(miner.sid, session.clone());
-    agent.status.pool_event(pool_event(&session, "up", ""));
+    agent
+        .status
+        .pool_event(group.pool_event(&session, "up", ""));
     group.take_back(miner);
     if let Some(id) = miner.take_pending_auth() {
-        accept_login(agent, miner, &id);
+        group.accept_login(agent, miner, &id);
     }
     if let Some(old) = miner.pool() {
         // Back from a shared connection (a reload): its shares there still count.
@@ -299,7 +336,9 @@ async fn own_connection(
         .up
         .borrow_mut()
         .retain(|_, s| !Rc::ptr_eq(s, &session));
-    agent.status.pool_event(pool_event(&session, "down", &why));
+    agent
+        .status
+        .pool_event(group.pool_event(&session, "down", &why));
     session.shut(agent);
     if miner.is_closed() || group.is_closed() || agent.is_stopping() {
         log::info!("{}: closed: {why}", session.name());
@@ -316,9 +355,9 @@ async fn own_connection(
 }
 
 /// The user `miner`'s own connection to `entry` authorizes as.
-fn user_for(
+fn user_for<G: Group>(
     agent: &Agent,
-    group: &PoolGroup,
+    group: &G,
     miner: &MinerSession,
     entry: &PoolEntry,
 ) -> Result<String, String> {
@@ -326,7 +365,7 @@ fn user_for(
         return Err("not a Stratum pool".into());
     };
     UserTemplate::parse(&s.user, agent.config().multi_user_mode, true)?
-        .user_for(group.subaccount.as_deref().unwrap_or(""), &miner.worker())
+        .user_for(group.subaccount().unwrap_or(""), &miner.worker())
 }
 
 #[cfg(test)]
