@@ -276,3 +276,43 @@ fn multi_user_mode_passes_sub_account_and_worker() {
         s.worker("alice.rig1").valid == 1 && s.worker("bob.rig2").valid == 1
     }));
 }
+
+/// The open-files limit bounds the pass-through connections (two descriptors a miner):
+/// lowered under the running agent to room for one, the second miner is not given a
+/// connection of its own but goes on to the next entry, a shared pool, with a warning.
+#[cfg(target_os = "linux")]
+#[test]
+fn miners_beyond_the_open_files_limit_go_on_to_the_next_entry() {
+    let first = stratum_pool(StratumPoolConfig::ckpool());
+    let second = stratum_pool(StratumPoolConfig::default());
+    let agent = agent_for(
+        vec![
+            passthrough_entry(first.addr(), "acct.{worker}"),
+            shared_entry(second.addr(), "acct.backup"),
+        ],
+        json!({}),
+    );
+    // 89 descriptors: a quarter for handshakes and 64 kept leave 3, one connection's two.
+    let limit = libc::rlimit {
+        rlim_cur: 89,
+        rlim_max: 89,
+    };
+    let pid = agent.child.id() as libc::pid_t;
+    // SAFETY: prlimit only reads the struct passed to it; no old limit is asked for.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    block_on(async {
+        let mut a = Miner::login(&agent, "rig1", false).await;
+        let mut b = Miner::login(&agent, "rig2", false).await;
+        assert_eq!(open_users(&first), ["acct.rig1"]);
+        assert_eq!(a.submit_share(0, 0).await["result"], json!(true));
+        assert_eq!(b.submit_share(0, 0).await["result"], json!(true));
+    });
+    assert!(first.wait_until(T, |s| s.worker("acct.rig1").valid == 1));
+    assert!(second.wait_until(T, |s| s.worker("acct.backup").valid == 1));
+    assert!(
+        agent.wait_log("the open-files limit allows 1 pass-through connections", T),
+        "{}",
+        agent.log()
+    );
+}
