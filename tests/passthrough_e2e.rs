@@ -316,3 +316,71 @@ fn miners_beyond_the_open_files_limit_go_on_to_the_next_entry() {
         agent.log()
     );
 }
+
+/// A reload to another pass-through pool: each miner's connection closes and its miner
+/// walks the new list, still connected, onto a connection of its own there.
+#[test]
+fn a_reload_moves_each_miner_to_its_own_connection_at_the_new_pool() {
+    let old_pool = stratum_pool(StratumPoolConfig::ckpool());
+    let new_pool = stratum_pool(StratumPoolConfig::default());
+    let config = |pool: &StratumPool| {
+        let mut config = config_for(&[], json!({}));
+        config["multi_user_mode"] = json!(false);
+        config["pools"] = json!([passthrough_entry(pool.addr(), "acct.{worker}")]);
+        config
+    };
+    let agent = AgentProc::start(config(&old_pool));
+    block_on(async {
+        let mut a = Miner::login(&agent, "rig1", true).await;
+        let mut b = Miner::login(&agent, "rig2", false).await;
+        assert_eq!(open_users(&old_pool), ["acct.rig1", "acct.rig2"]);
+        agent.rewrite_config(&serde_json::to_vec_pretty(&config(&new_pool)).unwrap());
+        agent.sighup();
+        assert!(agent.wait_log("reload: applied", T), "{}", agent.log());
+        assert!(
+            new_pool.wait_until(T, |s| s.open_count() == 2),
+            "{}\n{}",
+            new_pool.stats().summary(),
+            agent.log()
+        );
+        assert_eq!(open_users(&new_pool), ["acct.rig1", "acct.rig2"]);
+        assert!(old_pool.wait_until(T, |s| s.open_count() == 0));
+        for m in [&mut a, &mut b] {
+            // Once the new connection's job is there, a share on it is valid there.
+            let prefix = new_connection_prefix(&agent, &m.user);
+            while !m.job.as_ref().is_some_and(|j| j.id.starts_with(&prefix)) {
+                m.wait_job().await;
+            }
+            let r = m.submit_share(0, 0).await;
+            assert_eq!(r["result"], json!(true), "{}: {r}\n{}", m.user, agent.log());
+        }
+        assert!(!agent.log().contains("disconnected"), "{}", agent.log());
+    });
+    assert!(new_pool.wait_until(T, |s| {
+        s.worker("acct.rig1").valid == 1 && s.worker("acct.rig2").valid == 1
+    }));
+}
+
+/// The job id prefix (`"<connection>-"`) of `user`'s second pass-through connection,
+/// once the agent's log says it is up.
+fn new_connection_prefix(agent: &AgentProc, user: &str) -> String {
+    let needle = format!("/acct.{user}: up via");
+    let deadline = Instant::now() + T;
+    loop {
+        let log = agent.log();
+        let ups: Vec<&str> = log.lines().filter(|l| l.contains(&needle)).collect();
+        if let Some(line) = ups.get(1) {
+            let id = line
+                .split("pool#")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or("?");
+            return format!("{id}-");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user}: no second connection up\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
