@@ -158,6 +158,8 @@ fn each_miner_gets_its_own_connection_as_its_own_worker() {
                     == 3
             })
         });
+        assert_eq!(doc["totals"]["pool_connections"], 3, "{doc:#}");
+        assert_eq!(doc["totals"]["pools_up"], 3, "{doc:#}");
         let mut users: Vec<&str> = doc["pools"]
             .as_array()
             .unwrap()

@@ -14,4 +14,5 @@ mod pending;
 mod session;
 
 pub use group::{session_for_share, PoolGroup};
+pub use passthrough::is_passthrough;
 pub use session::{drain_all, Departure, PoolSession, PoolState, PoolStats};
