@@ -93,11 +93,21 @@ pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
     miners_now.sort_by_key(|m| m.sid);
 
     let groups = agent.groups();
-    let slots = cfg.advanced.pool_connection_number_per_subaccount as u64;
+    // The slots dial only the entries miners share: with none, each miner's own
+    // connections (identity pass-through) are all there is.
+    let slots = if cfg.pools.iter().all(crate::pool::is_passthrough) {
+        0
+    } else {
+        cfg.advanced.pool_connection_number_per_subaccount as u64
+    };
+    let mut passthrough = 0u64;
     let mut subaccounts: HashMap<String, SubaccountStatus> = HashMap::new();
     let mut pools = Vec::new();
     for g in &groups {
         for s in g.sessions() {
+            if crate::pool::is_passthrough(&s.entry) {
+                passthrough += 1;
+            }
             let st = &s.stats;
             sub(&mut subaccounts, &s.subaccount).pool_connections += 1;
             pools.push(PoolStatus {
@@ -157,7 +167,7 @@ pub fn document(agent: &Agent) -> (StatusDoc, MinerEntries<'static>) {
     let totals = Totals {
         miners: miners_now.len() as u64,
         pools_up: pools.iter().filter(|p| p.state == "up").count() as u64,
-        pool_connections: groups.len() as u64 * slots,
+        pool_connections: groups.len() as u64 * slots + passthrough,
         shares_accepted: total.accepted,
         shares_rejected: total.rejected,
         accepted_last_5min: last_5min.accepted,

@@ -33,6 +33,9 @@ pub struct StratumEntry {
     pub password: String,
     /// Send `mining.extranonce.subscribe` after authorize.
     pub extranonce_subscribe: bool,
+    /// One upstream connection per miner, authorized as the template with its
+    /// `{worker}` (docs/stratum-upstream.md §8).
+    pub identity_passthrough: bool,
 }
 
 impl PoolEntry {
@@ -1132,14 +1135,13 @@ fn read_pool_object(
             ))
         }
     };
-    if f.bool("identity_passthrough", false)? {
-        return Err(ConfigError::field(
-            f.path_of("identity_passthrough"),
-            "one upstream connection per miner is not supported by this version yet: leave it false (miners share connections)",
-        ));
-    }
-    crate::protocol::stratum_upstream::user::UserTemplate::parse(&user, multi_user_mode, false)
-        .map_err(|m| ConfigError::field(&user_path, m))?;
+    let identity_passthrough = f.bool("identity_passthrough", false)?;
+    crate::protocol::stratum_upstream::user::UserTemplate::parse(
+        &user,
+        multi_user_mode,
+        identity_passthrough,
+    )
+    .map_err(|m| ConfigError::field(&user_path, m))?;
     Ok(PoolEntry {
         host,
         port,
@@ -1148,6 +1150,7 @@ fn read_pool_object(
             user,
             password: f.string("password", "x")?,
             extranonce_subscribe: f.bool("extranonce_subscribe", true)?,
+            identity_passthrough,
         }),
     })
 }
@@ -1832,10 +1835,17 @@ mod tests {
                     user: "bc1q.farm1".into(),
                     password: "x".into(),
                     extranonce_subscribe: true,
+                    identity_passthrough: false,
                 }),
             }
         );
         assert_eq!(c.pools[1].account(), "bc1q.farm1");
+        let (passthrough, _) = parse(
+            r#"{"pools": [{"protocol": "stratum", "host": "h", "port": 1,
+                "user": "acct.{worker}", "identity_passthrough": true}]}"#,
+        );
+        let entry = passthrough.pools[0].stratum.as_ref().unwrap();
+        assert!(entry.identity_passthrough);
         assert_eq!(
             c.pools[2],
             PoolEntry {
@@ -1903,8 +1913,15 @@ mod tests {
             &pools(&format!(
                 r#"{{{stratum}, "user": "a.b", "identity_passthrough": true}}"#
             )),
+            "pools[0].user",
+            "has no {worker}",
+        );
+        assert_field_error(
+            &pools(&format!(
+                r#"{{{stratum}, "user": "a.{{worker}}", "identity_passthrough": 1}}"#
+            )),
             "pools[0].identity_passthrough",
-            "not supported",
+            "expected",
         );
         assert_field_error(
             &pools(r#"{"protocol": "stratum", "port": 1, "user": "a"}"#),

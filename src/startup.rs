@@ -24,6 +24,10 @@ pub fn plan(cfg: &Config, routes: &str) -> String {
         .map(|p| {
             let pool = crate::upstream::proxy_url::host_port(&p.host, p.port);
             match (&p.stratum, cfg.multi_user_mode) {
+                (Some(s), _) if s.identity_passthrough => format!(
+                    "{pool} (Stratum V1, user {}, a connection per miner)",
+                    s.user
+                ),
                 (Some(s), _) => format!("{pool} (Stratum V1, user {})", s.user),
                 (None, true) => pool,
                 (None, false) => format!("{pool} ({})", p.subaccount),

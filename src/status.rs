@@ -71,7 +71,8 @@ pub struct Totals {
     /// Pool connections that are up.
     pub pools_up: u64,
     /// Pool connections the agent keeps (up or being dialled): one per slot of each
-    /// sub-account group.
+    /// sub-account group (none when every entry is identity pass-through), plus the
+    /// miners' own pass-through connections that are up.
     pub pool_connections: u64,
     /// Since the agent started, as answered to the miners (local rejects included).
     pub shares_accepted: u64,

@@ -453,6 +453,7 @@ const POOL_OPTIONS: &[&str] = &[
     "user",
     "password",
     "extranonce_subscribe",
+    "identity_passthrough",
 ];
 
 /// The options of a section without `option protocol` or with `'agent'`.
@@ -466,6 +467,7 @@ const STRATUM_POOL_OPTIONS: &[&str] = &[
     "user",
     "password",
     "extranonce_subscribe",
+    "identity_passthrough",
 ];
 
 fn translate(sections: &[Section]) -> Result<Value, String> {
@@ -530,7 +532,7 @@ fn translate(sections: &[Section]) -> Result<Value, String> {
 
 /// `config pool` -> `["host", port, "subaccount"]` (agent protocol, the default) or, with
 /// `option protocol 'stratum'`, `{"protocol": "stratum", "host": .., "port": .., "user": ..}`
-/// plus `password` and `extranonce_subscribe` when they are set.
+/// plus `password`, `extranonce_subscribe` and `identity_passthrough` when they are set.
 /// Host and port are required; an agent-protocol sub-account may be left out when
 /// `multi_user_mode` takes it from the miners' names, a Stratum pool's user may not.
 fn translate_pool(section: &Section) -> Result<Value, String> {
@@ -580,17 +582,17 @@ fn translate_pool(section: &Section) -> Result<Value, String> {
                 "an agent-protocol pool takes option subaccount \
                  (for a plain Stratum pool, set option protocol 'stratum')"
             }
-            (false, "extranonce_subscribe") => {
+            (false, "extranonce_subscribe" | "identity_passthrough") => {
                 "only a Stratum pool has it (option protocol 'stratum')"
             }
             (true, _) => {
                 "unknown option (a Stratum pool has protocol, host, port, user, \
-                 password and extranonce_subscribe)"
+                 password, extranonce_subscribe and identity_passthrough)"
             }
             (false, _) => {
                 "unknown option (a pool has host, port and subaccount; with \
-                 option protocol 'stratum', user, password and extranonce_subscribe \
-                 instead of subaccount)"
+                 option protocol 'stratum', user, password, extranonce_subscribe and \
+                 identity_passthrough instead of subaccount)"
             }
         };
         return Err(format!("{}: {why}", name(key)));
@@ -631,6 +633,7 @@ fn translate_pool(section: &Section) -> Result<Value, String> {
     for (key, kind) in [
         ("password", Kind::Text),
         ("extranonce_subscribe", Kind::Bool),
+        ("identity_passthrough", Kind::Bool),
     ] {
         if let Some(json) = get(key, kind)? {
             pool.insert(key.into(), json);
@@ -836,7 +839,7 @@ mod tests {
             .collect();
         assert_eq!(
             serde_json::to_string(&uci_to_json(&example).unwrap()).unwrap(),
-            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
+            r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","identity_passthrough":false,"password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
         );
     }
 
@@ -1092,6 +1095,11 @@ config pool
             json_text(text),
             r#"{"pools":[{"extranonce_subscribe":true,"host":"solo.ckpool.org","password":"x","port":3333,"protocol":"stratum","user":"bc1qexample.farm1"}]}"#
         );
+        let passthrough = "config pool\n option protocol stratum\n option host h\n option port 1\n option user 'acct.{worker}'\n option identity_passthrough '1'\n";
+        assert_eq!(
+            json_text(passthrough),
+            r#"{"pools":[{"host":"h","identity_passthrough":true,"port":1,"protocol":"stratum","user":"acct.{worker}"}]}"#
+        );
         // Only what is set: the agent's defaults apply to the rest.
         let minimal = "config pool\n option protocol stratum\n option host h\n option port 1\n option user '{sub}.farm1'\n";
         assert_eq!(
@@ -1268,8 +1276,8 @@ config pool
         assert_eq!(
             err("config pool\n option host a\n option port 1\n option usr x\n"),
             "btcagent.@pool[0].usr: unknown option (a pool has host, port and subaccount; \
-             with option protocol 'stratum', user, password and extranonce_subscribe \
-             instead of subaccount)"
+             with option protocol 'stratum', user, password, extranonce_subscribe and \
+             identity_passthrough instead of subaccount)"
         );
         assert_eq!(
             err(
@@ -1277,23 +1285,12 @@ config pool
                  option user u\n option pasword x\n"
             ),
             "btcagent.@pool[0].pasword: unknown option (a Stratum pool has protocol, host, \
-             port, user, password and extranonce_subscribe)"
-        );
-        // One upstream connection per miner is not in this version: the option is unknown,
-        // in a pool of either protocol.
-        assert_eq!(
-            err(
-                "config pool\n option protocol stratum\n option host a\n option port 1\n \
-                 option user u\n option identity_passthrough 0\n"
-            ),
-            "btcagent.@pool[0].identity_passthrough: unknown option (a Stratum pool has \
-             protocol, host, port, user, password and extranonce_subscribe)"
+             port, user, password, extranonce_subscribe and identity_passthrough)"
         );
         assert_eq!(
             err("config pool\n option host a\n option port 1\n option identity_passthrough 1\n"),
-            "btcagent.@pool[0].identity_passthrough: unknown option (a pool has host, port and \
-             subaccount; with option protocol 'stratum', user, password and \
-             extranonce_subscribe instead of subaccount)"
+            "btcagent.@pool[0].identity_passthrough: only a Stratum pool has it \
+             (option protocol 'stratum')"
         );
         assert_eq!(
             err("config pools\n"),

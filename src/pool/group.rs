@@ -8,6 +8,7 @@
 //! `pool_failover_hold` while the slots dial the next pools of the list: the first
 //! connection up takes them all, and they see a new job, not a disconnect.
 
+use super::passthrough;
 use super::session::{Departure, PoolSession};
 use crate::agent::Agent;
 use crate::config::{PoolEntry, StratumEntry};
@@ -58,6 +59,8 @@ pub struct PoolGroup {
     retiring: RefCell<Vec<Rc<PoolSession>>>,
     /// Counts redials, so that an older one stops when a newer reload begins.
     redial_epoch: Cell<u32>,
+    /// The miners' own connections to identity pass-through pools.
+    passthrough: passthrough::Connections,
 }
 
 impl PoolGroup {
@@ -79,6 +82,7 @@ impl PoolGroup {
             by_slot: RefCell::new(Vec::new()),
             retiring: RefCell::new(Vec::new()),
             redial_epoch: Cell::new(0),
+            passthrough: passthrough::Connections::default(),
         });
         group.resize(
             agent,
@@ -114,6 +118,8 @@ impl PoolGroup {
         let epoch = self.redial_epoch.get().wrapping_add(1);
         self.redial_epoch.set(epoch);
         agent.spawn(redial_slots(agent.clone(), self.clone(), epoch));
+        self.passthrough
+            .kill_all("config reloaded: its miner walks the pool list again");
     }
 
     fn slot_session(&self, slot: u16) -> Option<Rc<PoolSession>> {
@@ -161,8 +167,11 @@ impl PoolGroup {
         self.submit_response_from_server.get()
     }
 
+    /// Every connection up: the shared ones, then the miners' own (pass-through).
     pub fn sessions(&self) -> Vec<Rc<PoolSession>> {
-        self.sessions.borrow().clone()
+        let mut all = self.sessions.borrow().clone();
+        all.extend(self.passthrough.sessions());
+        all
     }
 
     pub fn miner_count(&self) -> usize {
@@ -196,6 +205,10 @@ impl PoolGroup {
     pub fn join(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
+        if passthrough::in_use(agent) {
+            passthrough::start(agent, self, miner, Some(auth_id));
+            return;
+        }
         match self.least_loaded() {
             Some(session) => {
                 accept_login(agent, miner, auth_id);
@@ -253,6 +266,7 @@ impl PoolGroup {
         self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
         self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.passthrough.leave(agent, miner.sid);
         self.miners.set(self.miners.get().saturating_sub(1));
         if self.miners.get() == 0 && self.subaccount.is_some() {
             log::info!(
@@ -273,6 +287,7 @@ impl PoolGroup {
         for s in self.sessions.borrow().iter() {
             s.kill("sub-account closed");
         }
+        self.passthrough.kill_all("sub-account closed");
     }
 
     fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
@@ -395,6 +410,13 @@ impl PoolGroup {
             }
             return;
         }
+        if passthrough::in_use(agent) {
+            // The pass-through entries of the list are dialled for each miner.
+            for miner in miners.iter().filter(|m| !m.is_closed()) {
+                passthrough::start(agent, self, miner, None);
+            }
+            return;
+        }
         let hold = agent.config().advanced.pool_failover_hold;
         // The pool asked to be dialled again after a wait (client.reconnect): the
         // miners are held through it, and through the dial that follows.
@@ -425,6 +447,10 @@ impl PoolGroup {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
         miner.state.set(MinerState::Authorized);
+        if passthrough::in_use(agent) {
+            passthrough::start(agent, self, miner, None);
+            return;
+        }
         if let Some(session) = self.least_loaded() {
             session.adopt(agent, miner);
             return;
@@ -485,6 +511,51 @@ impl PoolGroup {
         if !self.feeding_fakes.replace(true) {
             agent.spawn(feed_fake_jobs(agent.clone(), self.clone()));
         }
+    }
+}
+
+impl passthrough::Group for PoolGroup {
+    fn subaccount(&self) -> Option<&str> {
+        self.subaccount.as_deref()
+    }
+
+    fn is_closed(&self) -> bool {
+        PoolGroup::is_closed(self)
+    }
+
+    fn connections(&self) -> &passthrough::Connections {
+        &self.passthrough
+    }
+
+    fn shared(&self) -> Option<Rc<PoolSession>> {
+        self.least_loaded()
+    }
+
+    fn take_back(&self, miner: &Rc<MinerSession>) {
+        self.waiting.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.orphans.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+        self.held.borrow_mut().retain(|m| !Rc::ptr_eq(m, miner));
+    }
+
+    fn no_pool_for(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, why: &str) {
+        PoolGroup::no_pool_for(self, agent, vec![miner.clone()], why);
+    }
+
+    fn accept_login(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
+        accept_login(agent, miner, auth_id);
+    }
+
+    fn pool_event(&self, session: &PoolSession, event: &str, why: &str) -> PoolEvent {
+        pool_event(session, event, why)
+    }
+
+    async fn open(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        entry: &PoolEntry,
+        user: String,
+    ) -> Result<OpenSession, String> {
+        open(agent, self, entry, user).await
     }
 }
 
@@ -599,6 +670,9 @@ async fn run_slot(agent: Rc<Agent>, group: Rc<PoolGroup>, slot: u16) {
         for (n, entry) in entries.enumerate() {
             if surplus(&group) {
                 return;
+            }
+            if passthrough::is_passthrough(&entry) {
+                continue; // each miner dials it for itself
             }
             let user = connection_user(&agent, &group, &entry);
             let label = format!(
@@ -751,11 +825,7 @@ async fn redial_slots(agent: Rc<Agent>, group: Rc<PoolGroup>, epoch: u32) {
     }
 }
 
-type OpenSession = (
-    Rc<PoolSession>,
-    smol::io::ReadHalf<crate::upstream::PoolStream>,
-    FrameReader,
-);
+type OpenSession = passthrough::Opened;
 
 /// Dials one pool entry and completes the handshake within the dial timeout.
 async fn open(
@@ -836,6 +906,7 @@ fn stratum_connection(
         vardiff: VardiffConfig::for_interval(60.0 / f64::from(a.stratum_shares_per_minute.max(1))),
         start_difficulty: a.stratum_start_difficulty,
         min_difficulty: a.stratum_min_difficulty,
+        passthrough: entry.identity_passthrough,
     })
 }
 

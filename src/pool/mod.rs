@@ -9,8 +9,10 @@ pub mod dial_streak;
 mod group;
 mod jobs;
 mod miner_list;
+mod passthrough;
 mod pending;
 mod session;
 
 pub use group::{session_for_share, PoolGroup};
+pub use passthrough::is_passthrough;
 pub use session::{drain_all, Departure, PoolSession, PoolState, PoolStats};

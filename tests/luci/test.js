@@ -316,7 +316,7 @@ check('settings: pools table: Protocol, host, port, sub-account or user by proto
 	assert.equal(await page.inputValue(POOL('cfg0b1002', 'user')), '{sub}.farm1');
 	assert.equal(await page.getAttribute(POOL('cfg0c1003', 'user'), 'placeholder'), '{sub}.farm1', 'multi-user mode is on');
 	/* Password and the switch are not in the table, only in the row's dialog. */
-	for (const opt of [ 'password', 'extranonce_subscribe' ])
+	for (const opt of [ 'password', 'extranonce_subscribe', 'identity_passthrough' ])
 		assert.equal(await page.$$eval(`.cbi-tblsection [id$=".${opt}"]`, (l) => l.length), 0, opt);
 	await openEdit(page, 'cfg0b1002');
 	assert.equal(await page.inputValue(MODAL('password')), 'x');
@@ -326,7 +326,7 @@ check('settings: pools table: Protocol, host, port, sub-account or user by proto
 	await page.click('.cbi-modal .button-row .cbi-button:not(.cbi-button-positive)');
 	/* An agent-protocol row's dialog has no Stratum options. */
 	await openEdit(page, 'cfg0a1001');
-	for (const opt of [ 'user', 'password', 'extranonce_subscribe' ])
+	for (const opt of [ 'user', 'password', 'extranonce_subscribe', 'identity_passthrough' ])
 		assert.equal(await page.isVisible(MODAL(opt)), false, opt);
 	assert.equal(await page.isVisible(MODAL('subaccount')), true);
 	/* A Stratum pool with the switch absent shows the agent's default: subscribe on. */
@@ -367,7 +367,7 @@ check('settings: switching a row to Stratum V1 shows User for Sub-account and Sa
 	/* The user must be given, and follow the agent's template rules. */
 	assert.equal(await save(page), 'not saved:\n_pools: User: Enter the user name the pool expects, e.g. account.worker');
 	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.farm1'), /With multi-user mode on, write \{sub\}/);
-	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}'), /\{worker\} is not supported in this version: many miners share one pool connection and one user/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}'), /\{worker\} needs identity pass-through \(in the row's edit dialog\): without it many miners share one pool connection and one user/);
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.{rig}'), /Only \{sub\} and \{worker\}/);
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub} farm'), /spaces/);
 	assert.equal(await typeInto(page, POOL(sid, 'user'), '{sub}.farm1'), '');
@@ -383,17 +383,17 @@ check('settings: switching a row to Stratum V1 shows User for Sub-account and Sa
 	await page.close();
 });
 
-check('settings: the Stratum user follows multi-user mode; {worker} is refused', async () => {
+check('settings: the Stratum user follows multi-user mode; {worker} is refused without identity pass-through', async () => {
 	const page = await openView('view=btcagent/settings&uci=uci-stratum');
 	const sid = 'cfg0c1003';
 	await page.uncheck(id('main', 'multi_user_mode'));
 	assert.match(await typeInto(page, POOL(sid, 'user'), '{sub}.rack2'), /\{sub\} needs multi-user mode/);
 	assert.equal(await typeInto(page, POOL(sid, 'user'), 'acct.rack2'), '');
-	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.{worker}'), /\{worker\} is not supported in this version/);
+	assert.match(await typeInto(page, POOL(sid, 'user'), 'acct.{worker}'), /\{worker\} needs identity pass-through/);
 	await page.check(id('main', 'multi_user_mode'));
 	await openEdit(page, sid);
 	await page.fill(MODAL('user'), '{sub}.{worker}');
-	assert.match(await saveEdit(page), /\{worker\} is not supported in this version/);
+	assert.match(await saveEdit(page), /\{worker\} needs identity pass-through/);
 	await page.fill(MODAL('user'), '{sub}.rack3');
 	assert.equal(await saveEdit(page), '');
 	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
@@ -404,6 +404,26 @@ check('settings: the Stratum user follows multi-user mode; {worker} is refused',
 	await page.close();
 });
 
+check('settings: identity pass-through in the edit dialog: the user needs {worker} with it', async () => {
+	const page = await openView('view=btcagent/settings&uci=uci-stratum');
+	const sid = 'cfg0c1003';
+	await openEdit(page, sid);
+	assert.equal(await page.isChecked(MODAL('identity_passthrough')), false, 'off unless set');
+	await page.check(MODAL('identity_passthrough'));
+	await page.fill(MODAL('user'), '{sub}.rack3');
+	assert.match(await saveEdit(page), /With identity pass-through, write \{worker\} where the worker name goes/);
+	await page.fill(MODAL('user'), '{sub}.{worker}');
+	assert.equal(await saveEdit(page), '');
+	assert.deepEqual(normalCalls(await poolCalls(page)), normalCalls([
+		{ method: 'set', args: { config: 'btcagent', section: sid, values: { user: '{sub}.{worker}', identity_passthrough: '1' } } }
+	]));
+	/* The table row knows the switch from what was saved: its {worker} is fine. */
+	assert.equal(await page.inputValue(POOL(sid, 'user')), '{sub}.{worker}');
+	assert.equal(await typeInto(page, POOL(sid, 'user'), '{sub}.{worker}x'), '');
+	assert.deepEqual(page.consoleErrors, []);
+	await page.close();
+});
+
 check('settings: a Stratum pool added through the edit dialog gives exactly its options to uci', async () => {
 	const page = await openView('view=btcagent/settings');
 	await page.click('.cbi-tblsection .cbi-section-create .cbi-button-add');
@@ -411,7 +431,7 @@ check('settings: a Stratum pool added through the edit dialog gives exactly its 
 	assert.equal(await page.inputValue(MODAL('protocol')), 'agent', 'a new pool starts as agent protocol');
 	assert.equal(await page.isVisible(MODAL('password')), false);
 	await page.selectOption(MODAL('protocol'), 'stratum');
-	for (const opt of [ 'user', 'password', 'extranonce_subscribe' ])
+	for (const opt of [ 'user', 'password', 'extranonce_subscribe', 'identity_passthrough' ])
 		assert.equal(await page.isVisible(MODAL(opt)), true, opt);
 	assert.equal(await page.isVisible(MODAL('subaccount')), false);
 	await page.fill(MODAL('host'), 'solo.ckpool.org');

@@ -93,6 +93,9 @@ pub struct Settings {
     pub vardiff: VardiffConfig,
     pub start_difficulty: f64,
     pub min_difficulty: f64,
+    /// Identity pass-through (docs/stratum-upstream.md §8): the connection carries one
+    /// miner, whose difficulty is the pool's as sent (no vardiff, no floor).
+    pub passthrough: bool,
 }
 
 /// What the session must do after a line from the pool.
@@ -237,9 +240,15 @@ pub struct StratumConnection {
 
 impl StratumConnection {
     pub fn new(settings: Settings) -> StratumConnection {
+        // In pass-through the floor is the ceiling: the vardiff can only ever give the
+        // pool's difficulty, and follows it both ways.
         let rules = VardiffRules {
             config: settings.vardiff,
-            floor: settings.min_difficulty,
+            floor: if settings.passthrough {
+                1.0
+            } else {
+                settings.min_difficulty
+            },
             ceiling: 1.0,
         };
         StratumConnection {
@@ -330,7 +339,7 @@ impl StratumConnection {
         } else {
             s.start_difficulty
         };
-        let start = start_difficulty(start, s.min_difficulty, self.difficulty);
+        let start = start_difficulty(start, self.rules.floor, self.difficulty);
         let vardiff = Vardiff::new(&self.rules, start, now);
         let difficulty = vardiff.difficulty();
         self.miners.insert(
@@ -386,8 +395,16 @@ impl StratumConnection {
                     }
                     Some(SUBSCRIBE_ID) => {
                         let sub = r.subscribed().map_err(|e| e.to_string())?;
-                        let split = Split::for_pool(&sub.extranonce1, sub.extranonce2_size, false)
-                            .map_err(|e| e.to_string())?;
+                        let passthrough = self.settings.passthrough;
+                        let split =
+                            Split::for_pool(&sub.extranonce1, sub.extranonce2_size, passthrough)
+                                .map_err(|e| e.to_string())?;
+                        if split.layout != Layout::Standard && passthrough {
+                            return Err(format!(
+                                "the pool's extranonce2 is {} bytes: identity pass-through needs 8 or more in this version (a miner's own layout for smaller ones is not built yet); the miner goes on to the next pool entry",
+                                sub.extranonce2_size
+                            ));
+                        }
                         if split.layout != Layout::Standard {
                             return Err(format!(
                                 "the pool's extranonce2 is {} bytes: a shared Stratum connection needs 8 or more in this version (4 for the miners' session ids, 4 for their own)",
@@ -442,6 +459,9 @@ impl StratumConnection {
                 self.start_difficulty.get_or_insert(d);
                 self.difficulty = d;
                 self.rules.ceiling = d;
+                if self.settings.passthrough {
+                    self.rules.floor = d;
+                }
                 let rules = self.rules;
                 let changed: Vec<(u16, f64)> = self
                     .miners
@@ -807,6 +827,7 @@ mod tests {
             vardiff: VardiffConfig::for_interval(10.0),
             start_difficulty: 16384.0,
             min_difficulty: 1e-12,
+            passthrough: false,
         }
     }
 
@@ -818,7 +839,11 @@ mod tests {
     /// `ee2c106b`, extranonce2 8 bytes), at pool difficulty `difficulty`, with the block
     /// 881,423 job as its first.
     fn up(difficulty: &str) -> StratumConnection {
-        let mut c = StratumConnection::new(settings());
+        up_with(settings(), difficulty)
+    }
+
+    fn up_with(settings: Settings, difficulty: &str) -> StratumConnection {
+        let mut c = StratumConnection::new(settings);
         let t = Instant::now();
         let feed = |c: &mut StratumConnection, s: &str| c.on_line(s.as_bytes(), t).unwrap();
         feed(
@@ -1002,6 +1027,69 @@ mod tests {
         assert!(
             e.contains("refused user \"acct.farm1\": Unauthorized"),
             "{e}"
+        );
+    }
+
+    fn passthrough() -> Settings {
+        Settings {
+            user: "acct.rig7".into(),
+            passthrough: true,
+            min_difficulty: 1.0,
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn passthrough_refuses_a_pool_extranonce2_below_8_bytes_with_its_reason() {
+        for size in [2, 3, 4, 7] {
+            let mut c = StratumConnection::new(passthrough());
+            let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
+            let e = c.on_line(answer.as_bytes(), Instant::now()).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "extranonce2 is {size} bytes: identity pass-through"
+                )) && e.contains("next pool entry"),
+                "{e}"
+            );
+        }
+    }
+
+    /// A pass-through miner has the pool's difficulty, whatever the configured start
+    /// and floor, follows it up and down at once, and no share or quiet spell moves it.
+    #[test]
+    fn passthrough_gives_the_miner_the_pools_difficulty_as_sent() {
+        let t = Instant::now();
+        let mut c = up_with(passthrough(), "0.000000000001");
+        assert_eq!(c.add_miner(7, 0.0, t), 0.000000000001);
+        let set = |c: &mut StratumConnection, d: &str| {
+            let line = format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{d}]}}"#);
+            c.on_line(line.as_bytes(), t).unwrap()
+        };
+        for _ in 0..40 {
+            let judged = c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t);
+            assert!(matches!(judged.judgement, Judgement::Forward { .. }));
+            assert_eq!(judged.new_difficulty, None);
+        }
+        assert!(c.tick(t + Duration::from_secs(3600)).is_empty());
+        let events = set(&mut c, "1000000000000");
+        assert!(
+            matches!(&events[..], [Event::MinerDifficulty(v)] if v == &[(7, 1e12)]),
+            "raised: followed, {events:?}"
+        );
+        // Its share on the job from before the raise is judged at the old difficulty.
+        assert!(matches!(
+            c.judge(&share(7, 0, 1), SUBMIT_ID_BASE, t).judgement,
+            Judgement::Forward { .. }
+        ));
+        let events = set(&mut c, "0.5");
+        assert!(
+            matches!(&events[..], [Event::MinerDifficulty(v)] if v == &[(7, 0.5)]),
+            "lowered below the configured floor: followed, {events:?}"
+        );
+        assert_eq!(
+            c.add_miner(8, 16384.0, t),
+            0.5,
+            "a moved miner's own is dropped"
         );
     }
 

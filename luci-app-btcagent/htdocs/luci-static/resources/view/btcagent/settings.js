@@ -188,6 +188,16 @@ function multiUserMode(map) {
 	return value === '1';
 }
 
+/* A pool row's identity pass-through switch as the form shows it (the stored value in
+   the table row, where the switch is not shown: it is in the edit dialog only). */
+function identityPassthrough(map, section_id) {
+	var flag = map.lookupOption('identity_passthrough', section_id);
+	var value = flag ? flag[0].formvalue(section_id) : null;
+	if (value == null)
+		value = uci.get('btcagent', section_id, 'identity_passthrough');
+	return value === '1';
+}
+
 /* The user a Stratum pool expects: the rules of the agent's user template
    (src/protocol/stratum_upstream/user.rs). */
 function validateStratumUser(section_id, value) {
@@ -204,8 +214,11 @@ function validateStratumUser(section_id, value) {
 		return _('With multi-user mode on, write {sub} where the sub-account goes, e.g. {sub}.farm1: otherwise every sub-account mines for this one user');
 	if (!multi && sub)
 		return _('{sub} needs multi-user mode: without it there are no sub-accounts');
-	if (worker)
-		return _('{worker} is not supported in this version: many miners share one pool connection and one user');
+	var passthrough = identityPassthrough(this.map, section_id);
+	if (worker && !passthrough)
+		return _('{worker} needs identity pass-through (in the row\'s edit dialog): without it many miners share one pool connection and one user');
+	if (passthrough && !worker)
+		return _('With identity pass-through, write {worker} where the worker name goes, e.g. account.{worker}, so the pool sees each worker');
 	return true;
 }
 
@@ -342,6 +355,12 @@ return view.extend({
 		o.modalonly = true;
 		o.depends('protocol', 'stratum');
 		o.default = '1';
+
+		o = pools.option(form.Flag, 'identity_passthrough', _('Identity pass-through'),
+			_('Give each miner its own connection to this pool, logged in as the user with {worker} replaced by the miner\'s worker name: the pool sees every worker and sets its difficulty. Each miner then takes two of the router\'s connections, and the pool must give 8 or more bytes of extranonce2.'));
+		o.modalonly = true;
+		o.depends('protocol', 'stratum');
+		o.default = '0';
 
 		/* --- Worker names --- */
 		o = s.taboption('workers', form.Flag, 'use_ip_as_worker_name', _('Use IP as worker name'),
