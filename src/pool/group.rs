@@ -33,6 +33,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest wait between rounds of the pool list while miners are held.
 const HOLD_RETRY: Duration = Duration::from_secs(1);
+/// Connections a group may open beyond the configured number when every one is full
+/// (a 4-5 byte Stratum pool's carry 256 miners each).
+const MAX_EXTRA_CONNECTIONS: u16 = 16;
 
 pub struct PoolGroup {
     /// `None` in single-user mode: each pool entry's own sub-account is used.
@@ -183,9 +186,48 @@ impl PoolGroup {
         self.sessions
             .borrow()
             .iter()
-            .filter(|s| s.is_up() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
+            .filter(|s| s.is_up() && s.has_room() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
             .min_by_key(|s| s.miner_count())
             .cloned()
+    }
+
+    /// Every connection up is full: one more slot dials the list (bounded by
+    /// [`MAX_EXTRA_CONNECTIONS`]), unless a slot is dialling already.
+    fn open_another_if_full(self: &Rc<Self>, agent: &Rc<Agent>) {
+        let full = {
+            let sessions = self.sessions.borrow();
+            let up: Vec<_> = sessions.iter().filter(|s| s.is_up()).collect();
+            !up.is_empty() && up.iter().all(|s| !s.has_room())
+        };
+        let slots = self.slots.get();
+        let configured = agent
+            .config()
+            .advanced
+            .pool_connection_number_per_subaccount;
+        if !full
+            || self.by_slot.borrow().len() < usize::from(slots)
+            || slots >= configured.saturating_add(MAX_EXTRA_CONNECTIONS)
+        {
+            return;
+        }
+        log::info!(
+            "{}: every connection is full, opening one more ({} in all)",
+            self.name(),
+            slots + 1
+        );
+        self.resize(agent, slots + 1);
+    }
+
+    /// A logged-in miner found no connection with room: it is held, as the miners of
+    /// a lost connection are, until one has room, and another connection is opened.
+    pub fn no_room_for(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        let hold = agent
+            .config()
+            .advanced
+            .pool_failover_hold
+            .max(agent.config().advanced.pool_connection_dial_timeout);
+        self.hold(agent, vec![miner.clone()], hold);
+        self.open_another_if_full(agent);
     }
 
     pub fn note_job(&self, job: &Rc<Job>) {
@@ -213,6 +255,7 @@ impl PoolGroup {
                     Instant::now() + agent.config().advanced.pool_connection_dial_timeout,
                 ));
                 self.waiting.borrow_mut().push(miner.clone());
+                self.open_another_if_full(agent);
             }
         }
     }
@@ -278,9 +321,14 @@ impl PoolGroup {
     fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
         self.sessions.borrow_mut().push(session.clone());
         agent.note_version_mask(session.version_mask());
+        agent.pool_connection_up(&session.entry, session.layout_extranonce2_size());
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         for miner in waiting {
             if miner.is_closed() {
+                continue;
+            }
+            if !session.has_room() && self.least_loaded().is_none() {
+                self.waiting.borrow_mut().push(miner); // its dial timeout still runs
                 continue;
             }
             let id = miner.take_pending_auth().unwrap_or_else(|| "null".into());
@@ -350,7 +398,7 @@ impl PoolGroup {
                 .max_by_key(|s| s.miner_count())
                 .cloned();
             let Some(busiest) = busiest else { break };
-            if busiest.miner_count() <= fresh.miner_count() + 1 {
+            if busiest.miner_count() <= fresh.miner_count() + 1 || !fresh.has_room() {
                 break;
             }
             let Some(miner) = busiest.any_miner() else {
@@ -378,7 +426,8 @@ impl PoolGroup {
         self.retiring
             .borrow_mut()
             .retain(|s| !Rc::ptr_eq(s, session));
-        let miners = session.shut(agent);
+        agent.pool_connection_down(&session.entry);
+        let mut miners = session.shut(agent);
         if miners.is_empty() {
             return;
         }
@@ -388,12 +437,19 @@ impl PoolGroup {
                 session.name(),
                 miners.len()
             );
-            for miner in miners.iter().filter(|m| !m.is_closed()) {
-                if let Some(s) = self.least_loaded() {
-                    s.adopt(agent, miner);
+            let mut no_room = Vec::new();
+            for miner in miners.into_iter().filter(|m| !m.is_closed()) {
+                match self.least_loaded() {
+                    Some(s) => s.adopt(agent, &miner),
+                    None => no_room.push(miner),
                 }
             }
-            return;
+            if no_room.is_empty() {
+                return;
+            }
+            // The siblings are full (4-5 byte pools): the rest wait as below.
+            miners = no_room;
+            self.open_another_if_full(agent);
         }
         let hold = agent.config().advanced.pool_failover_hold;
         if hold.is_zero() {
