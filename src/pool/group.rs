@@ -140,7 +140,7 @@ impl PoolGroup {
         }
         let mut moved = 0;
         while let Some(miner) = session.any_miner() {
-            let Some(sibling) = self.least_loaded() else {
+            let Some(sibling) = self.least_loaded_for(&miner) else {
                 break;
             };
             session.release(&miner, Departure::AfterGrace);
@@ -191,6 +191,25 @@ impl PoolGroup {
             .cloned()
     }
 
+    /// [`Self::least_loaded`] among the connections whose extranonce layout the miner
+    /// has, if any: a move to another layout costs it `mining.set_extranonce` or a
+    /// reconnect (docs/stratum-upstream.md §7).
+    fn least_loaded_for(&self, miner: &MinerSession) -> Option<Rc<PoolSession>> {
+        let retiring = self.retiring.borrow();
+        let sessions = self.sessions.borrow();
+        let open = || {
+            sessions
+                .iter()
+                .filter(|s| s.is_up() && s.has_room() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
+        };
+        let layout = miner.layout();
+        open()
+            .filter(|s| s.fits(layout))
+            .min_by_key(|s| s.miner_count())
+            .or_else(|| open().min_by_key(|s| s.miner_count()))
+            .cloned()
+    }
+
     /// Every connection up is full: one more slot dials the list (bounded by
     /// [`MAX_EXTRA_CONNECTIONS`]), unless a slot is dialling already.
     fn open_another_if_full(self: &Rc<Self>, agent: &Rc<Agent>) {
@@ -238,7 +257,7 @@ impl PoolGroup {
     pub fn join(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>, auth_id: &str) {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
-        match self.least_loaded() {
+        match self.least_loaded_for(miner) {
             Some(session) => {
                 accept_login(agent, miner, auth_id);
                 session.adopt(agent, miner);
@@ -333,7 +352,7 @@ impl PoolGroup {
             }
             let id = miner.take_pending_auth().unwrap_or_else(|| "null".into());
             accept_login(agent, &miner, &id);
-            self.least_loaded()
+            self.least_loaded_for(&miner)
                 .unwrap_or_else(|| session.clone())
                 .adopt(agent, &miner);
         }
@@ -348,7 +367,7 @@ impl PoolGroup {
         }
         for miner in held {
             if !miner.is_closed() {
-                self.least_loaded()
+                self.least_loaded_for(&miner)
                     .unwrap_or_else(|| session.clone())
                     .adopt(agent, &miner);
             }
@@ -363,7 +382,7 @@ impl PoolGroup {
         }
         for miner in orphans {
             if !miner.is_closed() {
-                self.least_loaded()
+                self.least_loaded_for(&miner)
                     .unwrap_or_else(|| session.clone())
                     .adopt(agent, &miner);
             }
@@ -394,7 +413,11 @@ impl PoolGroup {
                 .sessions
                 .borrow()
                 .iter()
-                .filter(|s| s.is_up() && !Rc::ptr_eq(s, fresh))
+                // Only from connections of the same extranonce layout: the load is not
+                // worth a reconnect.
+                .filter(|s| {
+                    s.is_up() && !Rc::ptr_eq(s, fresh) && s.layout_class() == fresh.layout_class()
+                })
                 .max_by_key(|s| s.miner_count())
                 .cloned();
             let Some(busiest) = busiest else { break };
@@ -439,7 +462,7 @@ impl PoolGroup {
             );
             let mut no_room = Vec::new();
             for miner in miners.into_iter().filter(|m| !m.is_closed()) {
-                match self.least_loaded() {
+                match self.least_loaded_for(&miner) {
                     Some(s) => s.adopt(agent, &miner),
                     None => no_room.push(miner),
                 }
@@ -473,7 +496,7 @@ impl PoolGroup {
         self.miners.set(self.miners.get() + 1);
         miner.set_group(Some(self.clone()));
         miner.state.set(MinerState::Authorized);
-        if let Some(session) = self.least_loaded() {
+        if let Some(session) = self.least_loaded_for(miner) {
             session.adopt(agent, miner);
             return;
         }

@@ -244,6 +244,21 @@ impl PoolSession {
         self.stratum.as_ref().is_none_or(|s| s.borrow().has_room())
     }
 
+    /// True when a miner of `layout` mines here as it is (on a 4-5 byte pool, if its
+    /// prefix is free).
+    pub fn fits(&self, layout: MinerLayout) -> bool {
+        match &self.stratum {
+            Some(s) => layout.fits(&s.borrow().split()),
+            None => layout == MinerLayout::Standard,
+        }
+    }
+
+    /// The miners' layout here, prefix aside: connections of one class trade miners
+    /// freely.
+    pub fn layout_class(&self) -> MinerLayout {
+        MinerLayout::for_new_miner(self.layout_extranonce2_size(), 0)
+    }
+
     /// The pool's extranonce2 size as the miners' layout depends on it: `None` on the
     /// agent protocol (always the standard layout).
     pub fn layout_extranonce2_size(&self) -> Option<usize> {
