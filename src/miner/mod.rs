@@ -256,6 +256,16 @@ impl MinerSession {
         miner.set_login_worker(login_worker);
         miner.version_rolling.set(m.version_rolling);
         miner.requested_mask.set(m.requested_mask);
+        if !m.extranonce1.is_empty() {
+            let layout =
+                crate::protocol::stratum_upstream::hex::decode(&m.extranonce1).and_then(|ex1| {
+                    MinerLayout::from_extranonce(&ex1, m.extranonce2_size.into(), m.sid)
+                });
+            // Anything else the new process could not have written: the standard one,
+            // and the miner is moved as any other (docs/stratum-upstream.md §7).
+            miner.set_layout(layout.unwrap_or(MinerLayout::Standard));
+        }
+        miner.set_flag(SUBSCRIBED, m.extranonce_subscribed);
         let s = &miner.stats;
         s.accepted.set(m.accepted);
         s.rejected.set(m.rejected);
@@ -310,6 +320,17 @@ impl MinerSession {
             connected_seconds: self.connected_at.age(Instant::now()).as_secs(),
             unread: peek(&self.partial).map(|b| *b).unwrap_or_default(),
             unsent: self.out.borrow().pending(),
+            extranonce1: match self.layout() {
+                MinerLayout::Standard => String::new(),
+                layout => {
+                    crate::protocol::stratum_upstream::hex::encode(&layout.extranonce1(self.sid))
+                }
+            },
+            extranonce2_size: match self.layout() {
+                MinerLayout::Standard => 0,
+                layout => layout.extranonce2_size() as u8,
+            },
+            extranonce_subscribed: self.flags.get().has(SUBSCRIBED),
         })
     }
 

@@ -260,6 +260,26 @@ impl MinerLayout {
             })
     }
 
+    /// The layout of a miner told `extranonce1` (of session `session_id`) and
+    /// `extranonce2_size` (a handoff from the previous process); `None` for what no
+    /// layout gives.
+    pub fn from_extranonce(
+        extranonce1: &[u8],
+        extranonce2_size: usize,
+        session_id: u16,
+    ) -> Option<MinerLayout> {
+        let layout = match (extranonce1, extranonce2_size) {
+            (&[p], 3 | 4) => MinerLayout::Prefix {
+                prefix: p,
+                extranonce2_size: extranonce2_size as u8,
+            },
+            (_, MINER_EXTRANONCE2_SIZE) if extranonce1.len() == 2 => MinerLayout::SessionId,
+            (_, MINER_EXTRANONCE2_SIZE) if extranonce1.len() == 4 => MinerLayout::Standard,
+            _ => return None,
+        };
+        (layout.extranonce1(session_id) == extranonce1).then_some(layout)
+    }
+
     /// True when a miner with this layout can mine on a connection split as `split`
     /// as it is (a prefix must still be free there: [`PrefixPool::take_exact`]).
     pub fn fits(&self, split: &Split) -> bool {
@@ -686,6 +706,29 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&MinerLayout::SessionId.set_extranonce_line(sid)).unwrap(),
             "{\"id\":null,\"method\":\"mining.set_extranonce\",\"params\":[\"1234\",4]}\n"
+        );
+        for layout in [
+            MinerLayout::Standard,
+            MinerLayout::SessionId,
+            at(Some(4)),
+            at(Some(5)),
+        ] {
+            let back = MinerLayout::from_extranonce(
+                &layout.extranonce1(sid),
+                layout.extranonce2_size(),
+                sid,
+            );
+            assert_eq!(back, Some(layout));
+        }
+        assert_eq!(
+            MinerLayout::from_extranonce(&[0x12, 0x35], 4, sid),
+            None,
+            "another session's"
+        );
+        assert_eq!(MinerLayout::from_extranonce(&[7], 2, sid), None);
+        assert_eq!(
+            MinerLayout::from_extranonce(&[0, 0, 0x12, 0x34], 3, sid),
+            None
         );
         let split = |n| Split::for_pool(&[0; 4], n, false).unwrap();
         assert!(MinerLayout::Standard.fits(&split(8)));
