@@ -366,7 +366,7 @@ fn a_handoff_keeps_the_miners_extranonce_on_a_4_byte_pool() {
     let mut agent = AgentProc::start_copy(config);
     assert!(agent.wait_log("up via", T), "{}", agent.log());
     block_on(async {
-        let mut miners = vec![
+        let mut miners = [
             Miner::login_expecting(&agent, "told", false, 3, true).await,
             Miner::login_expecting(&agent, "plain", false, 3, false).await,
         ];
