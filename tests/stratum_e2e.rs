@@ -565,3 +565,46 @@ fn failover_to_a_4_byte_pool_moves_miners_by_set_extranonce_or_reconnect() {
     assert_eq!(s.totals.total(), 6, "nothing invalid: {}", s.summary());
     assert_eq!(s.worker("acct.second").valid, 6);
 }
+
+/// A 4-byte pool's connection carries 256 miners (one prefix each): the 257th makes
+/// the agent open another connection, where it mines, its share valid.
+#[test]
+fn a_full_4_byte_connection_makes_the_agent_open_another() {
+    let pool = stratum_pool(StratumPoolConfig {
+        extranonce2_size: 4,
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(vec![stratum_entry(pool.addr(), "acct.farm1")], json!({}));
+    assert!(agent.wait_log("up via", T), "{}", agent.log());
+    block_on(async {
+        let mut miners = Vec::new();
+        for i in 0..256 {
+            miners.push(Miner::login_expecting(&agent, &format!("w{i}"), false, 3, false).await);
+        }
+        assert_eq!(pool.stats().open_count(), 1);
+        let mut last = Miner::login_expecting(&agent, "w256", false, 3, false).await;
+        assert!(
+            agent.wait_log("every connection is full, opening one more (2 in all)", T),
+            "{}",
+            agent.log()
+        );
+        let r = last.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        let r = miners[0].submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}");
+        assert!(!last.asked_to_reconnect && !miners[0].asked_to_reconnect);
+        let log = agent.log();
+        assert!(
+            !log.contains("asking it to reconnect") && !log.contains("new extranonce"),
+            "every miner kept the prefix it was told: {log}"
+        );
+    });
+    assert!(
+        pool.wait_until(T, |s| s.totals.valid == 2),
+        "{}",
+        pool.stats().summary()
+    );
+    let s = pool.stats();
+    assert_eq!(s.totals.total(), 2, "{}", s.summary());
+    assert_eq!(s.open_count(), 2, "{}", s.summary());
+}
