@@ -1,8 +1,9 @@
 //! One connection to the pool, speaking the agent's side of the BTCAgent protocol, or
 //! plain Stratum V1 to any other pool ([`StratumConnection`] holds that protocol's
 //! state; this file carries out what it decides). Both give miners the same extranonce
-//! layout, jobs named `"<connection>-<n>"` and one serialized notify per job, so the
-//! miner side and the group never ask which protocol a connection speaks.
+//! layout (but Stratum pools below 8 bytes, docs/stratum-upstream.md §3), jobs named
+//! `"<connection>-<n>"` and one serialized notify per job, so the miner side and the
+//! group never ask which protocol a connection speaks.
 
 use super::jobs::JobBook;
 use super::miner_list::MinerList;

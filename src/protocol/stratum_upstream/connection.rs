@@ -1121,6 +1121,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pools_new_extranonce1_of_the_same_size_keeps_the_prefixes() {
+        let mut c = up_sized(4);
+        let t = Instant::now();
+        let placed = c
+            .place_miner(7, MinerLayout::for_new_miner(Some(4), 7), 0.0, t)
+            .unwrap();
+        let set = |size: usize| {
+            format!(
+                r#"{{"id":null,"method":"mining.set_extranonce","params":["01020304",{size}]}}"#
+            )
+        };
+        assert!(c.on_line(set(4).as_bytes(), t).unwrap().is_empty());
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        c.on_line(notify.to_string().as_bytes(), t).unwrap();
+        assert_eq!(c.extranonce1_hex(), "01020304");
+        let share = MinerShare {
+            job_id: 1,
+            extranonce2: ex2("0a0b0c"),
+            ..share(7, 0, 1)
+        };
+        assert_eq!(placed.layout.prefix(), Some(7));
+        assert_eq!(forwarded_extranonce2(&mut c, &share), "070a0b0c");
+        let e = c.on_line(set(5).as_bytes(), t).unwrap_err();
+        assert!(e.contains("5 bytes"), "{e}");
+    }
+
+    #[test]
     fn the_agent_protocol_takes_only_a_4_byte_extranonce2() {
         let standard = share(3, 1, 2);
         assert_eq!(
