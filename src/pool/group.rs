@@ -472,8 +472,8 @@ impl PoolGroup {
             }
             // The siblings are full (4-5 byte pools): the rest wait as below.
             miners = no_room;
-            self.open_another_if_full(agent);
         }
+        self.open_another_if_full(agent);
         let hold = agent.config().advanced.pool_failover_hold;
         if hold.is_zero() {
             self.no_pool_for(agent, miners, &session.name());
