@@ -1,7 +1,7 @@
 //! The agent: accepts miners, keeps the pool groups, and shuts down cleanly.
 
 use crate::admission::{Admission, Verdict};
-use crate::config::Config;
+use crate::config::{Config, PoolEntry};
 #[cfg(unix)]
 use crate::handoff_state::HandoffState;
 use crate::handoff_state::{HandedMiner, Stage};
@@ -9,10 +9,12 @@ use crate::http_debug;
 use crate::miner::deadlines::Deadlines;
 use crate::miner::session_ids::SessionIds;
 use crate::miner::table::MinerTable;
-use crate::miner::{MinerSession, MinerState};
+use crate::miner::{MinerSession, MinerState, RECONNECT_GRACE};
 use crate::pool::dial_streak::DialStreaks;
+use crate::pool::layouts::PoolLayouts;
 use crate::pool::PoolGroup;
 use crate::protocol::stratum;
+use crate::protocol::stratum_upstream::extranonce::MinerLayout;
 use crate::protocol::worker::NamingRules;
 use crate::status::history::OfflineWorker;
 use crate::status::{self, StatusSource};
@@ -51,6 +53,8 @@ pub struct Agent {
     next_pool_id: Cell<u32>,
     /// The newest version mask a pool gave, offered to miners before they have a pool.
     version_mask: Cell<u32>,
+    /// Each pool entry's extranonce split, for a new miner's subscribe answer.
+    pool_layouts: RefCell<PoolLayouts>,
     /// Connections that have not authorized yet, bounded against floods.
     admission: RefCell<Admission>,
     /// Miners' deadlines, for the one task that keeps them ([`sweep_deadlines`]).
@@ -85,6 +89,7 @@ impl Agent {
             groups: RefCell::new(HashMap::new()),
             next_pool_id: Cell::new(1),
             version_mask: Cell::new(version_mask),
+            pool_layouts: RefCell::new(PoolLayouts::default()),
             admission: RefCell::new(admission),
             deadlines: Rc::new(Deadlines::new()),
             refused: RateLimit::new(),
@@ -146,6 +151,26 @@ impl Agent {
 
     pub fn note_version_mask(&self, mask: u32) {
         self.version_mask.set(mask);
+    }
+
+    /// The extranonce layout a miner that subscribes now is told (docs/stratum-upstream.md
+    /// §3): that of the first pool of the list that is up.
+    pub fn layout_for_new_miner(&self, sid: u16) -> MinerLayout {
+        self.pool_layouts
+            .borrow()
+            .for_new_miner(&self.config().pools, sid)
+    }
+
+    /// A connection to `entry` came up, its pool's extranonce2 `extranonce2_size`
+    /// bytes (`None`: the agent protocol).
+    pub fn pool_connection_up(&self, entry: &PoolEntry, extranonce2_size: Option<usize>) {
+        self.pool_layouts
+            .borrow_mut()
+            .connection_up(entry, extranonce2_size, &self.config().pools);
+    }
+
+    pub fn pool_connection_down(&self, entry: &PoolEntry) {
+        self.pool_layouts.borrow_mut().connection_down(entry);
     }
 
     /// The miner of session `sid`.
@@ -498,6 +523,10 @@ impl Agent {
                     None => Some("no pool group".into()),
                 }
             }
+            MinerState::Authorized if miner.reconnect_asked() => Some(format!(
+                "asked to reconnect for a new extranonce, still there after {} s",
+                RECONNECT_GRACE.as_secs()
+            )),
             MinerState::Authorized => {
                 miner.set_deadline(None);
                 None

@@ -68,6 +68,12 @@ pub struct HandedMiner {
     pub unread: Vec<u8>,
     /// Output the kernel had not taken yet: sent first by the new process.
     pub unsent: Vec<u8>,
+    /// Its extranonce1 in hex and extranonce2 size when they are not the standard
+    /// `0000SSSS` and 4 (a 4-7 byte Stratum pool's layout); empty and 0 otherwise.
+    pub extranonce1: String,
+    pub extranonce2_size: u8,
+    /// It sent `mining.extranonce.subscribe`.
+    pub extranonce_subscribed: bool,
 }
 
 /// The state as one JSON object. Written and read by hand rather than derived: the
@@ -121,6 +127,18 @@ fn encode_miner(out: &mut String, m: &HandedMiner) {
         if !bytes.is_empty() {
             let _ = write!(out, r#","{name}":{}"#, Value::from(bytes.as_slice()));
         }
+    }
+    // Absent for the standard layout, so older states read the same.
+    if !m.extranonce1.is_empty() {
+        let _ = write!(
+            out,
+            r#","extranonce":[{},{}]"#,
+            text(&m.extranonce1),
+            m.extranonce2_size
+        );
+    }
+    if m.extranonce_subscribed {
+        out.push_str(r#","extranonce_subscribed":true"#);
     }
     out.push('}');
 }
@@ -220,6 +238,18 @@ fn decode_miner(value: &Value) -> Result<HandedMiner, String> {
         _ => return Err("an unknown stage".into()),
     };
     let peer = text(m, "peer")?;
+    let (extranonce1, extranonce2_size) = match m.get("extranonce") {
+        None => (String::new(), 0),
+        Some(v) => match (
+            v[0].as_str(),
+            v[1].as_u64().and_then(|n| u8::try_from(n).ok()),
+        ) {
+            (Some(ex1), Some(size)) if v.as_array().is_some_and(|a| a.len() == 2) => {
+                (ex1.to_string(), size)
+            }
+            _ => return Err("extranonce is not [extranonce1, size]".into()),
+        },
+    };
     Ok(HandedMiner {
         fd: int(m, "fd")?,
         sid: int(m, "sid")?,
@@ -243,6 +273,12 @@ fn decode_miner(value: &Value) -> Result<HandedMiner, String> {
         connected_seconds: number(m, "connected_seconds")?,
         unread: bytes(m, "unread")?,
         unsent: bytes(m, "unsent")?,
+        extranonce1,
+        extranonce2_size,
+        extranonce_subscribed: match m.get("extranonce_subscribed") {
+            None => false,
+            Some(_) => flag(m, "extranonce_subscribed")?,
+        },
     })
 }
 
@@ -312,6 +348,9 @@ mod tests {
             connected_seconds: 3600,
             unread: Vec::new(),
             unsent: Vec::new(),
+            extranonce1: String::new(),
+            extranonce2_size: 0,
+            extranonce_subscribed: false,
         }
     }
 
@@ -350,6 +389,25 @@ mod tests {
         let text = br#"{"format":1,"listener_fd":5,"next_pool_id":6,"multi_user_mode":true,"miners":[{"fd":7,"sid":1,"peer":"192.168.1.20:40122","stage":"authorized","user_agent":"bmminer/2.0.0","worker":"s19-a01","login_worker":"s19-a01","subaccount":"farm1","version_rolling":true,"requested_mask":536862720,"difficulty":16384.0,"accepted":12,"rejected":1,"accepted_difficulty":196608.0,"connected_seconds":3600},{"fd":8,"sid":2,"peer":"192.168.1.20:40122","stage":{"waiting_for_pool":{"auth_id":"3"}},"user_agent":"bmminer/2.0.0","worker":"s19-a01","login_worker":"s19-a01","subaccount":"farm1","version_rolling":true,"requested_mask":536862720,"difficulty":16384.0,"accepted":12,"rejected":1,"accepted_difficulty":196608.0,"connected_seconds":3600,"unread":[123,34,105,100,34,58,52,44,34,109,101,116,104,111,100,34,58,34,109,105,110,105,110,103,46,115,117,98],"unsent":[255,10]},{"fd":9,"sid":3,"peer":"192.168.1.20:40122","stage":"connected","user_agent":"bmminer/2.0.0","worker":"s19-a01","login_worker":"s19-a01","subaccount":"farm1","version_rolling":true,"requested_mask":536862720,"difficulty":16384.0,"accepted":12,"rejected":1,"accepted_difficulty":196608.0,"connected_seconds":3600}]}"#;
         assert_eq!(encode(&state()), text.to_vec());
         assert_eq!(decode(text).unwrap(), state());
+    }
+
+    #[test]
+    fn a_miners_extranonce_layout_is_handed_over() {
+        let mut s = state();
+        s.miners[0].extranonce1 = "34".into();
+        s.miners[0].extranonce2_size = 3;
+        s.miners[0].extranonce_subscribed = true;
+        let text = String::from_utf8(encode(&s)).unwrap();
+        assert!(
+            text.contains(
+                r#""connected_seconds":3600,"extranonce":["34",3],"extranonce_subscribed":true}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(decode(text.as_bytes()).unwrap(), s);
+        let bad = text.replace(r#"["34",3]"#, r#"["34"]"#);
+        let e = decode(bad.as_bytes()).unwrap_err();
+        assert!(e.contains("extranonce is not [extranonce1, size]"), "{e}");
     }
 
     #[test]

@@ -208,7 +208,6 @@ fn unsupported_and_unknown_methods_get_an_error_not_silence() {
         for method in [
             "mining.suggest_difficulty",
             "mining.multi_version",
-            "mining.extranonce.subscribe",
             "no.such.method",
         ] {
             let id = m.conn.request(method, json!([1])).await.unwrap();
@@ -216,6 +215,13 @@ fn unsupported_and_unknown_methods_get_an_error_not_silence() {
             assert!(error_code(&r).is_some(), "{method}: {r}");
             assert_eq!(r["result"], Value::Null);
         }
+        // NiceHash's extension is supported (docs/stratum-upstream.md §7).
+        let id = m
+            .conn
+            .request("mining.extranonce.subscribe", json!([]))
+            .await
+            .unwrap();
+        assert_eq!(m.response(id).await["result"], json!(true));
         // Submits before login, or with too few params, are refused with a reason.
         let id = m
             .conn

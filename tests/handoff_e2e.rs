@@ -344,3 +344,56 @@ fn behind_a_plain_stratum_pool_a_handed_miner_keeps_its_difficulty() {
     still_running(&mut agent);
     assert_eq!(pool.stats().totals.invalid, 0, "{}", pool.stats().summary());
 }
+
+/// Miners on a 4-byte Stratum pool keep their prefixes across a handoff: the new
+/// program knows each one's extranonce and its subscription to changes, so it neither
+/// asks them to reconnect nor tells them a new extranonce, and their shares stay valid.
+#[test]
+fn a_handoff_keeps_the_miners_extranonce_on_a_4_byte_pool() {
+    use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig};
+    if !native() {
+        return;
+    }
+    let pool = StratumPool::start(StratumPoolConfig {
+        extranonce2_size: 4,
+        ..StratumPoolConfig::default()
+    })
+    .unwrap();
+    let addr = pool.addr();
+    let mut config = config_for(&[], json!({}));
+    config["multi_user_mode"] = json!(false);
+    config["pools"] = json!([{"protocol": "stratum", "host": addr.ip().to_string(), "port": addr.port(), "user": "acct.farm1"}]);
+    let mut agent = AgentProc::start_copy(config);
+    assert!(agent.wait_log("up via", T), "{}", agent.log());
+    block_on(async {
+        let mut miners = [
+            Miner::login_expecting(&agent, "told", false, 3, true).await,
+            Miner::login_expecting(&agent, "plain", false, 3, false).await,
+        ];
+        let extranonces: Vec<String> = miners.iter().map(|m| m.extranonce1.clone()).collect();
+        for m in miners.iter_mut() {
+            assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
+        }
+        agent.signal("USR2");
+        took_over(&agent, 2);
+        for m in miners.iter_mut() {
+            m.wait_job().await;
+            mines(m).await;
+        }
+        let now: Vec<String> = miners.iter().map(|m| m.extranonce1.clone()).collect();
+        assert_eq!(now, extranonces, "{}", agent.log());
+        assert!(
+            miners.iter().all(|m| !m.asked_to_reconnect),
+            "{}",
+            agent.log()
+        );
+    });
+    still_running(&mut agent);
+    assert!(
+        pool.wait_until(T, |s| s.totals.valid == 4),
+        "{}\n{}",
+        pool.stats().summary(),
+        agent.log()
+    );
+    assert_eq!(pool.stats().totals.total(), 4, "{}", pool.stats().summary());
+}

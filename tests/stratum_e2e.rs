@@ -659,3 +659,171 @@ fn a_pool_with_jobs_further_apart_than_the_read_timeout_is_not_dropped() {
     );
     assert!(!agent.log().contains("no data for"), "{}", agent.log());
 }
+
+/// Pools whose extranonce2 is below 8 bytes (docs/stratum-upstream.md §3): miners that
+/// subscribe once the pool is up get its layout (6 bytes: `SSSS` + 4; 4 bytes: a
+/// prefix of their own on the connection + 3), and every share reaches it valid.
+#[test]
+fn pools_of_6_and_4_byte_extranonce2_take_valid_shares() {
+    for (size, ex1_hex_len, miner_ex2) in [(6, 4, 4), (4, 2, 3)] {
+        let pool = stratum_pool(StratumPoolConfig {
+            extranonce2_size: size,
+            ..StratumPoolConfig::ckpool()
+        });
+        let agent = agent_for(vec![stratum_entry(pool.addr(), "acct.farm1")], json!({}));
+        assert!(agent.wait_log("up via", T), "{}", agent.log());
+        let extranonces = block_on(async {
+            let mut a = Miner::login_expecting(&agent, "rig1", true, miner_ex2, false).await;
+            let mut b = Miner::login_expecting(&agent, "rig2", false, miner_ex2, false).await;
+            for m in [&a, &b] {
+                assert_eq!(
+                    m.extranonce1.len(),
+                    ex1_hex_len,
+                    "N = {size}: {}",
+                    m.extranonce1
+                );
+            }
+            for _ in 0..3 {
+                let r = a.submit_share(0, 0x0000_2000).await;
+                assert_eq!(r["result"], json!(true), "N = {size}: {r}\n{}", agent.log());
+                let r = b.submit_share(0, 0).await;
+                assert_eq!(r["result"], json!(true), "N = {size}: {r}\n{}", agent.log());
+            }
+            (a.extranonce1.clone(), b.extranonce1.clone())
+        });
+        assert_ne!(extranonces.0, extranonces.1, "N = {size}: each its own");
+        assert!(
+            pool.wait_until(T, |s| s.totals.valid >= 6),
+            "N = {size}: {}\n{}",
+            pool.stats().summary(),
+            agent.log()
+        );
+        let s = pool.stats();
+        assert_eq!(
+            s.totals.total(),
+            6,
+            "N = {size}: nothing invalid: {}",
+            s.summary()
+        );
+        assert_eq!(s.open_count(), 1, "N = {size}: both on one connection");
+    }
+}
+
+/// Failover from an 8-byte pool to a 4-byte one: the miner that subscribed to
+/// extranonce changes is told its new extranonce (`mining.set_extranonce`) and mines
+/// on; the one that did not is asked to reconnect, and once it has, it gets the 4-byte
+/// pool's layout. Every share reaches the pools valid.
+#[test]
+fn failover_to_a_4_byte_pool_moves_miners_by_set_extranonce_or_reconnect() {
+    let first = stratum_pool(StratumPoolConfig::default());
+    let second = stratum_pool(StratumPoolConfig {
+        extranonce2_size: 4,
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(
+        vec![
+            stratum_entry(first.addr(), "acct.first"),
+            stratum_entry(second.addr(), "acct.second"),
+        ],
+        json!({"advanced": {"pool_failover_hold_seconds": 20}}),
+    );
+    assert!(agent.wait_log("up via", T), "{}", agent.log());
+    block_on(async {
+        let mut told = Miner::login_expecting(&agent, "told", true, 4, true).await;
+        let mut asked = Miner::login_expecting(&agent, "asked", false, 4, false).await;
+        assert_eq!(told.submit_share(0, 0).await["result"], json!(true));
+        assert_eq!(asked.submit_share(0, 0).await["result"], json!(true));
+        assert!(first.wait_until(T, |s| s.totals.valid == 2 && s.totals.total() == 2));
+        first.stop();
+        // The set_extranonce comes before the clean job of the new connection.
+        told.wait_job().await;
+        assert_eq!(
+            (told.extranonce1.len(), told.extranonce2_size),
+            (2, 3),
+            "{}",
+            agent.log()
+        );
+        for _ in 0..3 {
+            let r = told.submit_share(0, 0x0000_4000).await;
+            assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        }
+        while !asked.asked_to_reconnect {
+            let v = asked.conn.read_json(T).await.expect("client.reconnect");
+            asked.absorb(&v);
+        }
+        let mut again = Miner::login_expecting(&agent, "asked", false, 3, false).await;
+        assert_eq!(again.extranonce1.len(), 2);
+        assert_ne!(again.extranonce1, told.extranonce1, "each its own prefix");
+        for _ in 0..3 {
+            let r = again.submit_share(0, 0).await;
+            assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        }
+        // The old connection, never closed by this miner, is closed by the agent 10 s
+        // after it asked.
+        let started = std::time::Instant::now();
+        let end = loop {
+            match asked
+                .conn
+                .read_json(std::time::Duration::from_secs(20))
+                .await
+            {
+                Ok(v) => assert!(v.get("method") != Some(&json!("mining.notify")), "{v}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(end.kind(), std::io::ErrorKind::UnexpectedEof, "{end}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    });
+    assert!(
+        second.wait_until(T, |s| s.totals.valid >= 6),
+        "{}\n{}",
+        second.stats().summary(),
+        agent.log()
+    );
+    let s = second.stats();
+    assert_eq!(s.totals.total(), 6, "nothing invalid: {}", s.summary());
+    assert_eq!(s.worker("acct.second").valid, 6);
+}
+
+/// A 4-byte pool's connection carries 256 miners (one prefix each): the 257th makes
+/// the agent open another connection, where it mines, its share valid.
+#[test]
+fn a_full_4_byte_connection_makes_the_agent_open_another() {
+    let pool = stratum_pool(StratumPoolConfig {
+        extranonce2_size: 4,
+        ..StratumPoolConfig::default()
+    });
+    let agent = agent_for(vec![stratum_entry(pool.addr(), "acct.farm1")], json!({}));
+    assert!(agent.wait_log("up via", T), "{}", agent.log());
+    block_on(async {
+        let mut miners = Vec::new();
+        for i in 0..256 {
+            miners.push(Miner::login_expecting(&agent, &format!("w{i}"), false, 3, false).await);
+        }
+        assert_eq!(pool.stats().open_count(), 1);
+        let mut last = Miner::login_expecting(&agent, "w256", false, 3, false).await;
+        assert!(
+            agent.wait_log("every connection is full, opening one more (2 in all)", T),
+            "{}",
+            agent.log()
+        );
+        let r = last.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+        let r = miners[0].submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{r}");
+        assert!(!last.asked_to_reconnect && !miners[0].asked_to_reconnect);
+        let log = agent.log();
+        assert!(
+            !log.contains("asking it to reconnect") && !log.contains("new extranonce"),
+            "every miner kept the prefix it was told: {log}"
+        );
+    });
+    assert!(
+        pool.wait_until(T, |s| s.totals.valid == 2),
+        "{}",
+        pool.stats().summary()
+    );
+    let s = pool.stats();
+    assert_eq!(s.totals.total(), 2, "{}", s.summary());
+    assert_eq!(s.open_count(), 2, "{}", s.summary());
+}

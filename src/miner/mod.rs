@@ -14,10 +14,11 @@ pub mod table;
 use crate::agent::Agent;
 use crate::handoff_state::{HandedMiner, Stage};
 use crate::pool::{PoolGroup, PoolSession};
-use crate::protocol::exmessage::Share;
 use crate::protocol::framing;
 use crate::protocol::job::parse_miner_job_id;
 use crate::protocol::stratum::{self, code, Message};
+use crate::protocol::stratum_upstream::connection::MinerShare;
+use crate::protocol::stratum_upstream::extranonce::{MinerExtranonce2, MinerLayout};
 use crate::protocol::worker;
 use crate::status::ShareCount;
 use async_io::Async;
@@ -41,6 +42,10 @@ const ASICBOOST_SHARES: u8 = 100;
 
 /// Consecutive unparsable lines tolerated before the miner is dropped.
 const MAX_BAD_LINES: u8 = 8;
+
+/// A miner asked to reconnect (its extranonce must change and it cannot be told) is
+/// closed if it is still there this much later (docs/stratum-upstream.md §7).
+pub const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MinerState {
@@ -93,6 +98,53 @@ impl MinerStats {
     }
 }
 
+/// A miner's extranonce layout (docs/stratum-upstream.md §3, §7) and a few flags, in
+/// two bytes (where the session's other small fields leave one byte of padding): bits
+/// 0-7 the prefix, 8-9 the layout (standard, session id, prefix + 3 bytes, prefix + 4
+/// bytes), then the flags.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct MinerFlags(u16);
+
+/// It sent `mining.extranonce.subscribe`: it can be told a new extranonce.
+const SUBSCRIBED: u16 = 1 << 10;
+/// It was sent `client.reconnect` and is closed at its deadline.
+const RECONNECT_ASKED: u16 = 1 << 11;
+/// The agent's sweeper has its deadline ([`Agent::watch_deadline`]).
+const DEADLINE_WATCHED: u16 = 1 << 12;
+const LAYOUT_BITS: u16 = 0x3ff;
+
+impl MinerFlags {
+    fn layout(self) -> MinerLayout {
+        let prefix = self.0 as u8;
+        match (self.0 >> 8) & 3 {
+            0 => MinerLayout::Standard,
+            1 => MinerLayout::SessionId,
+            kind => MinerLayout::Prefix {
+                prefix,
+                extranonce2_size: kind as u8 + 1,
+            },
+        }
+    }
+
+    /// With `layout` instead; a prefix layout's extranonce2 is 3 or 4 bytes (pools of
+    /// 4 or 5), anything else would not be one.
+    fn with_layout(self, layout: MinerLayout) -> MinerFlags {
+        let bits = match layout {
+            MinerLayout::Standard => 0,
+            MinerLayout::SessionId => 1 << 8,
+            MinerLayout::Prefix {
+                prefix,
+                extranonce2_size,
+            } => (u16::from(extranonce2_size.clamp(3, 4) - 1) << 8) | u16::from(prefix),
+        };
+        MinerFlags((self.0 & !LAYOUT_BITS) | bits)
+    }
+
+    fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+}
+
 /// One miner's connection and what the agent knows of it. Thousands of these live for
 /// good, so the fields are the small forms: cells the accessors below copy out of
 /// rather than `RefCell`s (no borrow flag each), times to the second, the peer
@@ -117,12 +169,12 @@ pub struct MinerSession {
     pub version_rolling: Cell<bool>,
     pub requested_mask: Cell<u32>,
     rolled_shares: Cell<u8>,
+    /// Its extranonce layout, whether it can be told another, and other flags.
+    flags: Cell<MinerFlags>,
     /// The authorize request waiting for a pool connection.
     pending_auth: Cell<Option<Box<str>>>,
     /// Boxed: only a miner in its handshake, or waiting for a pool, has one.
     deadline: Cell<Option<Box<Instant>>>,
-    /// The agent's sweeper has `deadline` ([`Agent::watch_deadline`]).
-    deadline_watched: Cell<bool>,
     out: RefCell<OutQueue>,
     /// An unfinished line, boxed: usually there is none. Kept here rather than in the
     /// reading task, so that a handoff can pass it on.
@@ -161,9 +213,9 @@ impl MinerSession {
             version_rolling: Cell::new(false),
             requested_mask: Cell::new(0),
             rolled_shares: Cell::new(0),
+            flags: Cell::new(MinerFlags(0)),
             pending_auth: Cell::new(None),
             deadline: Cell::new(Some(Box::new(handshake_deadline))),
-            deadline_watched: Cell::new(false),
             out: RefCell::new(OutQueue::new()),
             partial: Cell::new(None),
             closed: Cell::new(false),
@@ -204,6 +256,16 @@ impl MinerSession {
         miner.set_login_worker(login_worker);
         miner.version_rolling.set(m.version_rolling);
         miner.requested_mask.set(m.requested_mask);
+        if !m.extranonce1.is_empty() {
+            let layout =
+                crate::protocol::stratum_upstream::hex::decode(&m.extranonce1).and_then(|ex1| {
+                    MinerLayout::from_extranonce(&ex1, m.extranonce2_size.into(), m.sid)
+                });
+            // Anything else the new process could not have written: the standard one,
+            // and the miner is moved as any other (docs/stratum-upstream.md §7).
+            miner.set_layout(layout.unwrap_or(MinerLayout::Standard));
+        }
+        miner.set_flag(SUBSCRIBED, m.extranonce_subscribed);
         let s = &miner.stats;
         s.accepted.set(m.accepted);
         s.rejected.set(m.rejected);
@@ -258,6 +320,17 @@ impl MinerSession {
             connected_seconds: self.connected_at.age(Instant::now()).as_secs(),
             unread: peek(&self.partial).map(|b| *b).unwrap_or_default(),
             unsent: self.out.borrow().pending(),
+            extranonce1: match self.layout() {
+                MinerLayout::Standard => String::new(),
+                layout => {
+                    crate::protocol::stratum_upstream::hex::encode(&layout.extranonce1(self.sid))
+                }
+            },
+            extranonce2_size: match self.layout() {
+                MinerLayout::Standard => 0,
+                layout => layout.extranonce2_size() as u8,
+            },
+            extranonce_subscribed: self.flags.get().has(SUBSCRIBED),
         })
     }
 
@@ -328,6 +401,60 @@ impl MinerSession {
         self.pool.replace(pool)
     }
 
+    /// What it was told of its extranonces.
+    pub fn layout(&self) -> MinerLayout {
+        self.flags.get().layout()
+    }
+
+    fn set_layout(&self, layout: MinerLayout) {
+        self.flags.set(self.flags.get().with_layout(layout));
+    }
+
+    fn set_flag(&self, flag: u16, on: bool) {
+        let bits = self.flags.get().0;
+        self.flags
+            .set(MinerFlags(if on { bits | flag } else { bits & !flag }));
+    }
+
+    /// Moves the miner to `layout` (another pool's extranonce split, or a prefix free
+    /// on its new connection): a miner that subscribed to extranonce changes is sent
+    /// `mining.set_extranonce` (the caller sends a clean job after it) and true is
+    /// returned; any other is asked to reconnect, closed if still there after
+    /// [`RECONNECT_GRACE`], and false is returned. True at once when it has it already.
+    pub fn change_layout(self: &Rc<Self>, agent: &Rc<Agent>, layout: MinerLayout) -> bool {
+        let state = self.flags.get();
+        if state.layout() == layout {
+            return true;
+        }
+        if state.has(SUBSCRIBED) {
+            log::info!(
+                "{}: new extranonce {} + {} bytes (mining.set_extranonce)",
+                self.name(),
+                crate::protocol::stratum_upstream::hex::encode(&layout.extranonce1(self.sid)),
+                layout.extranonce2_size()
+            );
+            self.set_layout(layout);
+            self.send(agent, &layout.set_extranonce_line(self.sid));
+            return true;
+        }
+        if !state.has(RECONNECT_ASKED) {
+            self.set_flag(RECONNECT_ASKED, true);
+            log::info!(
+                "{}: its pool connection splits the extranonce otherwise, and it did not subscribe to extranonce changes: asking it to reconnect",
+                self.name()
+            );
+            self.send(agent, &stratum::notification("client.reconnect", "[]"));
+            self.set_deadline(Some(Instant::now() + RECONNECT_GRACE));
+            agent.watch_deadline(self);
+        }
+        false
+    }
+
+    /// It was asked to reconnect: its deadline closes it.
+    pub fn reconnect_asked(&self) -> bool {
+        self.flags.get().has(RECONNECT_ASKED)
+    }
+
     /// The id of the authorize request waiting for a pool connection, taken.
     pub fn take_pending_auth(&self) -> Option<Box<str>> {
         self.pending_auth.take()
@@ -345,7 +472,7 @@ impl MinerSession {
     /// waits (as it used to set its own timer then).
     pub fn set_deadline(&self, at: Option<Instant>) {
         self.deadline.set(at.map(Box::new));
-        self.deadline_watched.set(false);
+        self.set_flag(DEADLINE_WATCHED, false);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -354,9 +481,10 @@ impl MinerSession {
 
     /// The deadline, if the sweeper has not been given it yet; it has it after this.
     pub fn deadline_to_watch(&self) -> Option<Instant> {
-        if self.deadline_watched.replace(true) {
+        if self.flags.get().has(DEADLINE_WATCHED) {
             return None;
         }
+        self.set_flag(DEADLINE_WATCHED, true);
         self.deadline()
     }
 
@@ -548,6 +676,11 @@ impl MinerSession {
             "mining.configure" => self.on_configure(agent, id, msg),
             "mining.authorize" => self.on_authorize(agent, id, msg),
             "mining.submit" => self.on_submit(agent, id, msg),
+            "mining.extranonce.subscribe" => {
+                // NiceHash's extension: it takes `mining.set_extranonce` from now on.
+                self.set_flag(SUBSCRIBED, true);
+                self.send(agent, &stratum::result_line(id, "true"));
+            }
             "mining.suggest_difficulty" | "mining.suggest_target" | "mining.multi_version" => {
                 self.send(
                     agent,
@@ -581,10 +714,11 @@ impl MinerSession {
         if self.state.get() == MinerState::Connected {
             self.state.set(MinerState::Subscribed);
         }
-        let ex1 = stratum::hex8(self.sid as u32);
-        let result = format!(
-            "[[[\"mining.set_difficulty\",\"{ex1}\"],[\"mining.notify\",\"{ex1}\"]],\"{ex1}\",4]"
-        );
+        // The layout of the pool it most likely lands on (docs/stratum-upstream.md §3):
+        // `0000SSSS` + 4 on the agent protocol and on pools of 8 bytes or more.
+        let layout = agent.layout_for_new_miner(self.sid);
+        self.set_layout(layout);
+        let result = layout.subscribe_result(self.sid);
         self.send(agent, &stratum::result_line(id, &result));
     }
 
@@ -712,9 +846,16 @@ impl MinerSession {
             return;
         };
         // Exactly as wide as the header needs: a shorter extranonce2 would build
-        // another coinbase than the one the pool rebuilds from `%016x`.
+        // another coinbase than the one the pool rebuilds from `%016x`. Its width is
+        // the miner's layout's (4 bytes but on 4-5 byte Stratum pools).
+        let extranonce2 = match self.layout().extranonce2_size() {
+            4 => stratum::parse_hex8(&params[2]).map(MinerExtranonce2::from_u32),
+            size => params[2]
+                .as_str()
+                .and_then(|text| MinerExtranonce2::parse(text, size)),
+        };
         let fields = (
-            stratum::parse_hex8(&params[2]),
+            extranonce2,
             stratum::parse_hex8(&params[3]),
             stratum::parse_hex8(&params[4]),
         );
@@ -747,7 +888,7 @@ impl MinerSession {
             );
             return;
         }
-        let share = Share {
+        let share = MinerShare {
             job_id,
             session_id: self.sid,
             extranonce2,
@@ -878,6 +1019,38 @@ mod tests {
         );
         assert_eq!(describe_foreign(b"SSH-2.0-x"), "looks like SSH");
         assert_eq!(describe_foreign(b"\x00\x01"), "first byte is not '{'");
+    }
+}
+
+#[cfg(test)]
+mod extranonce_state {
+    use super::*;
+
+    #[test]
+    fn every_layout_packs_and_the_flags_stay() {
+        let state = MinerFlags(0);
+        assert_eq!(state.layout(), MinerLayout::Standard);
+        for layout in [
+            MinerLayout::SessionId,
+            MinerLayout::Prefix {
+                prefix: 0xff,
+                extranonce2_size: 3,
+            },
+            MinerLayout::Prefix {
+                prefix: 0,
+                extranonce2_size: 4,
+            },
+            MinerLayout::Standard,
+        ] {
+            let s = MinerFlags(SUBSCRIBED).with_layout(layout);
+            assert_eq!(s.layout(), layout);
+            assert!(s.has(SUBSCRIBED) && !s.has(RECONNECT_ASKED));
+        }
+        let s = MinerFlags(RECONNECT_ASKED).with_layout(MinerLayout::Prefix {
+            prefix: 7,
+            extranonce2_size: 3,
+        });
+        assert_eq!(s.0, 0x0a07);
     }
 }
 

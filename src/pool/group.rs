@@ -34,6 +34,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest wait between rounds of the pool list while miners are held.
 const HOLD_RETRY: Duration = Duration::from_secs(1);
+/// Connections a group may open beyond the configured number when every one is full
+/// (a 4-5 byte Stratum pool's carry 256 miners each).
+const MAX_EXTRA_CONNECTIONS: u16 = 16;
 
 pub struct PoolGroup {
     /// `None` in single-user mode: each pool entry's own sub-account is used.
@@ -143,7 +146,7 @@ impl PoolGroup {
         }
         let mut moved = 0;
         while let Some(miner) = session.any_miner() {
-            let Some(sibling) = self.least_loaded() else {
+            let Some(sibling) = self.least_loaded_for(&miner) else {
                 break;
             };
             session.release(&miner, Departure::AfterGrace);
@@ -192,9 +195,67 @@ impl PoolGroup {
         self.sessions
             .borrow()
             .iter()
-            .filter(|s| s.is_up() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
+            .filter(|s| s.is_up() && s.has_room() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
             .min_by_key(|s| s.miner_count())
             .cloned()
+    }
+
+    /// [`Self::least_loaded`] among the connections whose extranonce layout the miner
+    /// has, if any: a move to another layout costs it `mining.set_extranonce` or a
+    /// reconnect (docs/stratum-upstream.md §7).
+    fn least_loaded_for(&self, miner: &MinerSession) -> Option<Rc<PoolSession>> {
+        let retiring = self.retiring.borrow();
+        let sessions = self.sessions.borrow();
+        let open = || {
+            sessions
+                .iter()
+                .filter(|s| s.is_up() && s.has_room() && !retiring.iter().any(|r| Rc::ptr_eq(r, s)))
+        };
+        let layout = miner.layout();
+        open()
+            .filter(|s| s.fits(layout))
+            .min_by_key(|s| s.miner_count())
+            .or_else(|| open().min_by_key(|s| s.miner_count()))
+            .cloned()
+    }
+
+    /// Every connection up is full: one more slot dials the list (bounded by
+    /// [`MAX_EXTRA_CONNECTIONS`]), unless a slot is dialling already.
+    fn open_another_if_full(self: &Rc<Self>, agent: &Rc<Agent>) {
+        let full = {
+            let sessions = self.sessions.borrow();
+            let up: Vec<_> = sessions.iter().filter(|s| s.is_up()).collect();
+            !up.is_empty() && up.iter().all(|s| !s.has_room())
+        };
+        let slots = self.slots.get();
+        let configured = agent
+            .config()
+            .advanced
+            .pool_connection_number_per_subaccount;
+        if !full
+            || self.by_slot.borrow().len() < usize::from(slots)
+            || slots >= configured.saturating_add(MAX_EXTRA_CONNECTIONS)
+        {
+            return;
+        }
+        log::info!(
+            "{}: every connection is full, opening one more ({} in all)",
+            self.name(),
+            slots + 1
+        );
+        self.resize(agent, slots + 1);
+    }
+
+    /// A logged-in miner found no connection with room: it is held, as the miners of
+    /// a lost connection are, until one has room, and another connection is opened.
+    pub fn no_room_for(self: &Rc<Self>, agent: &Rc<Agent>, miner: &Rc<MinerSession>) {
+        let hold = agent
+            .config()
+            .advanced
+            .pool_failover_hold
+            .max(agent.config().advanced.pool_connection_dial_timeout);
+        self.hold(agent, vec![miner.clone()], hold);
+        self.open_another_if_full(agent);
     }
 
     pub fn note_job(&self, job: &Rc<Job>) {
@@ -209,7 +270,7 @@ impl PoolGroup {
             passthrough::start(agent, self, miner, Some(auth_id));
             return;
         }
-        match self.least_loaded() {
+        match self.least_loaded_for(miner) {
             Some(session) => {
                 accept_login(agent, miner, auth_id);
                 session.adopt(agent, miner);
@@ -226,6 +287,7 @@ impl PoolGroup {
                     Instant::now() + agent.config().advanced.pool_connection_dial_timeout,
                 ));
                 self.waiting.borrow_mut().push(miner.clone());
+                self.open_another_if_full(agent);
             }
         }
     }
@@ -293,14 +355,19 @@ impl PoolGroup {
     fn session_up(self: &Rc<Self>, agent: &Rc<Agent>, session: &Rc<PoolSession>) {
         self.sessions.borrow_mut().push(session.clone());
         agent.note_version_mask(session.version_mask());
+        agent.pool_connection_up(&session.entry, session.layout_extranonce2_size());
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         for miner in waiting {
             if miner.is_closed() {
                 continue;
             }
+            if !session.has_room() && self.least_loaded().is_none() {
+                self.waiting.borrow_mut().push(miner); // its dial timeout still runs
+                continue;
+            }
             let id = miner.take_pending_auth().unwrap_or_else(|| "null".into());
             accept_login(agent, &miner, &id);
-            self.least_loaded()
+            self.least_loaded_for(&miner)
                 .unwrap_or_else(|| session.clone())
                 .adopt(agent, &miner);
         }
@@ -315,7 +382,7 @@ impl PoolGroup {
         }
         for miner in held {
             if !miner.is_closed() {
-                self.least_loaded()
+                self.least_loaded_for(&miner)
                     .unwrap_or_else(|| session.clone())
                     .adopt(agent, &miner);
             }
@@ -330,7 +397,7 @@ impl PoolGroup {
         }
         for miner in orphans {
             if !miner.is_closed() {
-                self.least_loaded()
+                self.least_loaded_for(&miner)
                     .unwrap_or_else(|| session.clone())
                     .adopt(agent, &miner);
             }
@@ -361,11 +428,15 @@ impl PoolGroup {
                 .sessions
                 .borrow()
                 .iter()
-                .filter(|s| s.is_up() && !Rc::ptr_eq(s, fresh))
+                // Only from connections of the same extranonce layout: the load is not
+                // worth a reconnect.
+                .filter(|s| {
+                    s.is_up() && !Rc::ptr_eq(s, fresh) && s.layout_class() == fresh.layout_class()
+                })
                 .max_by_key(|s| s.miner_count())
                 .cloned();
             let Some(busiest) = busiest else { break };
-            if busiest.miner_count() <= fresh.miner_count() + 1 {
+            if busiest.miner_count() <= fresh.miner_count() + 1 || !fresh.has_room() {
                 break;
             }
             let Some(miner) = busiest.any_miner() else {
@@ -393,7 +464,8 @@ impl PoolGroup {
         self.retiring
             .borrow_mut()
             .retain(|s| !Rc::ptr_eq(s, session));
-        let miners = session.shut(agent);
+        agent.pool_connection_down(&session.entry);
+        let mut miners = session.shut(agent);
         if miners.is_empty() {
             return;
         }
@@ -403,13 +475,20 @@ impl PoolGroup {
                 session.name(),
                 miners.len()
             );
-            for miner in miners.iter().filter(|m| !m.is_closed()) {
-                if let Some(s) = self.least_loaded() {
-                    s.adopt(agent, miner);
+            let mut no_room = Vec::new();
+            for miner in miners.into_iter().filter(|m| !m.is_closed()) {
+                match self.least_loaded_for(&miner) {
+                    Some(s) => s.adopt(agent, &miner),
+                    None => no_room.push(miner),
                 }
             }
-            return;
+            if no_room.is_empty() {
+                return;
+            }
+            // The siblings are full (4-5 byte pools): the rest wait as below.
+            miners = no_room;
         }
+        self.open_another_if_full(agent);
         if passthrough::in_use(agent) {
             // The pass-through entries of the list are dialled for each miner.
             for miner in miners.iter().filter(|m| !m.is_closed()) {
@@ -451,7 +530,7 @@ impl PoolGroup {
             passthrough::start(agent, self, miner, None);
             return;
         }
-        if let Some(session) = self.least_loaded() {
+        if let Some(session) = self.least_loaded_for(miner) {
             session.adopt(agent, miner);
             return;
         }

@@ -8,6 +8,7 @@
 pub mod dial_streak;
 mod group;
 mod jobs;
+pub mod layouts;
 mod miner_list;
 mod passthrough;
 mod pending;

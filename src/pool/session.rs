@@ -1,8 +1,9 @@
 //! One connection to the pool, speaking the agent's side of the BTCAgent protocol, or
 //! plain Stratum V1 to any other pool ([`StratumConnection`] holds that protocol's
 //! state; this file carries out what it decides). Both give miners the same extranonce
-//! layout, jobs named `"<connection>-<n>"` and one serialized notify per job, so the
-//! miner side and the group never ask which protocol a connection speaks.
+//! layout (but Stratum pools below 8 bytes, docs/stratum-upstream.md §3), jobs named
+//! `"<connection>-<n>"` and one serialized notify per job, so the miner side and the
+//! group never ask which protocol a connection speaks.
 
 use super::jobs::JobBook;
 use super::miner_list::MinerList;
@@ -11,13 +12,14 @@ use super::PoolGroup;
 use crate::agent::Agent;
 use crate::config::PoolEntry;
 use crate::miner::MinerSession;
-use crate::protocol::exmessage::{ExError, ExMessage, Share};
+use crate::protocol::exmessage::{ExError, ExMessage};
 use crate::protocol::framing::{Frame, FrameReader};
 use crate::protocol::job::{rewrite_notify, Job};
 use crate::protocol::stratum::{self, Message};
 use crate::protocol::stratum_upstream::connection::{
-    self as stratum_upstream, Event, Judgement, StratumConnection, SUBMIT_ID_BASE,
+    self as stratum_upstream, Event, Judgement, MinerShare, StratumConnection, SUBMIT_ID_BASE,
 };
+use crate::protocol::stratum_upstream::extranonce::MinerLayout;
 use crate::protocol::stratum_upstream::messages::Reconnect;
 use crate::protocol::worker;
 use crate::upstream::PoolStream;
@@ -240,6 +242,32 @@ impl PoolSession {
 
     pub fn miner_count(&self) -> usize {
         self.miners.borrow().len()
+    }
+
+    /// One more miner can join (a 4-5 byte Stratum pool's connection carries 256).
+    pub fn has_room(&self) -> bool {
+        self.stratum.as_ref().is_none_or(|s| s.borrow().has_room())
+    }
+
+    /// True when a miner of `layout` mines here as it is (on a 4-5 byte pool, if its
+    /// prefix is free).
+    pub fn fits(&self, layout: MinerLayout) -> bool {
+        match &self.stratum {
+            Some(s) => layout.fits(&s.borrow().split()),
+            None => layout == MinerLayout::Standard,
+        }
+    }
+
+    /// The miners' layout here, prefix aside: connections of one class trade miners
+    /// freely.
+    pub fn layout_class(&self) -> MinerLayout {
+        MinerLayout::for_new_miner(self.layout_extranonce2_size(), 0)
+    }
+
+    /// The pool's extranonce2 size as the miners' layout depends on it: `None` on the
+    /// agent protocol (always the standard layout).
+    pub fn layout_extranonce2_size(&self) -> Option<usize> {
+        self.stratum.as_ref().map(|s| s.borrow().extranonce2_size())
     }
 
     pub fn any_miner(&self) -> Option<Rc<MinerSession>> {
@@ -908,9 +936,13 @@ impl PoolSession {
     /// Forwards one share; answers the miner now or when the pool's verdict arrives.
     /// On a Stratum pool the share is judged first (rebuilt and hashed): only what
     /// meets the pool's target goes there, what meets the miner's is accepted here.
-    pub fn submit(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, share: Share, id: &str) {
+    pub fn submit(&self, agent: &Rc<Agent>, miner: &Rc<MinerSession>, share: MinerShare, id: &str) {
         let difficulty = match &self.stratum {
             None => {
+                let Some(share) = share.for_agent_protocol() else {
+                    miner.reject(agent, id, stratum::code::OTHER, "Wrong extranonce2 size");
+                    return;
+                };
                 self.send_ex(&ExMessage::SubmitShare(share), false);
                 miner.stats.difficulty.get()
             }
@@ -985,9 +1017,24 @@ impl PoolSession {
             // Nothing to register: the pool sees the connection's user. The miner
             // keeps the difficulty it had (a move), else starts at the configured one.
             self.departing.borrow_mut().remove(&miner.sid);
-            let d =
-                s.borrow_mut()
-                    .add_miner(miner.sid, miner.stats.difficulty.get(), Instant::now());
+            let placed = s.borrow_mut().place_miner(
+                miner.sid,
+                miner.layout(),
+                miner.stats.difficulty.get(),
+                Instant::now(),
+            );
+            let Some(placed) = placed else {
+                // Full (the group asks `has_room` first): it waits for room.
+                if let Some(group) = self.group.upgrade() {
+                    group.no_room_for(agent, miner);
+                }
+                return;
+            };
+            if !self.tell_layout(agent, miner, placed.layout) {
+                s.borrow_mut().remove_miner(miner.sid);
+                return;
+            }
+            let d = placed.difficulty;
             self.take_on(miner);
             miner.set_pool(Some(self.clone()));
             miner.stats.difficulty.set(d);
@@ -998,6 +1045,9 @@ impl PoolSession {
             if let Some(job) = self.last_job.borrow().as_ref() {
                 miner.send_shared(agent, &job.notify_clean);
             }
+            return;
+        }
+        if !self.tell_layout(agent, miner, MinerLayout::Standard) {
             return;
         }
         if self.departing.borrow_mut().remove(&miner.sid).is_some() {
@@ -1032,6 +1082,30 @@ impl PoolSession {
         if let Some(job) = self.last_job.borrow().as_ref() {
             miner.send_shared(agent, &job.notify_clean);
         }
+    }
+
+    /// Gives `miner` the extranonce layout it needs here (docs/stratum-upstream.md §7):
+    /// nothing when it has it; `mining.set_extranonce` (the clean job follows in
+    /// [`Self::adopt`]) when it subscribed to changes; else `client.reconnect`, and
+    /// false: it does not join. Either way its shares on the jobs of the connection it
+    /// left are stale from now on (built with the old extranonce).
+    fn tell_layout(
+        &self,
+        agent: &Rc<Agent>,
+        miner: &Rc<MinerSession>,
+        layout: MinerLayout,
+    ) -> bool {
+        if miner.layout() == layout {
+            return true;
+        }
+        if let Some(group) = self.group.upgrade() {
+            for s in group.sessions() {
+                if !std::ptr::eq(&*s, self) {
+                    s.forget(miner.sid);
+                }
+            }
+        }
+        miner.change_layout(agent, layout)
     }
 
     /// Puts `miner` on this connection's list, unless it is on it already (its pool is

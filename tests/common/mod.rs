@@ -371,6 +371,10 @@ pub struct Miner {
     pub job: Option<Job>,
     pub jobs_seen: usize,
     pub user: String,
+    /// Bytes of extranonce2 it fills (4 but on 4-5 byte Stratum pools).
+    pub extranonce2_size: usize,
+    /// The agent sent it `client.reconnect`.
+    pub asked_to_reconnect: bool,
     next_ex2: u32,
     /// Responses read while waiting for another: verdicts come in the order the pool
     /// gives them, which is not the submit order.
@@ -395,6 +399,8 @@ impl Miner {
             job: None,
             jobs_seen: 0,
             user: String::new(),
+            extranonce2_size: 4,
+            asked_to_reconnect: false,
             next_ex2: 1,
             early: Vec::new(),
         }
@@ -402,6 +408,19 @@ impl Miner {
 
     /// Connects, optionally asks for version rolling, logs in, and waits for the first job.
     pub async fn login(agent: &AgentProc, user: &str, rolling: bool) -> Miner {
+        Miner::login_expecting(agent, user, rolling, 4, false).await
+    }
+
+    /// [`Miner::login`] where the agent must give `extranonce2_size` bytes of
+    /// extranonce2; `extranonce_subscribe`: it sends `mining.extranonce.subscribe`
+    /// (answered true) before it logs in.
+    pub async fn login_expecting(
+        agent: &AgentProc,
+        user: &str,
+        rolling: bool,
+        extranonce2_size: usize,
+        extranonce_subscribe: bool,
+    ) -> Miner {
         let mut m = Miner::connect(agent).await;
         m.user = user.into();
         let id = m
@@ -411,7 +430,21 @@ impl Miner {
             .unwrap();
         let r = m.conn.read_response(id, T).await.unwrap();
         m.extranonce1 = r["result"][1].as_str().unwrap().to_string();
-        assert_eq!(r["result"][2], json!(4), "miner extranonce2 size: {r}");
+        assert_eq!(
+            r["result"][2],
+            json!(extranonce2_size),
+            "miner extranonce2 size: {r}"
+        );
+        m.extranonce2_size = extranonce2_size;
+        if extranonce_subscribe {
+            let id = m
+                .conn
+                .request("mining.extranonce.subscribe", json!([]))
+                .await
+                .unwrap();
+            let r = m.conn.read_response(id, T).await.unwrap();
+            assert_eq!(r["result"], json!(true), "extranonce.subscribe: {r}");
+        }
         if rolling {
             let id = m
                 .conn
@@ -462,6 +495,11 @@ impl Miner {
             Some("mining.set_version_mask") => {
                 self.version_mask = u32::from_str_radix(v["params"][0].as_str().unwrap(), 16).ok();
             }
+            Some("mining.set_extranonce") => {
+                self.extranonce1 = v["params"][0].as_str().unwrap().to_string();
+                self.extranonce2_size = v["params"][1].as_u64().unwrap() as usize;
+            }
+            Some("client.reconnect") => self.asked_to_reconnect = true,
             Some("mining.notify") => {
                 self.job = Some(Job::from_notify_params(&v["params"]).expect("a well-formed job"));
                 self.jobs_seen += 1;
@@ -505,13 +543,24 @@ impl Miner {
         loop {
             let ex2 = self.next_ex2;
             self.next_ex2 += 1;
-            let root = job.work.merkle_root(&[&ex1, &ex2.to_be_bytes()]);
+            let ex2_bytes = self.extranonce2_bytes(ex2);
+            let root = job.work.merkle_root(&[&ex1, &ex2_bytes]);
             if let Some(nonce) =
                 search_nonce(&job.work, &root, version_bits, ntime, &target, 0, 1 << 20)
             {
                 return (job.id.clone(), ex2, ntime, nonce);
             }
         }
+    }
+
+    /// The extranonce2 `ex2` as the miner fills it: its last `extranonce2_size` bytes.
+    fn extranonce2_bytes(&self, ex2: u32) -> Vec<u8> {
+        ex2.to_be_bytes()[4 - self.extranonce2_size.min(4)..].to_vec()
+    }
+
+    /// `ex2` in hex as the miner submits it.
+    pub fn extranonce2_hex(&self, ex2: u32) -> String {
+        format!("{ex2:0width$x}", width = 2 * self.extranonce2_size)
     }
 
     /// Mines and submits one share; returns the agent's response.
@@ -527,7 +576,7 @@ impl Miner {
         let mut params = vec![
             json!(self.user),
             json!(job),
-            json!(format!("{ex2:08x}")),
+            json!(self.extranonce2_hex(ex2)),
             json!(format!("{ntime:08x}")),
             json!(format!("{nonce:08x}")),
         ];

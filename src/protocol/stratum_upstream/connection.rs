@@ -3,14 +3,15 @@
 //! verdict on each share. The pool session (src/pool/session.rs) feeds it the pool's
 //! lines and the miners' shares, and carries out what it returns.
 //!
-//! Miners on a Stratum connection see what they see on an agent-protocol one: an
-//! extranonce1 of `0000SSSS` (their session id) and 4 bytes of extranonce2, so a miner
-//! moves between connections and pools of either protocol without being told
-//! (docs/stratum-upstream.md §3). That needs a pool extranonce2 of 8 bytes or more
-//! (ckpool's and most pools'); smaller ones are refused at subscribe, and the slot
-//! tries the next pool of the list.
+//! Miners' extranonces split the pool's extranonce2 (docs/stratum-upstream.md §3,
+//! [`Split`]): on a pool of 8 bytes or more (ckpool's and most pools') they see what
+//! they see on an agent-protocol one, an extranonce1 of `0000SSSS` (their session id)
+//! and 4 bytes of extranonce2, so a miner moves between connections and pools of
+//! either protocol without being told; 6-7 bytes give `SSSS` + 4, 4-5 bytes a prefix
+//! unique on this connection ([`PrefixPool`], 256 miners) + 3-4. Below 4 the pool is
+//! refused at subscribe, and the slot tries the next pool of the list.
 
-use super::extranonce::{Layout, Split};
+use super::extranonce::{Layout, MinerExtranonce2, MinerLayout, PrefixPool, Split};
 use super::hash::Target;
 use super::job::{Share as PoolShare, UpstreamJob};
 use super::messages::{Reconnect, UpstreamMessage, Verdict};
@@ -78,6 +79,41 @@ enum Handshake {
     Sent,
     Subscribed,
     Up,
+}
+
+/// A miner's share as it submitted it, in the miner's own layout (the agent protocol
+/// and the standard layout: a 4-byte extranonce2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinerShare {
+    pub job_id: u8,
+    pub session_id: u16,
+    pub extranonce2: MinerExtranonce2,
+    pub nonce: u32,
+    /// Present only when it differs from the job's.
+    pub ntime: Option<u32>,
+    pub version_mask: Option<u32>,
+}
+
+impl MinerShare {
+    /// The agent protocol's SUBMIT_SHARE, for a 4-byte extranonce2.
+    pub fn for_agent_protocol(&self) -> Option<Share> {
+        Some(Share {
+            job_id: self.job_id,
+            session_id: self.session_id,
+            extranonce2: self.extranonce2.as_u32()?,
+            nonce: self.nonce,
+            ntime: self.ntime,
+            version_mask: self.version_mask,
+        })
+    }
+}
+
+/// A miner taken onto the connection: its difficulty here and the layout it mines
+/// with (its prefix, on a 4-5 byte pool).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placed {
+    pub difficulty: f64,
+    pub layout: MinerLayout,
 }
 
 /// What the pool entry and the config say about one connection.
@@ -186,13 +222,16 @@ impl Hasher for DigestHasher {
 /// session id, standing for its extranonce1, its extranonce2, ntime, nonce and
 /// version bits; 112 bits), mixed by SplitMix64's finalizer so that two different
 /// shares collide with a chance of 2^-64.
-fn share_digest(session_id: u16, extranonce2: u32, ntime: u32, nonce: u32, bits: u32) -> u64 {
+fn share_digest(session_id: u16, extranonce2: u64, ntime: u32, nonce: u32, bits: u32) -> u64 {
     let mix = |mut z: u64| {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    let a = u64::from(session_id) << 32 | u64::from(extranonce2);
+    // A miner's extranonce2 is 4 bytes or fewer on every shared layout, so this is
+    // the two side by side; a longer one (up to 8) overlaps the session id, which
+    // only mixes one miner's shares with its own.
+    let a = (u64::from(session_id) << 32) ^ extranonce2;
     let b = u64::from(ntime) << 32 | u64::from(nonce);
     mix(mix(mix(a ^ 0x9e37_79b9_7f4a_7c15) ^ b) ^ u64::from(bits))
 }
@@ -204,6 +243,8 @@ struct MinerDifficulty {
     /// job or older are judged at the easier of the two, as pools judge theirs.
     previous: f64,
     changed_after: u32,
+    /// Its extranonce1 on a [`Layout::ConnectionPrefix`] connection (0 elsewhere).
+    prefix: u8,
 }
 
 pub struct StratumConnection {
@@ -236,6 +277,8 @@ pub struct StratumConnection {
     window_work: f64,
     /// The last `mining.suggest_difficulty` sent, and when.
     suggested: Option<(f64, Instant)>,
+    /// The miners' prefixes on a [`Layout::ConnectionPrefix`] connection.
+    prefixes: PrefixPool,
 }
 
 impl StratumConnection {
@@ -276,6 +319,7 @@ impl StratumConnection {
             window_shares: 0,
             window_work: 0.0,
             suggested: None,
+            prefixes: PrefixPool::new(),
         }
     }
 
@@ -311,6 +355,20 @@ impl StratumConnection {
         self.split.pool_extranonce2_size
     }
 
+    /// How the pool's extranonce2 is shared among the miners.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// True while one more miner can join: a 4-5 byte pool's connection carries 256
+    /// at most (prefixes of miners gone cool until the next clean job).
+    pub fn has_room(&self) -> bool {
+        match self.split.layout {
+            Layout::ConnectionPrefix => self.prefixes.free() > 0,
+            _ => self.miners.len() < self.split.miners_per_connection(),
+        }
+    }
+
     /// The bits miners may roll; 0 without version rolling.
     pub fn version_mask(&self) -> u32 {
         self.version_mask.unwrap_or(0)
@@ -331,8 +389,48 @@ impl StratumConnection {
     }
 
     /// A miner joins: its difficulty here, from the one it had (`current`, 0 for none)
-    /// or the configured start, never above the pool's.
+    /// or the configured start, never above the pool's; a new prefix on a 4-5 byte
+    /// pool (0 when none is free: see [`Self::place_miner`]).
     pub fn add_miner(&mut self, sid: u16, current: f64, now: Instant) -> f64 {
+        self.place_miner(sid, MinerLayout::Standard, current, now)
+            .map_or(0.0, |p| p.difficulty)
+    }
+
+    /// A miner joins with the layout it has (`had`): it keeps it where it fits (on a
+    /// 4-5 byte pool: its prefix is free here), else gets this connection's (a new
+    /// prefix), which the miner must then be told. `None`: the connection is full.
+    /// Its difficulty as [`Self::add_miner`] says.
+    pub fn place_miner(
+        &mut self,
+        sid: u16,
+        had: MinerLayout,
+        current: f64,
+        now: Instant,
+    ) -> Option<Placed> {
+        // Back before its grace period after a move ended: it still holds its prefix.
+        let returning = self.miners.remove(&sid).map(|m| m.prefix);
+        let prefix = match self.split.layout {
+            Layout::ConnectionPrefix => {
+                let fits = had.fits(&self.split);
+                match returning {
+                    Some(p) if fits && had.prefix() == Some(p) => p,
+                    _ => {
+                        if let Some(p) = returning {
+                            self.prefixes.release(p);
+                        }
+                        let kept = had
+                            .prefix()
+                            .filter(|&p| fits && self.prefixes.take_exact(p));
+                        match kept {
+                            Some(p) => p,
+                            None => self.prefixes.take()?,
+                        }
+                    }
+                }
+            }
+            _ if self.miners.len() >= self.split.miners_per_connection() => return None,
+            _ => 0,
+        };
         let s = &self.settings;
         let start = if current > 0.0 {
             current
@@ -348,14 +446,27 @@ impl StratumConnection {
                 vardiff,
                 previous: difficulty,
                 changed_after: 0,
+                prefix,
             },
         );
-        difficulty
+        Some(Placed {
+            difficulty,
+            layout: MinerLayout::for_split(&self.split, prefix),
+        })
     }
 
-    /// The miner left, or its grace period after a move is over.
+    /// The miner left, or its grace period after a move is over: its prefix cools
+    /// until the next clean job.
     pub fn remove_miner(&mut self, sid: u16) {
-        self.miners.remove(&sid);
+        if let Some(m) = self.miners.remove(&sid) {
+            self.release_prefix(m.prefix);
+        }
+    }
+
+    fn release_prefix(&mut self, prefix: u8) {
+        if self.split.layout == Layout::ConnectionPrefix {
+            self.prefixes.release(prefix);
+        }
     }
 
     pub fn miner_count(&self) -> usize {
@@ -402,12 +513,6 @@ impl StratumConnection {
                         if split.layout != Layout::Standard && passthrough {
                             return Err(format!(
                                 "the pool's extranonce2 is {} bytes: identity pass-through needs 8 or more in this version (a miner's own layout for smaller ones is not built yet); the miner goes on to the next pool entry",
-                                sub.extranonce2_size
-                            ));
-                        }
-                        if split.layout != Layout::Standard {
-                            return Err(format!(
-                                "the pool's extranonce2 is {} bytes: a shared Stratum connection needs 8 or more in this version (4 for the miners' session ids, 4 for their own)",
                                 sub.extranonce2_size
                             ));
                         }
@@ -484,7 +589,8 @@ impl StratumConnection {
             } => {
                 let split = Split::for_pool(&extranonce1, extranonce2_size, false)
                     .map_err(|e| e.to_string())?;
-                if !split.keeps_miners_on(&self.split) {
+                // The same split keeps every miner's extranonce1, prefixes included.
+                if split != self.split && !split.keeps_miners_on(&self.split) {
                     return Err(format!(
                         "the pool changed the extranonce2 to {extranonce2_size} bytes: dialling again"
                     ));
@@ -527,6 +633,7 @@ impl StratumConnection {
         if job.clean {
             self.jobs.clear();
             self.shares_remembered = 0;
+            self.prefixes.clean_job();
         }
         if self.jobs.len() >= JOBS_KEPT {
             if let Some(old) = self.jobs.pop_front() {
@@ -566,7 +673,7 @@ impl StratumConnection {
     /// the pool's target for its job (the easier of the difficulty then and now, as
     /// ckpool judges), accepted here when it meets only the miner's. `submit_id` is the
     /// request id a forwarded share is written with.
-    pub fn judge(&mut self, share: &Share, submit_id: u32, now: Instant) -> Judged {
+    pub fn judge(&mut self, share: &MinerShare, submit_id: u32, now: Instant) -> Judged {
         let reject = |code, message| Judged {
             judgement: Judgement::Reject { code, message },
             new_difficulty: None,
@@ -574,13 +681,14 @@ impl StratumConnection {
         let Some(stored) = self.jobs.iter().rev().find(|j| j.number == share.job_id) else {
             return reject(code::JOB_NOT_FOUND, "Job not found (=stale)");
         };
+        let prefix = self.miners.get(&share.session_id).map_or(0, |m| m.prefix);
         let miner_extranonce1 =
             stored
                 .split
-                .miner_extranonce1(share.session_id, 0, &stored.extranonce1);
+                .miner_extranonce1(share.session_id, prefix, &stored.extranonce1);
         let Some(extranonce2) = stored
             .split
-            .pool_extranonce2(&miner_extranonce1, &share.extranonce2.to_be_bytes())
+            .pool_extranonce2(&miner_extranonce1, share.extranonce2.as_bytes())
         else {
             return reject(code::OTHER, "Wrong extranonce2 size");
         };
@@ -618,7 +726,11 @@ impl StratumConnection {
         // that counts (and which the miner gets with submit_response_from_server).
         let digest = share_digest(
             share.session_id,
-            share.extranonce2,
+            share
+                .extranonce2
+                .as_bytes()
+                .iter()
+                .fold(0u64, |v, &b| v << 8 | u64::from(b)),
             ntime,
             share.nonce,
             share.version_mask.unwrap_or(0),
@@ -869,11 +981,11 @@ mod tests {
         c
     }
 
-    fn share(sid: u16, job: u8, nonce: u32) -> Share {
-        Share {
+    fn share(sid: u16, job: u8, nonce: u32) -> MinerShare {
+        MinerShare {
             job_id: job,
             session_id: sid,
-            extranonce2: 1,
+            extranonce2: MinerExtranonce2::from_u32(1),
             nonce,
             ntime: None,
             version_mask: None,
@@ -917,10 +1029,10 @@ mod tests {
                 }
             } else if let Some(to_pool) = line.strip_prefix("> ") {
                 if to_pool.contains("mining.submit") {
-                    let share = Share {
+                    let share = MinerShare {
                         job_id: jobs.last().unwrap().id,
                         session_id: 3,
-                        extranonce2: 6,
+                        extranonce2: MinerExtranonce2::from_u32(6),
                         nonce: 0x0039_61bf,
                         ntime: Some(0x6b11_86a8),
                         version_mask: Some(0x0000_c000),
@@ -1005,12 +1117,23 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_extranonce2_below_8_bytes_is_refused() {
-        for size in [4, 6, 7] {
+    fn a_pool_extranonce2_below_4_bytes_is_refused() {
+        for size in [1, 2, 3] {
             let mut c = StratumConnection::new(settings());
             let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
             let e = c.on_line(answer.as_bytes(), Instant::now()).unwrap_err();
             assert!(e.contains(&format!("extranonce2 is {size} bytes")), "{e}");
+        }
+        for (size, layout) in [
+            (4, Layout::ConnectionPrefix),
+            (5, Layout::ConnectionPrefix),
+            (6, Layout::SessionId),
+            (7, Layout::SessionId),
+        ] {
+            let mut c = StratumConnection::new(settings());
+            let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
+            c.on_line(answer.as_bytes(), Instant::now()).unwrap();
+            assert_eq!((c.split().layout, c.extranonce2_size()), (layout, size));
         }
         let mut c = StratumConnection::new(settings());
         let e = c
@@ -1111,7 +1234,7 @@ mod tests {
             text(&line),
             "{\"id\":21,\"method\":\"mining.submit\",\"params\":[\"acct.farm1\",\"67d5e1a400001a2b\",\"0000000700000001\",\"679ac169\",\"12345678\"]}\n"
         );
-        let rolled = Share {
+        let rolled = MinerShare {
             version_mask: Some(0x0000_6000),
             ntime: Some(0x679a_c16a),
             ..share(7, 0, 1)
@@ -1121,6 +1244,239 @@ mod tests {
         };
         assert!(text(&line)
             .ends_with("\"0000000700000001\",\"679ac16a\",\"00000001\",\"00006000\"]}\n"));
+    }
+
+    /// [`up`] on a pool whose extranonce2 is `size` bytes, at difficulty 1e-12.
+    fn up_sized(size: usize) -> StratumConnection {
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        for line in [
+            format!(
+                r#"{{"result":[[["mining.notify","1"]],"ee2c106b",{size}],"id":2,"error":null}}"#
+            ),
+            r#"{"id":null,"method":"mining.set_difficulty","params":[0.000000000001]}"#.into(),
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()})
+                .to_string(),
+            r#"{"result":true,"error":null,"id":3}"#.into(),
+        ] {
+            c.on_line(line.as_bytes(), t).unwrap();
+        }
+        assert!(c.is_up());
+        c
+    }
+
+    fn ex2(hex: &str) -> MinerExtranonce2 {
+        MinerExtranonce2::parse(hex, hex.len() / 2).unwrap()
+    }
+
+    fn forwarded_extranonce2(c: &mut StratumConnection, share: &MinerShare) -> String {
+        let judged = c.judge(share, SUBMIT_ID_BASE, Instant::now());
+        let Judgement::Forward { line, .. } = judged.judgement else {
+            panic!("{judged:?}")
+        };
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        v["params"][2].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_6_byte_pool_gets_the_session_id_and_the_miners_4_bytes() {
+        let mut c = up_sized(6);
+        let t = Instant::now();
+        let placed = c
+            .place_miner(0x0a0b, MinerLayout::Standard, 0.0, t)
+            .unwrap();
+        assert_eq!(placed.layout, MinerLayout::SessionId, "to be told");
+        let good = MinerShare {
+            extranonce2: ex2("01020304"),
+            ..share(0x0a0b, 0, 1)
+        };
+        assert_eq!(forwarded_extranonce2(&mut c, &good), "0a0b01020304");
+        let wrong = MinerShare {
+            extranonce2: ex2("010203"),
+            ..good
+        };
+        assert_eq!(
+            c.judge(&wrong, SUBMIT_ID_BASE, t).judgement,
+            Judgement::Reject {
+                code: code::OTHER,
+                message: "Wrong extranonce2 size"
+            }
+        );
+        // The miners' notify: coinb1 + E1, nothing in front of coinb2 (6 = 2 + 4).
+        let mut c7 = up_sized(7);
+        let job = c7
+            .on_line(
+                serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()})
+                    .to_string()
+                    .as_bytes(),
+                t,
+            )
+            .unwrap();
+        let [Event::Job(job)] = &job[..] else {
+            panic!()
+        };
+        assert_eq!(
+            job.params[3],
+            format!("00{}", block_881423::COINB2),
+            "N = 7: one zero"
+        );
+        c7.place_miner(5, MinerLayout::SessionId, 0.0, t).unwrap();
+        let on_7 = MinerShare {
+            job_id: job.id,
+            extranonce2: ex2("0a0b0c0d"),
+            ..share(5, 0, 1)
+        };
+        assert_eq!(forwarded_extranonce2(&mut c7, &on_7), "00050a0b0c0d00");
+    }
+
+    #[test]
+    fn a_4_byte_pool_gives_each_miner_its_own_prefix() {
+        let mut c = up_sized(4);
+        let t = Instant::now();
+        let told = MinerLayout::for_new_miner(Some(4), 0x0107);
+        let first = c.place_miner(0x0107, told, 0.0, t).unwrap();
+        assert_eq!(first.layout, told, "its prefix 07 is free: kept");
+        let second = c.place_miner(0x0207, told, 0.0, t).unwrap();
+        let MinerLayout::Prefix {
+            prefix,
+            extranonce2_size: 3,
+        } = second.layout
+        else {
+            panic!("{second:?}")
+        };
+        assert_ne!(prefix, 7, "taken: another one");
+        let share_of = |sid, hex: &str| MinerShare {
+            extranonce2: ex2(hex),
+            ..share(sid, 0, 1)
+        };
+        assert_eq!(
+            forwarded_extranonce2(&mut c, &share_of(0x0107, "0a0b0c")),
+            "070a0b0c"
+        );
+        assert_eq!(
+            forwarded_extranonce2(&mut c, &share_of(0x0207, "0a0b0c")),
+            format!("{prefix:02x}0a0b0c")
+        );
+        assert!(matches!(
+            c.judge(&share_of(0x0107, "0a0b0c0d"), SUBMIT_ID_BASE, t)
+                .judgement,
+            Judgement::Reject {
+                code: code::OTHER,
+                ..
+            }
+        ));
+        // A miner from a pool of another layout gets a prefix here, to be told.
+        let moved = c
+            .place_miner(0x0307, MinerLayout::Standard, 0.0, t)
+            .unwrap();
+        assert!(
+            matches!(moved.layout, MinerLayout::Prefix { extranonce2_size: 3, prefix: p } if p != 7 && p != prefix)
+        );
+        // A 5-byte pool: 4 bytes of the miner's own.
+        let mut c5 = up_sized(5);
+        let placed = c5
+            .place_miner(9, MinerLayout::for_new_miner(Some(5), 9), 0.0, t)
+            .unwrap();
+        assert_eq!(
+            placed.layout,
+            MinerLayout::Prefix {
+                prefix: 9,
+                extranonce2_size: 4
+            }
+        );
+        assert_eq!(
+            forwarded_extranonce2(
+                &mut c5,
+                &MinerShare {
+                    extranonce2: ex2("01020304"),
+                    ..share(9, 0, 1)
+                }
+            ),
+            "0901020304"
+        );
+    }
+
+    #[test]
+    fn a_4_byte_connection_is_full_at_256_and_prefixes_cool_until_a_clean_job() {
+        let mut c = up_sized(4);
+        let t = Instant::now();
+        for sid in 0..256u16 {
+            assert!(c.has_room());
+            c.place_miner(sid, MinerLayout::Standard, 0.0, t).unwrap();
+        }
+        assert!(!c.has_room());
+        assert_eq!(c.place_miner(999, MinerLayout::Standard, 0.0, t), None);
+        c.remove_miner(17);
+        assert!(!c.has_room(), "its prefix cools");
+        let clean =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        c.on_line(clean.to_string().as_bytes(), t).unwrap();
+        assert!(c.has_room());
+        assert!(c.place_miner(999, MinerLayout::Standard, 0.0, t).is_some());
+        assert!(!c.has_room());
+        // A miner back before its grace ended keeps its prefix.
+        let layout = c
+            .place_miner(
+                999,
+                MinerLayout::Prefix {
+                    prefix: 17,
+                    extranonce2_size: 3,
+                },
+                0.0,
+                t,
+            )
+            .unwrap()
+            .layout;
+        assert_eq!(layout.prefix(), Some(17));
+    }
+
+    #[test]
+    fn a_pools_new_extranonce1_of_the_same_size_keeps_the_prefixes() {
+        let mut c = up_sized(4);
+        let t = Instant::now();
+        let placed = c
+            .place_miner(7, MinerLayout::for_new_miner(Some(4), 7), 0.0, t)
+            .unwrap();
+        let set = |size: usize| {
+            format!(
+                r#"{{"id":null,"method":"mining.set_extranonce","params":["01020304",{size}]}}"#
+            )
+        };
+        assert!(c.on_line(set(4).as_bytes(), t).unwrap().is_empty());
+        let notify =
+            serde_json::json!({"id": null, "method": "mining.notify", "params": notify_881423()});
+        c.on_line(notify.to_string().as_bytes(), t).unwrap();
+        assert_eq!(c.extranonce1_hex(), "01020304");
+        let share = MinerShare {
+            job_id: 1,
+            extranonce2: ex2("0a0b0c"),
+            ..share(7, 0, 1)
+        };
+        assert_eq!(placed.layout.prefix(), Some(7));
+        assert_eq!(forwarded_extranonce2(&mut c, &share), "070a0b0c");
+        let e = c.on_line(set(5).as_bytes(), t).unwrap_err();
+        assert!(e.contains("5 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_agent_protocol_takes_only_a_4_byte_extranonce2() {
+        let standard = share(3, 1, 2);
+        assert_eq!(
+            standard.for_agent_protocol(),
+            Some(Share {
+                job_id: 1,
+                session_id: 3,
+                extranonce2: 1,
+                nonce: 2,
+                ntime: None,
+                version_mask: None
+            })
+        );
+        let short = MinerShare {
+            extranonce2: ex2("000001"),
+            ..standard
+        };
+        assert_eq!(short.for_agent_protocol(), None);
     }
 
     #[test]
@@ -1363,20 +1719,21 @@ mod tests {
             code: code::DUPLICATE,
             message: "Duplicate share",
         };
-        let judge = |c: &mut StratumConnection, s: &Share| c.judge(s, SUBMIT_ID_BASE, t).judgement;
+        let judge =
+            |c: &mut StratumConnection, s: &MinerShare| c.judge(s, SUBMIT_ID_BASE, t).judgement;
         assert_eq!(judge(&mut c, &share(7, 0, 1)), accepted);
         assert_eq!(judge(&mut c, &share(7, 0, 1)), duplicate);
         // Anything different is another share: the nonce, the miner, the extranonce2,
         // ntime, the version bits.
         assert_eq!(judge(&mut c, &share(7, 0, 2)), accepted);
         assert_eq!(judge(&mut c, &share(8, 0, 1)), accepted);
-        let other = |f: fn(&mut Share)| {
+        let other = |f: fn(&mut MinerShare)| {
             let mut s = share(7, 0, 1);
             f(&mut s);
             s
         };
         let variants = [
-            other(|s| s.extranonce2 = 2),
+            other(|s| s.extranonce2 = MinerExtranonce2::from_u32(2)),
             other(|s| s.ntime = Some(0x679a_c16a)),
             other(|s| s.version_mask = Some(0x0000_2000)),
         ];
@@ -1433,7 +1790,7 @@ mod tests {
                 for field in 0..4 {
                     let mut v = [0u32; 4];
                     v[field] = x;
-                    seen.insert(share_digest(sid, v[0], v[1], v[2], v[3]));
+                    seen.insert(share_digest(sid, v[0].into(), v[1], v[2], v[3]));
                 }
             }
         }

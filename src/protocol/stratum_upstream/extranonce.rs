@@ -219,6 +219,165 @@ impl Split {
     }
 }
 
+/// What one miner was told of its extranonces: at `mining.subscribe`, or by its last
+/// `mining.set_extranonce`. Three bytes, kept in the miner's session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinerLayout {
+    /// Extranonce1 `0000SSSS` (its session id), extranonce2 4 bytes: the agent
+    /// protocol's and [`Layout::Standard`]'s.
+    Standard,
+    /// Extranonce1 `SSSS`, extranonce2 4 bytes ([`Layout::SessionId`]).
+    SessionId,
+    /// Extranonce1 one byte, its prefix on one connection, extranonce2
+    /// `extranonce2_size` bytes ([`Layout::ConnectionPrefix`]).
+    Prefix { prefix: u8, extranonce2_size: u8 },
+}
+
+impl MinerLayout {
+    /// The layout for a connection split as `split`, with `prefix` on a
+    /// [`Layout::ConnectionPrefix`] one. [`Layout::Direct`] (one miner per connection)
+    /// has no shared layout: the standard one stands in.
+    pub fn for_split(split: &Split, prefix: u8) -> MinerLayout {
+        match split.layout {
+            Layout::Standard | Layout::Direct => MinerLayout::Standard,
+            Layout::SessionId => MinerLayout::SessionId,
+            Layout::ConnectionPrefix => MinerLayout::Prefix {
+                prefix,
+                extranonce2_size: split.miner_extranonce2_size() as u8,
+            },
+        }
+    }
+
+    /// The layout a new miner is told at subscribe for a pool whose extranonce2 is
+    /// `pool_extranonce2_size` bytes (`None`: the agent protocol, or not known yet).
+    /// On a 4-5 byte pool its prefix is its session id's low byte, which is free on
+    /// the connection it lands on unless another miner holds or just left it.
+    pub fn for_new_miner(pool_extranonce2_size: Option<usize>, session_id: u16) -> MinerLayout {
+        pool_extranonce2_size
+            .and_then(|n| Split::for_pool(&[], n, false).ok())
+            .map_or(MinerLayout::Standard, |split| {
+                MinerLayout::for_split(&split, session_id as u8)
+            })
+    }
+
+    /// The layout of a miner told `extranonce1` (of session `session_id`) and
+    /// `extranonce2_size` (a handoff from the previous process); `None` for what no
+    /// layout gives.
+    pub fn from_extranonce(
+        extranonce1: &[u8],
+        extranonce2_size: usize,
+        session_id: u16,
+    ) -> Option<MinerLayout> {
+        let layout = match (extranonce1, extranonce2_size) {
+            (&[p], 3 | 4) => MinerLayout::Prefix {
+                prefix: p,
+                extranonce2_size: extranonce2_size as u8,
+            },
+            (_, MINER_EXTRANONCE2_SIZE) if extranonce1.len() == 2 => MinerLayout::SessionId,
+            (_, MINER_EXTRANONCE2_SIZE) if extranonce1.len() == 4 => MinerLayout::Standard,
+            _ => return None,
+        };
+        (layout.extranonce1(session_id) == extranonce1).then_some(layout)
+    }
+
+    /// True when a miner with this layout can mine on a connection split as `split`
+    /// as it is (a prefix must still be free there: [`PrefixPool::take_exact`]).
+    pub fn fits(&self, split: &Split) -> bool {
+        *self == MinerLayout::for_split(split, self.prefix().unwrap_or(0))
+    }
+
+    pub fn prefix(&self) -> Option<u8> {
+        match *self {
+            MinerLayout::Prefix { prefix, .. } => Some(prefix),
+            _ => None,
+        }
+    }
+
+    /// The miner's extranonce1 for session `session_id`.
+    pub fn extranonce1(&self, session_id: u16) -> Vec<u8> {
+        match *self {
+            MinerLayout::Standard => (session_id as u32).to_be_bytes().to_vec(),
+            MinerLayout::SessionId => session_id.to_be_bytes().to_vec(),
+            MinerLayout::Prefix { prefix, .. } => vec![prefix],
+        }
+    }
+
+    pub fn extranonce2_size(&self) -> usize {
+        match *self {
+            MinerLayout::Standard | MinerLayout::SessionId => MINER_EXTRANONCE2_SIZE,
+            MinerLayout::Prefix {
+                extranonce2_size, ..
+            } => extranonce2_size as usize,
+        }
+    }
+
+    /// The result of the miner's `mining.subscribe`: subscription ids are the session
+    /// id in 8 hex digits whatever the layout (as the agent protocol's answer).
+    pub fn subscribe_result(&self, session_id: u16) -> String {
+        let sub = format!("{:08x}", session_id);
+        format!(
+            "[[[\"mining.set_difficulty\",\"{sub}\"],[\"mining.notify\",\"{sub}\"]],\"{}\",{}]",
+            super::hex::encode(&self.extranonce1(session_id)),
+            self.extranonce2_size()
+        )
+    }
+
+    /// `mining.set_extranonce [ex1, size]` for the miner (NiceHash's extension: it
+    /// applies from the next notify).
+    pub fn set_extranonce_line(&self, session_id: u16) -> Vec<u8> {
+        format!(
+            "{{\"id\":null,\"method\":\"mining.set_extranonce\",\"params\":[\"{}\",{}]}}\n",
+            super::hex::encode(&self.extranonce1(session_id)),
+            self.extranonce2_size()
+        )
+        .into_bytes()
+    }
+}
+
+/// A miner's extranonce2 as submitted: 1 to 8 bytes, inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinerExtranonce2 {
+    bytes: [u8; 8],
+    len: u8,
+}
+
+impl MinerExtranonce2 {
+    /// Exactly `size` bytes (1..=8) of hex, either case; anything else is `None`: a
+    /// shorter or longer one would build another coinbase than the pool rebuilds.
+    pub fn parse(text: &str, size: usize) -> Option<MinerExtranonce2> {
+        if !(1..=8).contains(&size) || text.len() != 2 * size {
+            return None;
+        }
+        let mut bytes = [0u8; 8];
+        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            bytes[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+        }
+        Some(MinerExtranonce2 {
+            bytes,
+            len: size as u8,
+        })
+    }
+
+    /// The 4-byte extranonce2 of the standard layout.
+    pub fn from_u32(v: u32) -> MinerExtranonce2 {
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&v.to_be_bytes());
+        MinerExtranonce2 { bytes, len: 4 }
+    }
+
+    /// As a big-endian u32 when it has 4 bytes (the agent protocol's SUBMIT field).
+    pub fn as_u32(&self) -> Option<u32> {
+        (self.len == 4).then(|| {
+            u32::from_be_bytes([self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]])
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// The one-byte miner prefixes of one [`Layout::ConnectionPrefix`] connection: 256
 /// at most (bounded: a 32-byte bitmap each for taken and cooling prefixes). A released
 /// prefix cools until the connection's next clean job, so no new miner ever repeats
@@ -253,6 +412,14 @@ impl PrefixPool {
     /// Prefixes held by miners.
     pub fn in_use(&self) -> usize {
         self.in_use as usize
+    }
+
+    /// Prefixes neither taken nor cooling: what a new miner can get now.
+    pub fn free(&self) -> usize {
+        let busy: u32 = (0..4)
+            .map(|i| (self.taken[i] | self.cooling[i]).count_ones())
+            .sum();
+        256 - busy as usize
     }
 
     /// A free prefix, or `None` when all 256 are taken or cooling.
@@ -500,6 +667,122 @@ mod tests {
         pool.clean_job();
         assert!(pool.take_exact(3));
         assert_eq!(pool.in_use(), 256);
+    }
+
+    #[test]
+    fn miner_layouts_byte_exact() {
+        let sid = 0x1234;
+        let at = |n| MinerLayout::for_new_miner(n, sid);
+        // The agent protocol, a pool not known yet and N >= 8: today's answer.
+        for layout in [at(None), at(Some(8)), at(Some(12))] {
+            assert_eq!(layout, MinerLayout::Standard);
+            assert_eq!(
+                layout.subscribe_result(sid),
+                r#"[[["mining.set_difficulty","00001234"],["mining.notify","00001234"]],"00001234",4]"#
+            );
+        }
+        assert_eq!(at(Some(7)), MinerLayout::SessionId);
+        assert_eq!(
+            at(Some(6)).subscribe_result(sid),
+            r#"[[["mining.set_difficulty","00001234"],["mining.notify","00001234"]],"1234",4]"#
+        );
+        assert_eq!(
+            at(Some(5)),
+            MinerLayout::Prefix {
+                prefix: 0x34,
+                extranonce2_size: 4
+            }
+        );
+        assert_eq!(
+            at(Some(4)).subscribe_result(sid),
+            r#"[[["mining.set_difficulty","00001234"],["mining.notify","00001234"]],"34",3]"#
+        );
+        // Too small to share: the standard answer, the miner is moved if it lands there.
+        assert_eq!(at(Some(3)), MinerLayout::Standard);
+        assert_eq!(
+            std::str::from_utf8(&at(Some(4)).set_extranonce_line(sid)).unwrap(),
+            "{\"id\":null,\"method\":\"mining.set_extranonce\",\"params\":[\"34\",3]}\n"
+        );
+        assert_eq!(
+            std::str::from_utf8(&MinerLayout::SessionId.set_extranonce_line(sid)).unwrap(),
+            "{\"id\":null,\"method\":\"mining.set_extranonce\",\"params\":[\"1234\",4]}\n"
+        );
+        for layout in [
+            MinerLayout::Standard,
+            MinerLayout::SessionId,
+            at(Some(4)),
+            at(Some(5)),
+        ] {
+            let back = MinerLayout::from_extranonce(
+                &layout.extranonce1(sid),
+                layout.extranonce2_size(),
+                sid,
+            );
+            assert_eq!(back, Some(layout));
+        }
+        assert_eq!(
+            MinerLayout::from_extranonce(&[0x12, 0x35], 4, sid),
+            None,
+            "another session's"
+        );
+        assert_eq!(MinerLayout::from_extranonce(&[7], 2, sid), None);
+        assert_eq!(
+            MinerLayout::from_extranonce(&[0, 0, 0x12, 0x34], 3, sid),
+            None
+        );
+        let split = |n| Split::for_pool(&[0; 4], n, false).unwrap();
+        assert!(MinerLayout::Standard.fits(&split(8)));
+        assert!(!MinerLayout::Standard.fits(&split(7)));
+        assert!(MinerLayout::SessionId.fits(&split(6)));
+        assert!(at(Some(4)).fits(&split(4)));
+        assert!(!at(Some(4)).fits(&split(5)), "another extranonce2 size");
+        assert!(!at(Some(5)).fits(&split(8)));
+        // The miner's extranonce1 is what the split rebuilds the pool's extranonce2 from.
+        for n in [4, 5, 6, 7, 8, 9] {
+            let layout = MinerLayout::for_split(&split(n), 0x34);
+            assert_eq!(
+                layout.extranonce1(sid),
+                split(n).miner_extranonce1(sid, 0x34, &[]),
+                "N = {n}"
+            );
+            assert_eq!(layout.extranonce2_size(), split(n).miner_extranonce2_size());
+        }
+    }
+
+    #[test]
+    fn miner_extranonce2_parses_exactly_its_size() {
+        let e = MinerExtranonce2::parse("0a0B0c", 3).unwrap();
+        assert_eq!(e.as_bytes(), &[0x0a, 0x0b, 0x0c]);
+        assert_eq!(e.as_u32(), None);
+        let e = MinerExtranonce2::parse("deadBEEF", 4).unwrap();
+        assert_eq!(e.as_u32(), Some(0xdead_beef));
+        assert_eq!(e, MinerExtranonce2::from_u32(0xdead_beef));
+        assert_eq!(MinerExtranonce2::parse("deadbeef", 3), None);
+        assert_eq!(MinerExtranonce2::parse("0a0b0", 3), None);
+        assert_eq!(MinerExtranonce2::parse("0a0b0g", 3), None);
+        assert_eq!(MinerExtranonce2::parse("+a0b0c", 3), None);
+        assert_eq!(MinerExtranonce2::parse("é0b0", 2), None);
+        assert_eq!(MinerExtranonce2::parse("", 0), None);
+        assert_eq!(MinerExtranonce2::parse(&"00".repeat(9), 9), None);
+        assert_eq!(
+            MinerExtranonce2::parse("0102030405060708", 8)
+                .unwrap()
+                .as_bytes(),
+            &[1, 2, 3, 4, 5, 6, 7, 8]
+        );
+    }
+
+    #[test]
+    fn free_prefixes_count_the_cooling_ones_out() {
+        let mut pool = PrefixPool::new();
+        assert_eq!(pool.free(), 256);
+        let p = pool.take().unwrap();
+        pool.take().unwrap();
+        assert_eq!(pool.free(), 254);
+        pool.release(p);
+        assert_eq!((pool.free(), pool.in_use()), (254, 1));
+        pool.clean_job();
+        assert_eq!(pool.free(), 255);
     }
 
     #[test]
