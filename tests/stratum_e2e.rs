@@ -759,8 +759,7 @@ fn failover_to_a_4_byte_pool_moves_miners_by_set_extranonce_or_reconnect() {
             assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
         }
         // The old connection, never closed by this miner, is closed by the agent 10 s
-        // after it asked.
-        let started = std::time::Instant::now();
+        // after it asked (well within the read's 20 s).
         let end = loop {
             match asked
                 .conn
@@ -772,7 +771,14 @@ fn failover_to_a_4_byte_pool_moves_miners_by_set_extranonce_or_reconnect() {
             }
         };
         assert_eq!(end.kind(), std::io::ErrorKind::UnexpectedEof, "{end}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        assert!(
+            agent.wait_log(
+                "asked to reconnect for a new extranonce, still there after 10 s",
+                T
+            ),
+            "{}",
+            agent.log()
+        );
     });
     assert!(
         second.wait_until(T, |s| s.totals.valid >= 6),

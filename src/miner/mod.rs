@@ -99,9 +99,10 @@ impl MinerStats {
 }
 
 /// A miner's extranonce layout (docs/stratum-upstream.md §3, §7) and a few flags, in
-/// two bytes (where the session's other small fields leave one byte of padding): bits
-/// 0-7 the prefix, 8-9 the layout (standard, session id, prefix + 3 bytes, prefix + 4
-/// bytes), then the flags.
+/// two bytes (the byte of padding the session's other small fields left, and the one a
+/// `bool` for the deadline flag took), so the session does not grow: bits 0-7 the
+/// prefix, 8-9 the layout (standard, session id, prefix + 3 bytes, prefix + 4 bytes),
+/// then the flags.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct MinerFlags(u16);
 
