@@ -516,8 +516,8 @@ fn client_reconnect_is_followed_once_to_the_host_given() {
     assert_eq!(first.stats().accepted_connections, 2);
 }
 
-/// A reconnect that cannot be followed (a host that is no host name), or whose dial
-/// fails, ends the connection and the slot dials the list, as for a lost connection.
+/// A reconnect that cannot be followed (a host that is no host name, or not within the
+/// pool's domain), or whose dial fails, ends the connection and the slot dials the list, as for a lost connection.
 #[test]
 fn a_reconnect_that_cannot_be_followed_falls_back_to_the_list() {
     let pool = stratum_pool(StratumPoolConfig::ckpool());
@@ -537,6 +537,21 @@ fn a_reconnect_that_cannot_be_followed_falls_back_to_the_list() {
             agent.log()
         );
         assert!(pool.wait_until(T, |s| s.accepted_connections == 2));
+        // Another site than the pool's (its entry is 127.0.0.1): never followed, so a
+        // pool cannot send the farm's hashrate elsewhere.
+        let before = job_connection(&m);
+        pool.reconnect(
+            open_connection(&pool),
+            json!(["pool.attacker.example", 3333]),
+        )
+        .unwrap();
+        wait_job_from_another_connection(&mut m, &before).await;
+        assert!(
+            agent.wait_log("the pool asked to reconnect, not followed (pool.attacker.example is not within 127.0.0.1's domain): dialling the pool list", T),
+            "{}",
+            agent.log()
+        );
+        assert!(pool.wait_until(T, |s| s.accepted_connections == 3));
         // Nothing listens there: the dial fails, the list is dialled.
         let closed = free_port();
         let before = job_connection(&m);
@@ -551,7 +566,7 @@ fn a_reconnect_that_cannot_be_followed_falls_back_to_the_list() {
         assert_eq!(m.submit_share(0, 0).await["result"], json!(true));
     });
     assert!(pool.wait_until(T, |s| s.worker("acct.farm1").valid == 1));
-    assert_eq!(pool.stats().accepted_connections, 3);
+    assert_eq!(pool.stats().accepted_connections, 4);
 }
 
 /// A share the agent accepted itself (below the pool's target), sent again, is

@@ -20,7 +20,7 @@ use crate::protocol::stratum_upstream::connection::{
     self as stratum_upstream, Event, Judgement, MinerShare, StratumConnection, SUBMIT_ID_BASE,
 };
 use crate::protocol::stratum_upstream::extranonce::MinerLayout;
-use crate::protocol::stratum_upstream::messages::Reconnect;
+use crate::protocol::stratum_upstream::messages::{reconnect_within_site, Reconnect};
 use crate::protocol::worker;
 use crate::upstream::PoolStream;
 use async_io::Timer;
@@ -665,6 +665,14 @@ impl PoolSession {
                     }
                 }
                 Event::Reconnect(r) => {
+                    if let Some(host) = r.host.as_deref() {
+                        if !reconnect_within_site(&self.entry.host, host) {
+                            return Err(format!(
+                                "the pool asked to reconnect, not followed ({host} is not within {}'s domain): dialling the pool list",
+                                self.entry.host
+                            ));
+                        }
+                    }
                     let to = match (&r.host, r.port) {
                         (None, None) => "the same pool".to_string(),
                         (host, port) => crate::upstream::proxy_url::host_port(

@@ -270,6 +270,33 @@ fn parse_reconnect(params: &[Value]) -> Result<Reconnect, UpstreamError> {
 /// The longest `client.reconnect` wait followed, in seconds.
 pub const MAX_RECONNECT_WAIT: u32 = 3600;
 
+/// Whether a pool at `pool_host` may send its miners' hashrate to `asked` with
+/// `client.reconnect`: the same host, or another host of the same site (the host
+/// without its first label when it has three or more, `us.pool.example` and
+/// `eu.pool.example`; a host of two labels is its own site, and its subdomains are
+/// in it). An IP address only ever matches itself. cgminer follows the same idea
+/// (`parse_reconnect`: "Denied stratum reconnect request to non-matching domain"): a
+/// pool, or whoever answers in its name, must not be able to move the farm elsewhere.
+pub fn reconnect_within_site(pool_host: &str, asked: &str) -> bool {
+    let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+    let (pool_host, asked) = (norm(pool_host), norm(asked));
+    if pool_host == asked {
+        return true;
+    }
+    let is_ip = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
+    if is_ip(&pool_host) || is_ip(&asked) {
+        return false;
+    }
+    let site = |h: &str| -> String {
+        match h.split_once('.') {
+            Some((_, rest)) if rest.contains('.') => rest.to_string(),
+            _ => h.to_string(),
+        }
+    };
+    let pool_site = site(&pool_host);
+    site(&asked) == pool_site || asked.ends_with(&format!(".{pool_site}"))
+}
+
 /// `host` if it can be a host name (RFC 1123 labels; `_` allowed, as DNS has them) or
 /// an IP address (IPv6 also in brackets, which are taken off); `None` for anything
 /// else (spaces, URLs, `host:port`, a dotted quad out of range), so the agent never
@@ -375,6 +402,34 @@ fn short(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reconnects_stay_within_the_pools_site() {
+        for (pool, asked) in [
+            ("us.pool.example", "eu.pool.example"),
+            ("us.pool.example", "US.Pool.Example."),
+            ("pool.example", "eu.pool.example"),
+            ("pool.example", "a.b.pool.example"),
+            ("stratum.eu.pool.example", "stratum.us.eu.pool.example"),
+            ("10.0.0.7", "10.0.0.7"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            assert!(reconnect_within_site(pool, asked), "{pool} -> {asked}");
+        }
+        for (pool, asked) in [
+            ("us.pool.example", "pool.attacker.example"),
+            ("pool.example", "attacker.example"),
+            ("pool.example", "example"),
+            ("pool.example", "xpool.example"),
+            ("us.pool.example", "us.pool.example.attacker.example"),
+            ("10.0.0.7", "10.0.0.8"),
+            ("10.0.0.7", "pool.example"),
+            ("pool.example", "10.0.0.7"),
+            ("localhost", "otherhost"),
+        ] {
+            assert!(!reconnect_within_site(pool, asked), "{pool} -> {asked}");
+        }
+    }
+
     use super::*;
     use crate::protocol::stratum_upstream::job::tests::notify_881423;
     use serde_json::json;
