@@ -996,6 +996,75 @@ mod tests {
     /// connection writes exactly what btcagent wrote there, and the share ckpool
     /// accepted (difficulty 1.98 at its difficulty 1) is judged for the pool and
     /// forwarded byte for byte as it was.
+    /// A recorded run against ckpool with a 4-byte extranonce2 (tests/data/ckpool/):
+    /// the connection writes what btcagent wrote there, comes up with one-byte miner
+    /// prefixes and 3 bytes of miner extranonce2, and reads the three
+    /// `client.reconnect` shapes ckpool sends (the port as a string).
+    #[test]
+    fn replays_the_4_byte_run_against_ckpool() {
+        let recorded = include_str!("../../../tests/data/ckpool/session-n4-reconnect.txt");
+        let mut c = StratumConnection::new(settings());
+        let t = Instant::now();
+        let mut written = [
+            String::from_utf8(StratumConnection::first_request()).unwrap(),
+            String::from_utf8(c.handshake()).unwrap(),
+        ]
+        .concat();
+        let mut reconnects = Vec::new();
+        for line in recorded.lines() {
+            if let Some(from_pool) = line.strip_prefix("< ") {
+                for event in c.on_line(from_pool.as_bytes(), t).unwrap() {
+                    match event {
+                        Event::Send(bytes) => written.push_str(text(&bytes)),
+                        Event::Up | Event::Job(_) => {}
+                        Event::Reconnect(r) => reconnects.push(r),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            } else if let Some(to_pool) = line.strip_prefix("> ") {
+                let expected = format!("{to_pool}\n");
+                assert!(written.starts_with(&expected), "{expected:?} / {written:?}");
+                written.drain(..expected.len());
+            }
+        }
+        assert!(written.is_empty(), "{written}");
+        assert!(c.is_up());
+        assert_eq!(c.extranonce2_size(), 4);
+        assert_eq!(c.split().layout, Layout::ConnectionPrefix);
+        let placed = c
+            .place_miner(0x0103, MinerLayout::for_new_miner(Some(4), 0x03), 0.001, t)
+            .unwrap();
+        assert_eq!(
+            (
+                placed.layout.extranonce1(0x0103),
+                placed.layout.extranonce2_size()
+            ),
+            (vec![0x03], 3)
+        );
+        let to = |host: &str| Reconnect {
+            host: Some(host.into()),
+            port: Some(3401),
+            wait_seconds: Some(0),
+        };
+        assert_eq!(
+            reconnects,
+            [
+                Reconnect::default(),
+                to("127.0.0.1"),
+                to("pool.attacker.example")
+            ]
+        );
+        // Only the first two are followed (the session checks the site).
+        assert!(super::super::messages::reconnect_within_site(
+            "127.0.0.1",
+            "127.0.0.1"
+        ));
+        assert!(!super::super::messages::reconnect_within_site(
+            "127.0.0.1",
+            "pool.attacker.example"
+        ));
+    }
+
     #[test]
     fn replays_the_run_against_ckpool() {
         let recorded = include_str!("../../../tests/data/ckpool/session-bb7b0aeb.txt");
