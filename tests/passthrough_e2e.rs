@@ -228,12 +228,12 @@ fn failover_from_a_passthrough_pool_to_a_shared_stratum_pool() {
     );
 }
 
-/// A pass-through pool with an extranonce2 below 8 bytes is refused with its reason,
+/// A pass-through pool with an extranonce2 below 4 bytes is refused with its reason,
 /// and the miner goes on to the next entry of the list.
 #[test]
 fn a_small_extranonce2_passthrough_pool_is_skipped_for_the_next_entry() {
     let small = stratum_pool(StratumPoolConfig {
-        extranonce2_size: 6,
+        extranonce2_size: 3,
         ..StratumPoolConfig::default()
     });
     let second = stratum_pool(StratumPoolConfig::default());
@@ -251,13 +251,57 @@ fn a_small_extranonce2_passthrough_pool_is_skipped_for_the_next_entry() {
     assert!(second.wait_until(T, |s| s.worker("acct.backup").valid == 1));
     assert!(
         agent.wait_log(
-            "extranonce2 is 6 bytes: identity pass-through needs 8 or more",
+            "extranonce2 is 3 bytes: identity pass-through needs 4 or more",
             T
         ),
         "{}",
         agent.log()
     );
     assert_eq!(small.stats().totals.total(), 0);
+}
+
+/// Pass-through pools of 6 and 4 bytes: each miner's own connection splits as a
+/// shared one would. The first miner, told the standard layout at subscribe (no
+/// connection to that pool was up yet), is told its new one once its connection is up
+/// (`mining.set_extranonce`: it subscribed to it); a miner arriving while one is up is
+/// told the pool's layout at subscribe, so it needs no reconnect even though it did not
+/// subscribe to extranonce changes. Every share is valid at the pool.
+#[test]
+fn passthrough_pools_of_4_and_6_bytes_split_each_miners_connection() {
+    for size in [6usize, 4] {
+        let pool = stratum_pool(StratumPoolConfig {
+            extranonce2_size: size,
+            ..StratumPoolConfig::default()
+        });
+        let agent = agent_for(
+            vec![passthrough_entry(pool.addr(), "acct.{worker}")],
+            json!({}),
+        );
+        let miner_size = if size == 4 { 3 } else { 4 };
+        block_on(async {
+            let mut told = Miner::login_expecting(&agent, "told", true, 4, true).await;
+            // Its extranonce1, in hex: the session id (2 bytes) or a prefix (1 byte).
+            let ex1_hex = if size == 4 { 2 } else { 4 };
+            while told.extranonce1.len() != ex1_hex {
+                told.wait_job().await;
+            }
+            assert_eq!(told.extranonce2_size, miner_size);
+            let r = told.submit_share(0, 0).await;
+            assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+            let mut asked = Miner::login_expecting(&agent, "asked", false, miner_size, false).await;
+            let r = asked.submit_share(0, 0).await;
+            assert_eq!(r["result"], json!(true), "{r}\n{}", agent.log());
+            assert!(!asked.asked_to_reconnect, "{}", agent.log());
+        });
+        assert!(
+            pool.wait_until(T, |s| s.worker("acct.told").valid == 1
+                && s.worker("acct.asked").valid == 1),
+            "{}\n{}",
+            pool.stats().summary(),
+            agent.log()
+        );
+        assert_eq!(pool.stats().totals.total(), 2, "{}", pool.stats().summary());
+    }
 }
 
 /// Multi-user mode: the user is the template with the miner's sub-account and worker.

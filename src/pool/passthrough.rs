@@ -314,6 +314,8 @@ async fn own_connection<G: Group>(
         .up
         .borrow_mut()
         .insert(miner.sid, session.clone());
+    // Its pool's extranonce2 size, for the layout the next miners are told at subscribe.
+    agent.pool_connection_up(&session.entry, session.layout_extranonce2_size());
     agent
         .status
         .pool_event(group.pool_event(&session, "up", ""));
@@ -336,6 +338,7 @@ async fn own_connection<G: Group>(
         .up
         .borrow_mut()
         .retain(|_, s| !Rc::ptr_eq(s, &session));
+    agent.pool_connection_down(&session.entry);
     agent
         .status
         .pool_event(group.pool_event(&session, "down", &why));

@@ -510,9 +510,13 @@ impl StratumConnection {
                         let split =
                             Split::for_pool(&sub.extranonce1, sub.extranonce2_size, passthrough)
                                 .map_err(|e| e.to_string())?;
-                        if split.layout != Layout::Standard && passthrough {
+                        // A pass-through connection of 4-7 bytes splits as a shared one
+                        // (its one miner is told its layout as on any move); below 4 the
+                        // miner would need the pool's own extranonce1, known only after
+                        // its subscribe was answered.
+                        if split.layout == Layout::Direct {
                             return Err(format!(
-                                "the pool's extranonce2 is {} bytes: identity pass-through needs 8 or more in this version (a miner's own layout for smaller ones is not built yet); the miner goes on to the next pool entry",
+                                "the pool's extranonce2 is {} bytes: identity pass-through needs 4 or more in this version (below that the miner would need the pool's own extranonce1 before its subscribe is answered); the miner goes on to the next pool entry",
                                 sub.extranonce2_size
                             ));
                         }
@@ -1232,17 +1236,29 @@ mod tests {
     }
 
     #[test]
-    fn passthrough_refuses_a_pool_extranonce2_below_8_bytes_with_its_reason() {
-        for size in [2, 3, 4, 7] {
+    fn passthrough_splits_4_to_7_bytes_as_shared_and_refuses_below_with_its_reason() {
+        for size in [2, 3] {
             let mut c = StratumConnection::new(passthrough());
             let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
             let e = c.on_line(answer.as_bytes(), Instant::now()).unwrap_err();
             assert!(
                 e.contains(&format!(
-                    "extranonce2 is {size} bytes: identity pass-through"
+                    "extranonce2 is {size} bytes: identity pass-through needs 4 or more"
                 )) && e.contains("next pool entry"),
                 "{e}"
             );
+        }
+        for (size, layout) in [
+            (4, Layout::ConnectionPrefix),
+            (5, Layout::ConnectionPrefix),
+            (6, Layout::SessionId),
+            (7, Layout::SessionId),
+            (8, Layout::Standard),
+        ] {
+            let mut c = StratumConnection::new(passthrough());
+            let answer = format!(r#"{{"result":[[],"ee2c106b",{size}],"id":2,"error":null}}"#);
+            c.on_line(answer.as_bytes(), Instant::now()).unwrap();
+            assert_eq!(c.split().layout, layout, "{size}");
         }
     }
 
