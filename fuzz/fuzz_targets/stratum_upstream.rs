@@ -3,8 +3,8 @@
 //! the connection cleanly, and what the state keeps stays bounded.
 #![no_main]
 
-use btcagent::protocol::exmessage::Share;
-use btcagent::protocol::stratum_upstream::connection::{Settings, StratumConnection};
+use btcagent::protocol::stratum_upstream::connection::{MinerShare, Settings, StratumConnection};
+use btcagent::protocol::stratum_upstream::extranonce::MinerExtranonce2;
 use btcagent::protocol::stratum_upstream::vardiff::VardiffConfig;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         vardiff: VardiffConfig::for_interval(10.0),
         start_difficulty: 16384.0,
         min_difficulty: 1e-9,
+        passthrough: false,
     });
     let t0 = Instant::now();
     let _ = c.handshake();
@@ -32,10 +33,16 @@ fuzz_target!(|data: &[u8]| {
         }
         // A share from the line's first bytes, on any job number.
         let b = |k: usize| line.get(k).copied().unwrap_or(0);
-        let share = Share {
+        // The miner's extranonce2 at any size a layout gives (3 or 4), or a wrong one.
+        let size = 1 + usize::from(b(17) % 4);
+        let hex: String = (0..size).map(|k| format!("{:02x}", b(2 + k))).collect();
+        let Some(extranonce2) = MinerExtranonce2::parse(&hex, size) else {
+            continue;
+        };
+        let share = MinerShare {
             job_id: b(0),
             session_id: u16::from(b(1) % 5),
-            extranonce2: u32::from_le_bytes([b(2), b(3), b(4), b(5)]),
+            extranonce2,
             nonce: u32::from_le_bytes([b(6), b(7), b(8), b(9)]),
             ntime: (b(10) & 1 == 1).then(|| u32::from_le_bytes([b(11), b(12), b(13), b(14)])),
             version_mask: (b(15) & 1 == 1).then(|| u32::from(b(16)) << 13),
