@@ -154,11 +154,33 @@ impl Agent {
     }
 
     /// The extranonce layout a miner that subscribes now is told (docs/stratum-upstream.md
-    /// §3): that of the first pool of the list that is up.
+    /// §3): that of the first pool of the list that is up. On a 4-5 byte pool in
+    /// single-user mode its prefix is one free on the connection it most likely
+    /// joins ([`PoolGroup::suggest_prefix`]). In multi-user mode its sub-account, so
+    /// its group, is only known at authorize: it keeps its session id's low byte,
+    /// and placement prefers a connection of its group where that is free.
     pub fn layout_for_new_miner(&self, sid: u16) -> MinerLayout {
-        self.pool_layouts
+        let layout = self
+            .pool_layouts
             .borrow()
-            .for_new_miner(&self.config().pools, sid)
+            .for_new_miner(&self.config().pools, sid);
+        let MinerLayout::Prefix {
+            extranonce2_size, ..
+        } = layout
+        else {
+            return layout;
+        };
+        if self.config().multi_user_mode {
+            return layout;
+        }
+        let group = self.groups.borrow().get("").cloned();
+        match group.and_then(|g| g.suggest_prefix(layout)) {
+            Some(prefix) => MinerLayout::Prefix {
+                prefix,
+                extranonce2_size,
+            },
+            None => layout,
+        }
     }
 
     /// A connection to `entry` came up, its pool's extranonce2 `extranonce2_size`

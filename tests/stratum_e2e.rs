@@ -848,3 +848,173 @@ fn a_full_4_byte_connection_makes_the_agent_open_another() {
     assert_eq!(s.totals.total(), 2, "{}", s.summary());
     assert_eq!(s.open_count(), 2, "{}", s.summary());
 }
+
+/// Waits until `n` log lines contain `needle`.
+fn wait_log_count(agent: &AgentProc, needle: &str, n: usize) -> bool {
+    let end = std::time::Instant::now() + T;
+    while std::time::Instant::now() < end {
+        if agent.log().matches(needle).count() >= n {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Subscribes without `mining.extranonce.subscribe` (as most ASIC firmware does):
+/// the miner is told its extranonce here and can only be moved off it by a reconnect.
+/// Also returns its session id (the subscription id).
+async fn subscribe_only(agent: &AgentProc, user: &str) -> (Miner, u16) {
+    let mut m = Miner::connect(agent).await;
+    m.user = user.into();
+    let id = m
+        .conn
+        .request("mining.subscribe", json!(["test-miner/1.0"]))
+        .await
+        .unwrap();
+    let r = m.conn.read_response(id, T).await.unwrap();
+    m.extranonce1 = r["result"][1].as_str().unwrap().to_string();
+    assert_eq!(r["result"][2], json!(3), "a 4-byte pool's layout: {r}");
+    m.extranonce2_size = 3;
+    let sid = r["result"][0][0][1].as_str().unwrap();
+    (m, u16::from_str_radix(sid, 16).unwrap())
+}
+
+async fn authorize(agent: &AgentProc, m: &mut Miner) {
+    let id = m
+        .conn
+        .request("mining.authorize", json!([m.user.clone(), "x"]))
+        .await
+        .unwrap();
+    let r = m.conn.read_response(id, T).await.unwrap();
+    assert_eq!(r["result"], json!(true), "authorize: {r}\n{}", agent.log());
+    m.wait_job().await;
+}
+
+/// Subscribes `users` first, all of them, then logs them in: the prefixes told at
+/// subscribe must differ though no miner holds one yet.
+async fn join_batch(
+    agent: &AgentProc,
+    users: impl Iterator<Item = String>,
+) -> (Vec<Miner>, Vec<u16>) {
+    let mut batch = Vec::new();
+    let mut sids = Vec::new();
+    for user in users {
+        let (m, sid) = subscribe_only(agent, &user).await;
+        batch.push(m);
+        sids.push(sid);
+    }
+    for m in batch.iter_mut() {
+        authorize(agent, m).await;
+    }
+    (batch, sids)
+}
+
+/// The extranonce each miner was told at subscribe is the one it mines with: the
+/// agent picked a prefix free on the connection it was placed on, so none is asked
+/// to reconnect (none subscribed to extranonce changes) or sent set_extranonce.
+async fn none_moved(agent: &AgentProc, miners: &mut [Miner]) {
+    for m in miners.iter_mut() {
+        let told = m.extranonce1.clone();
+        let r = m.submit_share(0, 0).await;
+        assert_eq!(r["result"], json!(true), "{}: {r}\n{}", m.user, agent.log());
+        assert!(!m.asked_to_reconnect, "{}\n{}", m.user, agent.log());
+        assert_eq!(m.extranonce1, told, "{}", m.user);
+    }
+    let log = agent.log();
+    assert!(
+        !log.contains("asking it to reconnect") && !log.contains("new extranonce"),
+        "every miner kept the prefix it was told at subscribe: {log}"
+    );
+}
+
+/// A large farm of miners that do not subscribe to extranonce changes joins a 4-byte
+/// pool (one prefix of 256 per miner and connection, docs/stratum-upstream.md §3):
+/// each is told at subscribe a prefix free on the connection it will be placed on,
+/// so none is asked to reconnect, even with session ids whose low bytes collide,
+/// with miners subscribing in batches before any logs in, and with prefixes of
+/// departed miners cooling until the next clean job. Every share is valid.
+#[test]
+fn a_farm_joins_a_4_byte_pool_without_reconnects() {
+    for connections in [1usize, 2] {
+        let pool = stratum_pool(StratumPoolConfig {
+            extranonce2_size: 4,
+            ..StratumPoolConfig::default()
+        });
+        let agent = agent_for(
+            vec![stratum_entry(pool.addr(), "acct.farm1")],
+            json!({"advanced": {"pool_connection_number_per_subaccount": connections}}),
+        );
+        assert!(
+            wait_log_count(&agent, "up via", connections),
+            "{}",
+            agent.log()
+        );
+        let shares = block_on(async {
+            let mut miners = Vec::new();
+            for batch in 0..10 {
+                let users = (0..20).map(|i| format!("w{}", batch * 20 + i));
+                miners.extend(join_batch(&agent, users).await.0);
+            }
+            let told: Vec<u8> = miners
+                .iter()
+                .map(|m| u8::from_str_radix(&m.extranonce1, 16).unwrap())
+                .collect();
+            let mut distinct = told.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(
+                distinct.len() >= 200 / connections,
+                "{connections}: {distinct:?}"
+            );
+            none_moved(&agent, &mut miners).await;
+            // 30 leave, their prefixes cooling; 56 more subscribe and go, so the next
+            // session ids' low bytes are prefixes held or cooling: the session id's
+            // low byte would have been taken.
+            let left: Vec<Miner> = miners.drain(..30).collect();
+            drop(left);
+            for i in 0..56 {
+                drop(subscribe_only(&agent, &format!("gone{i}")).await);
+            }
+            let (mut fresh, sids) = join_batch(&agent, (0..30).map(|i| format!("n{i}"))).await;
+            assert!(
+                sids.iter().any(|&sid| told.contains(&(sid as u8))),
+                "{connections}: session ids {sids:?} would not have collided"
+            );
+            none_moved(&agent, &mut fresh).await;
+            // A clean job frees the cooled prefixes; more miners come and go. (Only
+            // once the pool has every share so far: those still on the way would be
+            // stale.)
+            assert!(
+                pool.wait_until(T, |s| s.totals.valid == 230),
+                "{connections}: {}",
+                pool.stats().summary()
+            );
+            pool.new_job(true);
+            for m in miners.iter_mut().chain(fresh.iter_mut()) {
+                m.wait_job().await;
+            }
+            let left: Vec<Miner> = miners.drain(..30).collect();
+            drop(left);
+            let (mut later, _) = join_batch(&agent, (0..30).map(|i| format!("l{i}"))).await;
+            none_moved(&agent, &mut later).await;
+            none_moved(&agent, &mut miners).await;
+            none_moved(&agent, &mut fresh).await;
+            (200 + 30 + 30 + 140 + 30) as u64
+        });
+        assert!(
+            pool.wait_until(T, |s| s.totals.valid == shares),
+            "{connections}: {}\n{}",
+            pool.stats().summary(),
+            agent.log()
+        );
+        let s = pool.stats();
+        assert_eq!(s.totals.total(), shares, "{connections}: {}", s.summary());
+        assert_eq!(
+            s.open_count(),
+            connections,
+            "{connections}: {}",
+            s.summary()
+        );
+    }
+}

@@ -17,6 +17,7 @@ use crate::protocol::framing::FrameReader;
 use crate::protocol::job::{fake_job, Job};
 use crate::protocol::stratum::{self, code};
 use crate::protocol::stratum_upstream::connection::{Settings, StratumConnection};
+use crate::protocol::stratum_upstream::extranonce::MinerLayout;
 use crate::protocol::stratum_upstream::user::UserTemplate;
 use crate::protocol::stratum_upstream::vardiff::VardiffConfig;
 use crate::status::history::PoolEvent;
@@ -200,9 +201,10 @@ impl PoolGroup {
             .cloned()
     }
 
-    /// [`Self::least_loaded`] among the connections whose extranonce layout the miner
-    /// has, if any: a move to another layout costs it `mining.set_extranonce` or a
-    /// reconnect (docs/stratum-upstream.md §7).
+    /// [`Self::least_loaded`] among the connections the miner joins as it is (its
+    /// layout and, on a 4-5 byte pool, its prefix free there), else among those of
+    /// its layout, else among all: a miner given another extranonce costs it
+    /// `mining.set_extranonce` or a reconnect (docs/stratum-upstream.md §3, §7).
     fn least_loaded_for(&self, miner: &MinerSession) -> Option<Rc<PoolSession>> {
         let retiring = self.retiring.borrow();
         let sessions = self.sessions.borrow();
@@ -213,10 +215,38 @@ impl PoolGroup {
         };
         let layout = miner.layout();
         open()
-            .filter(|s| s.fits(layout))
+            .filter(|s| s.keeps(miner))
             .min_by_key(|s| s.miner_count())
+            .or_else(|| {
+                open()
+                    .filter(|s| s.fits(layout))
+                    .min_by_key(|s| s.miner_count())
+            })
             .or_else(|| open().min_by_key(|s| s.miner_count()))
             .cloned()
+    }
+
+    /// The prefix to tell a miner of `layout` (a 4-5 byte pool's) that subscribes
+    /// now: one free on the connection [`Self::least_loaded_for`] most likely gives
+    /// it, the least loaded of that layout, so it joins without
+    /// `mining.set_extranonce` or a reconnect. `None` when no such connection is up
+    /// with a prefix free.
+    pub fn suggest_prefix(&self, layout: MinerLayout) -> Option<u8> {
+        let likely = {
+            let retiring = self.retiring.borrow();
+            self.sessions
+                .borrow()
+                .iter()
+                .filter(|s| {
+                    s.is_up()
+                        && s.has_room()
+                        && s.fits(layout)
+                        && !retiring.iter().any(|r| Rc::ptr_eq(r, s))
+                })
+                .min_by_key(|s| s.miner_count())
+                .cloned()
+        };
+        likely?.suggest_prefix()
     }
 
     /// Every connection up is full: one more slot dials the list (bounded by

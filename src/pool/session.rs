@@ -249,13 +249,31 @@ impl PoolSession {
         self.stratum.as_ref().is_none_or(|s| s.borrow().has_room())
     }
 
-    /// True when a miner of `layout` mines here as it is (on a 4-5 byte pool, if its
-    /// prefix is free).
+    /// True when a miner of `layout` can mine here with its extranonce sizes (on a
+    /// 4-5 byte pool its prefix may be taken: see [`Self::keeps`]).
     pub fn fits(&self, layout: MinerLayout) -> bool {
         match &self.stratum {
             Some(s) => layout.fits(&s.borrow().split()),
             None => layout == MinerLayout::Standard,
         }
+    }
+
+    /// True when `miner` joins here as it is, needing neither `mining.set_extranonce`
+    /// nor a reconnect: its layout fits and, on a 4-5 byte pool, its prefix is free
+    /// here (or still its own).
+    pub fn keeps(&self, miner: &MinerSession) -> bool {
+        let layout = miner.layout();
+        self.fits(layout)
+            && match (layout.prefix(), &self.stratum) {
+                (Some(p), Some(s)) => s.borrow().keeps_prefix(miner.sid, p),
+                _ => true,
+            }
+    }
+
+    /// The prefix to tell a miner subscribing now that most likely joins this
+    /// connection, if it is a 4-5 byte pool's with one free.
+    pub fn suggest_prefix(&self) -> Option<u8> {
+        self.stratum.as_ref()?.borrow_mut().suggest_prefix()
     }
 
     /// The miners' layout here, prefix aside: connections of one class trade miners

@@ -369,6 +369,23 @@ impl StratumConnection {
         }
     }
 
+    /// The prefix to tell a miner that subscribes now and most likely joins this
+    /// connection ([`PrefixPool::suggest`]); `None` but on a 4-5 byte pool with a
+    /// prefix free.
+    pub fn suggest_prefix(&mut self) -> Option<u8> {
+        match self.split.layout {
+            Layout::ConnectionPrefix => self.prefixes.suggest(),
+            _ => None,
+        }
+    }
+
+    /// True when miner `sid` would keep prefix `p` here ([`Self::place_miner`]): it is
+    /// free, or the miner still holds it (back before its grace period ended).
+    pub fn keeps_prefix(&self, sid: u16, p: u8) -> bool {
+        self.split.layout == Layout::ConnectionPrefix
+            && (self.prefixes.is_free(p) || self.miners.get(&sid).is_some_and(|m| m.prefix == p))
+    }
+
     /// The bits miners may roll; 0 without version rolling.
     pub fn version_mask(&self) -> u32 {
         self.version_mask.unwrap_or(0)
@@ -1513,6 +1530,36 @@ mod tests {
             .unwrap()
             .layout;
         assert_eq!(layout.prefix(), Some(17));
+    }
+
+    /// A miner told the prefix the connection suggested at its subscribe joins with
+    /// it: no `mining.set_extranonce` or reconnect, even when many subscribe before
+    /// any logs in.
+    #[test]
+    fn suggested_prefixes_are_kept_at_placement() {
+        let mut c = up_sized(4);
+        let t = Instant::now();
+        let told: Vec<MinerLayout> = (0..200u16)
+            .map(|_| MinerLayout::Prefix {
+                prefix: c.suggest_prefix().unwrap(),
+                extranonce2_size: 3,
+            })
+            .collect();
+        for (sid, layout) in told.iter().enumerate().rev() {
+            let sid = 0x0100 + sid as u16; // low bytes from 0: all would collide
+            assert!(c.keeps_prefix(sid, layout.prefix().unwrap()));
+            let placed = c.place_miner(sid, *layout, 0.0, t).unwrap();
+            assert_eq!(placed.layout, *layout, "kept");
+            assert!(c.keeps_prefix(sid, layout.prefix().unwrap()), "its own");
+            assert!(!c.keeps_prefix(sid + 1, layout.prefix().unwrap()), "taken");
+        }
+        assert_eq!(c.miner_count(), 200);
+        // The next one suggested is free, past those told.
+        assert_eq!(c.suggest_prefix(), Some(200));
+        // Other layouts suggest nothing and keep no prefix.
+        let mut c8 = up_sized(8);
+        assert_eq!(c8.suggest_prefix(), None);
+        assert!(!c8.keeps_prefix(1, 0));
     }
 
     #[test]

@@ -250,8 +250,9 @@ impl MinerLayout {
 
     /// The layout a new miner is told at subscribe for a pool whose extranonce2 is
     /// `pool_extranonce2_size` bytes (`None`: the agent protocol, or not known yet).
-    /// On a 4-5 byte pool its prefix is its session id's low byte, which is free on
-    /// the connection it lands on unless another miner holds or just left it.
+    /// On a 4-5 byte pool its prefix is its session id's low byte: the fallback when
+    /// no connection can suggest a free one ([`PrefixPool::suggest`]; the agent asks
+    /// the connection the miner most likely lands on, docs/stratum-upstream.md §3).
     pub fn for_new_miner(pool_extranonce2_size: Option<usize>, session_id: u16) -> MinerLayout {
         pool_extranonce2_size
             .and_then(|n| Split::for_pool(&[], n, false).ok())
@@ -422,23 +423,41 @@ impl PrefixPool {
         256 - busy as usize
     }
 
+    /// True when `p` is neither taken nor cooling: a miner told it can join as it is.
+    pub fn is_free(&self, p: u8) -> bool {
+        !bit(&self.taken, p) && !bit(&self.cooling, p)
+    }
+
+    /// The first free prefix from the round-robin cursor on.
+    fn next_free(&self) -> Option<u8> {
+        (0..=255u8)
+            .map(|step| self.next.wrapping_add(step))
+            .find(|&p| self.is_free(p))
+    }
+
     /// A free prefix, or `None` when all 256 are taken or cooling.
     pub fn take(&mut self) -> Option<u8> {
-        for step in 0..=255u8 {
-            let p = self.next.wrapping_add(step);
-            if !bit(&self.taken, p) && !bit(&self.cooling, p) {
-                set(&mut self.taken, p, true);
-                self.in_use += 1;
-                self.next = p.wrapping_add(1);
-                return Some(p);
-            }
-        }
-        None
+        let p = self.next_free()?;
+        set(&mut self.taken, p, true);
+        self.in_use += 1;
+        self.next = p.wrapping_add(1);
+        Some(p)
+    }
+
+    /// The prefix to tell a miner that subscribes now and most likely joins this
+    /// connection once it logs in: the next free one from the round-robin cursor,
+    /// which moves past it without taking it, so miners subscribing back to back are
+    /// each told another one (up to 256 of them in flight). The miner takes it with
+    /// [`PrefixPool::take_exact`] when it joins. `None` when none is free.
+    pub fn suggest(&mut self) -> Option<u8> {
+        let p = self.next_free()?;
+        self.next = p.wrapping_add(1);
+        Some(p)
     }
 
     /// Takes `p` if it is free: a miner moved here keeps its extranonce1 when it can.
     pub fn take_exact(&mut self, p: u8) -> bool {
-        if bit(&self.taken, p) || bit(&self.cooling, p) {
+        if !self.is_free(p) {
             return false;
         }
         set(&mut self.taken, p, true);
@@ -783,6 +802,40 @@ mod tests {
         assert_eq!((pool.free(), pool.in_use()), (254, 1));
         pool.clean_job();
         assert_eq!(pool.free(), 255);
+    }
+
+    #[test]
+    fn suggested_prefixes_differ_back_to_back_and_are_not_taken() {
+        let mut pool = PrefixPool::new();
+        assert_eq!(pool.take(), Some(0));
+        assert_eq!(pool.take(), Some(1));
+        assert!(pool.take_exact(3));
+        pool.release(1); // cools until the next clean job
+                         // Two miners subscribing back to back: 2, then 4 (3 is taken, 1 cooling).
+        assert_eq!(pool.suggest(), Some(2));
+        assert_eq!(pool.suggest(), Some(4));
+        assert_eq!((pool.in_use(), pool.free()), (2, 253), "nothing taken");
+        assert!(pool.is_free(2) && pool.is_free(4));
+        assert!(!pool.is_free(0) && !pool.is_free(1) && !pool.is_free(3));
+        // They log in, in any order: each takes the prefix it was told.
+        assert!(pool.take_exact(4));
+        assert!(pool.take_exact(2));
+        // A miner moved here without a fitting prefix gets one past the suggested.
+        assert_eq!(pool.take(), Some(5));
+        assert_eq!(pool.suggest(), Some(6));
+        // The cursor wraps round, skipping what is taken or cooling.
+        let mut pool = PrefixPool::new();
+        for p in 0..=253u8 {
+            assert!(pool.take_exact(p));
+        }
+        pool.release(10);
+        assert_eq!(pool.take(), Some(254));
+        assert_eq!(pool.suggest(), Some(255));
+        assert_eq!(pool.suggest(), Some(255), "the only one free: told again");
+        assert!(pool.take_exact(255));
+        assert_eq!(pool.suggest(), None, "10 cools");
+        pool.clean_job();
+        assert_eq!(pool.suggest(), Some(10));
     }
 
     #[test]
