@@ -21,7 +21,9 @@
 //! glibc and x86 musl, not for MIPS musl), which hands libc a real 32-bit `itimerspec`;
 //! musl then calls `timerfd_settime64` and falls back to `timerfd_settime` on a kernel
 //! older than 5.1. `scripts/cross-build.sh` and `openwrt/Makefile` pass it. Without
-//! it, the build stops here instead of producing a binary that stalls.
+//! it, the build stops here instead of producing a binary that stalls. The patched
+//! `polling` (vendor/polling/PATCHED.md) no longer arms a timerfd; the check stays
+//! for builds without the patch and for any other user of `timerfd_settime`.
 #[cfg(all(
     target_os = "linux",
     target_env = "musl",

@@ -57,3 +57,39 @@ fn wakeups_from_other_threads_are_never_lost() {
     });
     sender.join().unwrap();
 }
+
+#[test]
+fn io_is_still_delivered_with_a_timer_months_away() {
+    // The reactor's wait carries the nearest timer as epoll_wait's own timeout; one
+    // months away must not make epoll_wait fail (it would fail at once on every wait,
+    // and no I/O would ever be delivered: this test would hang).
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(&b).unwrap();
+        }
+    });
+    smol::block_on(async {
+        let far = async_io::Timer::after(Duration::from_secs(90 * 24 * 3600));
+        let talk = async {
+            use smol::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = async_net::TcpStream::connect(addr).await.unwrap();
+            for i in 0..200u8 {
+                s.write_all(&[i]).await.unwrap();
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                assert_eq!(b[0], i);
+            }
+        };
+        smol::future::or(talk, async {
+            far.await;
+            panic!("the far timer fired");
+        })
+        .await;
+    });
+    echo.join().unwrap();
+}

@@ -20,6 +20,9 @@ use rustix::pipe::{pipe, pipe_with, PipeFlags};
 
 use crate::{Event, PollMode};
 
+/// btcagent: the longest timeout handed to `epoll_wait` (see `wait_deadline`).
+const MAX_EPOLL_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// Interface to epoll.
 #[derive(Debug)]
 pub struct Poller {
@@ -212,7 +215,12 @@ impl Poller {
         // Timeout for epoll. In case of overflow, use no timeout.
         let timeout = match (timer_fd, timeout) {
             (_, Some(t)) if t == Duration::from_secs(0) => Some(Timespec::default()),
-            (None, Some(t)) => Timespec::try_from(t).ok(),
+            // btcagent: without the timerfd this carries every timeout, so it must be
+            // one every kernel and libc take: an `int` of milliseconds (24.8 days).
+            // A longer wait ends early and the reactor simply waits again; uncapped,
+            // `epoll_wait` would fail (EINVAL, or ENOSYS for `epoll_pwait2` before
+            // Linux 5.11) at once on every wait and async-io would spin.
+            (None, Some(t)) => Timespec::try_from(t.min(MAX_EPOLL_TIMEOUT)).ok(),
             _ => None,
         };
 
