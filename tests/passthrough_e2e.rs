@@ -5,7 +5,7 @@
 
 mod common;
 
-use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig};
+use btcagent_sim::stratum_pool::{StratumPool, StratumPoolConfig, StratumPoolStats};
 use common::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -35,8 +35,13 @@ fn agent_for(pools: Vec<Value>, extra: Value) -> AgentProc {
 
 /// The users of the pool's open connections, sorted.
 fn open_users(pool: &StratumPool) -> Vec<String> {
-    let mut users: Vec<String> = pool
-        .stats()
+    users_of_open(&pool.stats())
+}
+
+/// The same, from a snapshot of the pool's figures (a connection is open at the pool
+/// before its authorize is read there: it has no user yet).
+fn users_of_open(stats: &StratumPoolStats) -> Vec<String> {
+    let mut users: Vec<String> = stats
         .open_connections()
         .filter_map(|c| c.user.clone())
         .collect();
@@ -383,13 +388,14 @@ fn a_reload_moves_each_miner_to_its_own_connection_at_the_new_pool() {
         agent.rewrite_config(&serde_json::to_vec_pretty(&config(&new_pool)).unwrap());
         agent.sighup();
         assert!(agent.wait_log("reload: applied", T), "{}", agent.log());
+        // Both connections open and authorized as their workers.
         assert!(
-            new_pool.wait_until(T, |s| s.open_count() == 2),
+            new_pool.wait_until(T, |s| s.open_count() == 2
+                && users_of_open(s) == ["acct.rig1", "acct.rig2"]),
             "{}\n{}",
             new_pool.stats().summary(),
             agent.log()
         );
-        assert_eq!(open_users(&new_pool), ["acct.rig1", "acct.rig2"]);
         assert!(old_pool.wait_until(T, |s| s.open_count() == 0));
         for m in [&mut a, &mut b] {
             // Once the new connection's job is there, a share on it is valid there.
